@@ -1,0 +1,243 @@
+/**
+ * The arena: one reservation of address space that holds every small and
+ * medium block together with all of the allocator's own state.
+ *
+ * It is mapped once with PROT_NONE and MAP_NORESERVE, so it costs address
+ * space only. The metadata part is made read-write at creation; the data part
+ * is made read-write in 8 MiB steps as pages are carved from it, so a stray
+ * access past the carved top faults. Linux backs a read-write page with
+ * memory only when it is first touched, and the heap touches a page only
+ * after counting it in `committedBytes`, so that figure bounds the resident
+ * memory the arena can hold.
+ *
+ * One ArrayBuffer and one set of typed arrays (u8, u32, f64) cover the whole
+ * reservation: every structure is reached by index, never through a view made
+ * per operation. Offsets are relative to the arena's base and fit in 32 bits
+ * (the arena is at most 4 GiB), so `>>>` is safe on them.
+ *
+ *   offset 0         +-----------------------------------------------+
+ *                    | header: magic, layout, list heads (u32)       |  0..511
+ *                    | statistics counters (f64)                     |  512..1023
+ *                    | recently freed large blocks (f64 ring)        |  1024..1535
+ *                    | class table: 88 x 16 B                        |  2048..3455
+ *                    | size -> class lookup, 65 x u8                 |  3584..3648
+ *   4096             +-----------------------------------------------+
+ *                    | page descriptors: 64 B per 64 KiB unit        |
+ *                    +-----------------------------------------------+
+ *                    | live bitmaps: 512 B per unit (1 bit a granule)|
+ *   dataStart        +-----------------------------------------------+  64 KiB-aligned address
+ *                    | unit 0 | unit 1 | ... 64 KiB each, carved from  |
+ *                    | the bottom up as small (1 unit) or medium     |
+ *                    | (16 units) pages                              |
+ *   dataEnd          +-----------------------------------------------+
+ */
+
+import { CLASS_COUNT, classBlockSize, classOfSize, LOOKUP_ENTRIES } from "./size_classes.ts";
+import {
+  MAP_NORESERVE,
+  mapMemory,
+  OS_PAGE_SIZE,
+  PROT_NONE,
+  PROT_READ,
+  PROT_WRITE,
+  protectMemory,
+  unmapMemory,
+  viewMemory,
+} from "./os.ts";
+
+export const MAGIC = 0x414d5354; // "TSMA"
+export const LAYOUT_VERSION = 1;
+
+export const UNIT_SHIFT = 16;
+export const UNIT_SIZE = 1 << UNIT_SHIFT; // 64 KiB
+export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
+const DESC_BYTES = 64;
+const BITMAP_BYTES = 512; // 4096 bits: one per 16-byte granule of a 64 KiB unit
+const COMMIT_STEP = 8 * 1024 * 1024;
+export const MAX_ARENA_BYTES = 2 ** 32;
+export const MIN_ARENA_BYTES = 16 * 1024 * 1024;
+
+// ---- header words (u32 index) ---------------------------------------------
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_UNIT_COUNT = 2;
+export const H_DATA_START = 3; // offset of unit 0
+export const H_TOP_UNIT = 4; // units below this have been carved
+export const H_COMMIT_TOP = 5; // data below this offset is read-write
+/** Retained (empty, still committed) pages, most recent first; doubly linked. */
+export const H_RETAINED_SMALL_HEAD = 6;
+export const H_RETAINED_SMALL_TAIL = 7;
+export const H_RETAINED_MEDIUM_HEAD = 8;
+export const H_RETAINED_MEDIUM_TAIL = 9;
+/** Released (returned to the OS) pages; singly linked. */
+export const H_RELEASED_SMALL_HEAD = 10;
+export const H_RELEASED_MEDIUM_HEAD = 11;
+export const H_LARGE_CAPACITY = 12; // slots in the large-block table
+export const H_LARGE_COUNT = 13; // live large blocks
+export const H_FLAGS = 14;
+export const H_RECENT_LARGE_NEXT = 15; // next slot of the recently-freed ring
+
+/** Ring of the last 64 freed large-block addresses (f64, bytes 1024..1535), for double-free reports. */
+export const RECENT_LARGE_F64 = 128;
+export const RECENT_LARGE_SLOTS = 64;
+
+// ---- statistics (f64 index; byte offset 512) -------------------------------
+const S = 64;
+/**
+ * Published copies of the counters that every malloc and free bumps. Those
+ * live in JS fields of the Heap object while it runs (a typed-array slot on
+ * the fast path cost more than the rest of malloc); stats() copies them here.
+ */
+export const S_ALLOCATED = S + 0; // usable bytes of live blocks
+export const S_REQUESTED = S + 1; // bytes asked for, cumulative
+export const S_COMMITTED = S + 2; // bytes that may be resident
+export const S_PEAK_ALLOCATED = S + 3;
+export const S_PEAK_COMMITTED = S + 4;
+export const S_ALLOC_COUNT = S + 5;
+export const S_FREE_COUNT = S + 6;
+export const S_MMAP_CALLS = S + 7;
+export const S_MUNMAP_CALLS = S + 8;
+export const S_MADVISE_CALLS = S + 9;
+export const S_MPROTECT_CALLS = S + 10;
+export const S_LARGE_BYTES = S + 11; // mapped bytes of live large blocks
+export const S_RETAINED_BYTES = S + 12; // committed bytes of retained empty pages
+export const S_META_COMMITTED = S + 13; // part of S_COMMITTED that is metadata
+export const S_LARGE_TABLE = S + 14; // address of the large-block table mapping
+export const S_RETAIN_LIMIT = S + 15;
+export const S_RESERVED = S + 16; // arena + large mappings + table
+
+// ---- class table (u32 index; 4 words a class at byte 2048) -----------------
+export const CLASS_U32 = 2048 >>> 2;
+export const C_BLOCK_SIZE = 0;
+export const C_AVAIL_HEAD = 1; // descriptor index of the first page with room, 0 = none
+export const C_CAPACITY = 2; // blocks a page of this class holds
+export const C_UNITS = 3; // 1 (small page) or MEDIUM_UNITS
+/** Byte offset of the size -> class table for sizes up to LOOKUP_MAX_SIZE. */
+export const LOOKUP_U8 = 3584;
+
+export const DESC_U32 = 4096 >>> 2;
+
+/** Options that shape an arena. */
+export interface ArenaLayout {
+  arenaBytes: number;
+  retainBytes: number;
+}
+
+/** The reservation, its views and the carving of units. */
+export class Arena {
+  readonly base: number;
+  readonly size: number;
+  readonly buffer: ArrayBuffer;
+  readonly u8: Uint8Array;
+  readonly u32: Uint32Array;
+  readonly f64: Float64Array;
+  readonly dataStart: number;
+  readonly dataEnd: number;
+  readonly unitCount: number;
+  /** u32 index where the live bitmaps start (BITMAP_BYTES per unit). */
+  readonly bitmapU32: number;
+
+  private constructor(base: number, size: number) {
+    this.base = base;
+    this.size = size;
+    this.buffer = viewMemory(base, size);
+    this.u8 = new Uint8Array(this.buffer);
+    this.u32 = new Uint32Array(this.buffer);
+    this.f64 = new Float64Array(this.buffer);
+    const perUnit = UNIT_SIZE + DESC_BYTES + BITMAP_BYTES;
+    this.unitCount = Math.floor((size - 4096 - UNIT_SIZE) / perUnit);
+    const bitmapStart = 4096 + this.unitCount * DESC_BYTES;
+    this.bitmapU32 = bitmapStart >>> 2;
+    const metaEnd = bitmapStart + this.unitCount * BITMAP_BYTES;
+    this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;
+    this.dataEnd = this.dataStart + this.unitCount * UNIT_SIZE;
+  }
+
+  /** Reserves and formats a new arena, or returns null if the OS refuses. */
+  static create(layout: ArenaLayout): Arena | null {
+    const size = layout.arenaBytes;
+    const base = mapMemory(size, PROT_NONE, MAP_NORESERVE);
+    if (base === 0) return null;
+    const arena = new Arena(base, size);
+    if (!protectMemory(base, arena.dataStart, PROT_READ | PROT_WRITE)) {
+      unmapMemory(base, size);
+      return null;
+    }
+    arena.format(layout);
+    return arena;
+  }
+
+  private format(layout: ArenaLayout): void {
+    const { u32, u8, f64 } = this;
+    u32[H_MAGIC] = MAGIC;
+    u32[H_VERSION] = LAYOUT_VERSION;
+    u32[H_UNIT_COUNT] = this.unitCount;
+    u32[H_DATA_START] = this.dataStart;
+    u32[H_COMMIT_TOP] = this.dataStart;
+    for (let c = 0; c < CLASS_COUNT; c++) {
+      const e = CLASS_U32 + c * 4;
+      const blockSize = classBlockSize(c);
+      const units = blockSize <= 8192 ? 1 : MEDIUM_UNITS;
+      u32[e + C_BLOCK_SIZE] = blockSize;
+      u32[e + C_UNITS] = units;
+      u32[e + C_CAPACITY] = Math.floor((units * UNIT_SIZE) / blockSize);
+    }
+    for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[LOOKUP_U8 + i] = classOfSize(i << 4);
+    f64[S_MMAP_CALLS] = 1;
+    f64[S_MPROTECT_CALLS] = 1;
+    f64[S_RETAIN_LIMIT] = layout.retainBytes;
+    f64[S_RESERVED] = this.size;
+    this.setMetaCommitted(0);
+  }
+
+  /**
+   * Takes `units` fresh units from the top, making them read-write if needed.
+   * Returns the first unit's number, or -1 when the arena is exhausted or the
+   * OS refuses.
+   */
+  carveUnits(units: number): number {
+    const u32 = this.u32;
+    const first = u32[H_TOP_UNIT];
+    const top = first + units;
+    if (top > this.unitCount) return -1;
+    const end = this.dataStart + top * UNIT_SIZE;
+    const commitTop = u32[H_COMMIT_TOP];
+    if (end > commitTop) {
+      const newTop = Math.min(this.dataEnd, roundUp(end, COMMIT_STEP));
+      this.f64[S_MPROTECT_CALLS]++;
+      if (!protectMemory(this.base + commitTop, newTop - commitTop, PROT_READ | PROT_WRITE)) {
+        return -1;
+      }
+      u32[H_COMMIT_TOP] = newTop;
+    }
+    u32[H_TOP_UNIT] = top;
+    this.setMetaCommitted(top);
+    return first;
+  }
+
+  /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
+  private setMetaCommitted(topUnit: number): void {
+    const meta = 4096 + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
+      roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE);
+    this.addCommitted(meta - this.f64[S_META_COMMITTED]);
+    this.f64[S_META_COMMITTED] = meta;
+  }
+
+  /** Adjusts committedBytes (and its peak) by `delta`. */
+  addCommitted(delta: number): void {
+    const f64 = this.f64;
+    const committed = f64[S_COMMITTED] + delta;
+    f64[S_COMMITTED] = committed;
+    if (committed > f64[S_PEAK_COMMITTED]) f64[S_PEAK_COMMITTED] = committed;
+  }
+
+  /** Unmaps the whole reservation; every view over it is dead afterwards. */
+  unmap(): void {
+    unmapMemory(this.base, this.size);
+  }
+}
+
+/** Rounds `n` up to a multiple of the power of two `to` (safe above 2^31). */
+export function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}

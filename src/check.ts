@@ -1,0 +1,300 @@
+/**
+ * The heap checker: walks every structure in the arena and the large-block
+ * table and throws HeapError("corrupt") at the first inconsistency. It
+ * recomputes every counter it can from the structures themselves and
+ * compares. It allocates JS temporaries freely: it is a debugging tool, not
+ * a fast path.
+ */
+
+import {
+  Arena,
+  C_AVAIL_HEAD,
+  C_BLOCK_SIZE,
+  C_CAPACITY,
+  C_UNITS,
+  CLASS_U32,
+  DESC_U32,
+  H_LARGE_COUNT,
+  H_MAGIC,
+  H_RELEASED_MEDIUM_HEAD,
+  H_RELEASED_SMALL_HEAD,
+  H_RETAINED_MEDIUM_HEAD,
+  H_RETAINED_MEDIUM_TAIL,
+  H_RETAINED_SMALL_HEAD,
+  H_RETAINED_SMALL_TAIL,
+  H_TOP_UNIT,
+  H_VERSION,
+  LAYOUT_VERSION,
+  MAGIC,
+  MEDIUM_UNITS,
+  S_ALLOC_COUNT,
+  S_ALLOCATED,
+  S_COMMITTED,
+  S_FREE_COUNT,
+  S_LARGE_BYTES,
+  S_META_COMMITTED,
+  S_RETAINED_BYTES,
+  UNIT_SIZE,
+} from "./arena.ts";
+import {
+  D_BITMAP,
+  D_BLOCK_SIZE,
+  D_BUMP,
+  D_BUMP_END,
+  D_CAPACITY,
+  D_CLASS,
+  D_COMMIT_END,
+  D_FREE,
+  D_NEXT,
+  D_PAGE_START,
+  D_PREV,
+  D_SHIFT,
+  D_STATE,
+  D_UNITS,
+  D_USED,
+  D_ZERO_FROM,
+  DESC_WORDS,
+  STATE_CONTINUATION,
+  STATE_MEDIUM,
+  STATE_RELEASED,
+  STATE_RETAINED,
+  STATE_SMALL,
+} from "./pages.ts";
+import { LargeBlocks } from "./large.ts";
+import { CLASS_COUNT } from "./size_classes.ts";
+import { HeapError } from "./errors.ts";
+
+/** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
+export function checkHeap(arena: Arena, large: LargeBlocks): void {
+  const { u32, f64 } = arena;
+  const fail = (address: number, what: string): never => {
+    throw new HeapError("corrupt", address, what);
+  };
+  if (u32[H_MAGIC] !== MAGIC || u32[H_VERSION] !== LAYOUT_VERSION) {
+    fail(arena.base, "arena header magic or version is wrong");
+  }
+  const top = u32[H_TOP_UNIT];
+  if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
+  const addressOf = (offset: number) => arena.base + offset;
+
+  // Pass 1: every carved unit, page by page.
+  let allocated = 0;
+  let live = 0;
+  let committed = 0;
+  const inUseWithRoom = new Set<number>();
+  const retained = new Set<number>();
+  const released = new Set<number>();
+  for (let unit = 0; unit < top;) {
+    const d = DESC_U32 + unit * DESC_WORDS;
+    const start = arena.dataStart + unit * UNIT_SIZE;
+    const state = u32[d + D_STATE];
+    const units = u32[d + D_UNITS];
+    const where = addressOf(start);
+    if (units !== 1 && units !== MEDIUM_UNITS) fail(where, `unit ${unit}: bad unit count ${units}`);
+    if (u32[d + D_PAGE_START] !== start) fail(where, `unit ${unit}: page start mismatch`);
+    for (let i = 1; i < units; i++) {
+      const c = d + i * DESC_WORDS;
+      if (u32[c + D_STATE] !== STATE_CONTINUATION || u32[c + D_PAGE_START] !== start) {
+        fail(where, `unit ${unit + i}: medium page continuation is broken`);
+      }
+    }
+    const commitEnd = u32[d + D_COMMIT_END];
+    if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
+      fail(where, `page commit end ${commitEnd} out of range`);
+    }
+    committed += commitEnd - start;
+    if (state === STATE_SMALL || state === STATE_MEDIUM) {
+      const used = checkPage(arena, d, start, fail);
+      allocated += used * u32[d + D_BLOCK_SIZE];
+      live += used;
+      if (used < u32[d + D_CAPACITY]) inUseWithRoom.add(d);
+    } else if (state === STATE_RETAINED) {
+      checkBitmapEmpty(arena, d, where, fail);
+      retained.add(d);
+    } else if (state === STATE_RELEASED) {
+      if (commitEnd !== start) fail(where, "released page still counts committed memory");
+      checkBitmapEmpty(arena, d, where, fail);
+      released.add(d);
+    } else {
+      fail(where, `unit ${unit}: carved but in state ${state}`);
+    }
+    unit += units;
+  }
+
+  // Pass 2: lists.
+  for (let c = 0; c < CLASS_COUNT; c++) {
+    const ce = CLASS_U32 + c * 4;
+    let prev = 0;
+    let steps = 0;
+    for (let d = u32[ce + C_AVAIL_HEAD]; d !== 0; prev = d, d = u32[d + D_NEXT]) {
+      const where = addressOf(u32[d + D_PAGE_START]);
+      if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
+      if (!inUseWithRoom.delete(d)) {
+        fail(where, `class ${c}: listed page is not an in-use page with room`);
+      }
+      if (u32[d + D_CLASS] !== c) {
+        fail(where, `class ${c}: listed page belongs to class ${u32[d + D_CLASS]}`);
+      }
+      if (u32[d + D_PREV] !== prev) fail(where, `class ${c}: broken back link`);
+      if (u32[d + D_USED] === 0 && prev !== 0) {
+        fail(where, `class ${c}: empty page not at the head`);
+      }
+    }
+  }
+  if (inUseWithRoom.size > 0) {
+    const d = inUseWithRoom.values().next().value!;
+    fail(addressOf(u32[d + D_PAGE_START]), "page with room is missing from its class list");
+  }
+  let retainedBytes = 0;
+  for (
+    const [headSlot, tailSlot] of [[H_RETAINED_SMALL_HEAD, H_RETAINED_SMALL_TAIL], [
+      H_RETAINED_MEDIUM_HEAD,
+      H_RETAINED_MEDIUM_TAIL,
+    ]]
+  ) {
+    let prev = 0;
+    for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + D_NEXT]) {
+      const where = addressOf(u32[d + D_PAGE_START]);
+      if (!retained.delete(d)) {
+        fail(where, "retained list holds a page that is not retained (or a cycle)");
+      }
+      if (u32[d + D_PREV] !== prev) fail(where, "retained list: broken back link");
+      if ((u32[d + D_UNITS] === MEDIUM_UNITS) !== (headSlot === H_RETAINED_MEDIUM_HEAD)) {
+        fail(where, "retained page on the wrong kind's list");
+      }
+      retainedBytes += u32[d + D_COMMIT_END] - u32[d + D_PAGE_START];
+    }
+    if (u32[tailSlot] !== prev) fail(arena.base, "retained list tail is wrong");
+  }
+  if (retained.size > 0) fail(arena.base, `${retained.size} retained pages are on no list`);
+  if (retainedBytes !== f64[S_RETAINED_BYTES]) {
+    fail(arena.base, `retained bytes ${f64[S_RETAINED_BYTES]} but the lists hold ${retainedBytes}`);
+  }
+  for (const slot of [H_RELEASED_SMALL_HEAD, H_RELEASED_MEDIUM_HEAD]) {
+    for (let d = u32[slot]; d !== 0; d = u32[d + D_NEXT]) {
+      if (!released.delete(d)) {
+        fail(
+          addressOf(u32[d + D_PAGE_START]),
+          "released list holds a page that is not released (or a cycle)",
+        );
+      }
+    }
+  }
+  if (released.size > 0) fail(arena.base, `${released.size} released pages are on no list`);
+
+  // Pass 3: large blocks.
+  let largeCount = 0;
+  let largeBytes = 0;
+  large.forEach((address, length, requested) => {
+    largeCount++;
+    largeBytes += length;
+    if (address % 4096 !== 0 || length % 4096 !== 0 || requested > length) {
+      fail(address, `large block entry is inconsistent (length ${length}, requested ${requested})`);
+    }
+    if (large.find(address) < 0) fail(address, "large block cannot be found by its address");
+  });
+  if (largeCount !== u32[H_LARGE_COUNT]) {
+    fail(arena.base, `large table counts ${u32[H_LARGE_COUNT]} blocks but holds ${largeCount}`);
+  }
+  if (largeBytes !== f64[S_LARGE_BYTES]) fail(arena.base, "large block bytes do not add up");
+
+  // Pass 4: counters.
+  allocated += largeBytes;
+  live += largeCount;
+  if (allocated !== f64[S_ALLOCATED]) {
+    fail(
+      arena.base,
+      `allocatedBytes is ${f64[S_ALLOCATED]} but live blocks hold ${allocated}`,
+    );
+  }
+  const counted = f64[S_ALLOC_COUNT] - f64[S_FREE_COUNT];
+  if (live !== counted) fail(arena.base, `liveBlocks is ${counted} but ${live} blocks are live`);
+  committed += largeBytes + f64[S_META_COMMITTED] + large.tableBytes;
+  if (committed !== f64[S_COMMITTED]) {
+    fail(
+      arena.base,
+      `committedBytes is ${f64[S_COMMITTED]} but pages and mappings hold ${committed}`,
+    );
+  }
+}
+
+/** Checks one in-use page; returns its live block count. */
+function checkPage(
+  arena: Arena,
+  d: number,
+  start: number,
+  fail: (address: number, what: string) => never,
+): number {
+  const u32 = arena.u32;
+  const where = arena.base + start;
+  const cls = u32[d + D_CLASS];
+  if (cls >= CLASS_COUNT) fail(where, `page has class ${cls}`);
+  const ce = CLASS_U32 + cls * 4;
+  const blockSize = u32[d + D_BLOCK_SIZE];
+  const capacity = u32[d + D_CAPACITY];
+  const medium = u32[d + D_STATE] === STATE_MEDIUM;
+  if (
+    blockSize !== u32[ce + C_BLOCK_SIZE] || capacity !== u32[ce + C_CAPACITY] ||
+    u32[d + D_UNITS] !== u32[ce + C_UNITS] || medium !== (u32[d + D_UNITS] === MEDIUM_UNITS) ||
+    u32[d + D_SHIFT] !== (medium ? 13 : 4)
+  ) {
+    fail(where, "page geometry does not match its size class");
+  }
+  const bump = u32[d + D_BUMP];
+  const bumpEnd = u32[d + D_BUMP_END];
+  if (bumpEnd !== start + capacity * blockSize) fail(where, "page bump end is wrong");
+  if (bump < start || bump > bumpEnd || (bump - start) % blockSize !== 0) {
+    fail(where, "page bump pointer is wrong");
+  }
+  if (u32[d + D_COMMIT_END] < bump) {
+    fail(where, "page hands out memory it has not counted as committed");
+  }
+  if (u32[d + D_ZERO_FROM] < start) fail(where, "page zero mark is below the page");
+  const isLive = (offset: number) => {
+    const g = (offset - start) >>> u32[d + D_SHIFT];
+    return (u32[u32[d + D_BITMAP] + (g >>> 5)] & (1 << (g & 31))) !== 0;
+  };
+  // Free list: inside the used area, on block boundaries, not live, no cycle.
+  let free = 0;
+  for (let f = u32[d + D_FREE]; f !== 0; f = u32[f >>> 2]) {
+    if (++free > capacity) fail(where, "page free list has a cycle or too many entries");
+    if (f < start || f >= bump || (f - start) % blockSize !== 0) {
+      fail(arena.base + f, "free list link points outside the page's blocks");
+    }
+    if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
+  }
+  // Live bitmap: set bits mark block starts below the bump pointer.
+  let used = 0;
+  const shift = u32[d + D_SHIFT];
+  const words = medium ? 4 : 128;
+  for (let w = 0; w < words; w++) {
+    let bits = u32[u32[d + D_BITMAP] + w];
+    while (bits !== 0) {
+      const b = 31 - Math.clz32(bits);
+      bits &= ~(1 << b);
+      const offset = start + ((w * 32 + b) << shift);
+      if ((offset - start) % blockSize !== 0 || offset >= bump) {
+        fail(arena.base + offset, "live bit set where no block was handed out");
+      }
+      used++;
+    }
+  }
+  if (used !== u32[d + D_USED]) {
+    fail(where, `page counts ${u32[d + D_USED]} live blocks but its bitmap has ${used}`);
+  }
+  if (used + free + (bumpEnd - bump) / blockSize !== capacity) {
+    fail(where, "live + free + never-used blocks do not add up to the page's capacity");
+  }
+  return used;
+}
+
+function checkBitmapEmpty(
+  arena: Arena,
+  d: number,
+  where: number,
+  fail: (address: number, what: string) => never,
+): void {
+  for (let w = 0; w < 128; w++) {
+    if (arena.u32[arena.u32[d + D_BITMAP] + w] !== 0) fail(where, "an empty page has live bits");
+  }
+}

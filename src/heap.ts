@@ -1,0 +1,419 @@
+/**
+ * The heap: public API, argument checks, and the allocation fast paths.
+ *
+ * malloc of a small size is a class lookup in the arena's table, Pages.take
+ * (see pages.ts) and four counter updates in fields of this object; free is
+ * a range check, Pages.freeSmall and two counter updates. Both are kept
+ * small enough for V8 to inline them, with what they call, into the caller's
+ * loop: an address that crosses a call that is not inlined is boxed as a
+ * heap number, which costs more than the allocation itself. Everything else
+ * (medium pages, large blocks, errors) leaves the fast path through a call.
+ */
+
+import {
+  Arena,
+  C_AVAIL_HEAD,
+  CLASS_U32,
+  LOOKUP_U8,
+  MAX_ARENA_BYTES,
+  MIN_ARENA_BYTES,
+  UNIT_SIZE,
+} from "./arena.ts";
+import {
+  D_BITMAP,
+  D_BLOCK_SIZE,
+  D_BUMP,
+  D_FREE,
+  D_PAGE_START,
+  D_SHIFT,
+  D_STATE,
+  D_ZERO_FROM,
+  Pages,
+  STATE_CONTINUATION,
+  STATE_MEDIUM,
+  STATE_SMALL,
+} from "./pages.ts";
+import { LargeBlocks } from "./large.ts";
+import { classForAlignment, classOfSize, LOOKUP_MAX_SIZE, MAX_CLASS_SIZE } from "./size_classes.ts";
+import { canRemap, moveMemory, viewMemory } from "./os.ts";
+import { HeapError } from "./errors.ts";
+import { type HeapStats, publishCounters, readStats } from "./stats.ts";
+import { checkHeap } from "./check.ts";
+
+/** Options for `new Heap()`. */
+export interface HeapOptions {
+  /**
+   * Address space reserved for small and medium blocks (blocks up to
+   * 128 KiB), in bytes: a multiple of 64 KiB from 16 MiB to 4 GiB. It costs
+   * no memory until used. Default 4 GiB.
+   */
+  arenaBytes?: number;
+  /**
+   * Empty pages kept committed for reuse, in bytes, before the oldest are
+   * given back to the OS. 0 gives every empty page back at once. trim()
+   * gives back all of them. Default 16 MiB.
+   */
+  retainBytes?: number;
+}
+
+const DEFAULT_ARENA_BYTES = 2 ** 32;
+const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
+/** Largest block alignment served from size-class pages (pages start 64 KiB-aligned). */
+const MAX_CLASS_ALIGNMENT = UNIT_SIZE;
+
+/**
+ * A heap of native memory. Addresses are plain numbers holding the real
+ * virtual address, 16-byte aligned, usable by native code through
+ * `heap.pointer(address)`.
+ */
+export class Heap {
+  #arena: Arena;
+  #pages: Pages;
+  #large: LargeBlocks;
+  #u8: Uint8Array;
+  #u32: Uint32Array;
+  #f64: Float64Array;
+  #base: number;
+  #dataStart: number;
+  #dataEnd: number;
+  #closed = false;
+  // Hot counters (see stats.ts): plain fields are the cheapest thing to bump.
+  #allocated = 0;
+  #peakAllocated = 0;
+  #allocs = 0;
+  #frees = 0;
+  #requested = 0;
+
+  constructor(options: HeapOptions = {}) {
+    const arenaBytes = options.arenaBytes ?? DEFAULT_ARENA_BYTES;
+    const retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
+    if (
+      !Number.isSafeInteger(arenaBytes) || arenaBytes < MIN_ARENA_BYTES ||
+      arenaBytes > MAX_ARENA_BYTES || arenaBytes % UNIT_SIZE !== 0
+    ) {
+      throw new RangeError(
+        `arenaBytes must be a multiple of 64 KiB from 16 MiB to 4 GiB, got ${arenaBytes}`,
+      );
+    }
+    if (!Number.isSafeInteger(retainBytes) || retainBytes < 0) {
+      throw new RangeError(`retainBytes must be a non-negative integer, got ${retainBytes}`);
+    }
+    const arena = Arena.create({ arenaBytes, retainBytes });
+    if (arena === null) {
+      throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
+    }
+    this.#arena = arena;
+    this.#pages = new Pages(arena);
+    this.#large = new LargeBlocks(arena);
+    this.#u8 = arena.u8;
+    this.#u32 = arena.u32;
+    this.#f64 = arena.f64;
+    this.#base = arena.base;
+    this.#dataStart = arena.dataStart;
+    this.#dataEnd = arena.dataEnd;
+  }
+
+  // ---- allocation -------------------------------------------------------------
+
+  /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
+  malloc(size: number): number {
+    if (this.#closed) throw closedError("malloc");
+    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+      return this.#allocFromClass(this.#u8[LOOKUP_U8 + ((size + 15) >>> 4)], size);
+    }
+    return this.#allocAny(checkSize(size, "malloc"));
+  }
+
+  /** Allocates `count * size` zeroed bytes; 0 when the product overflows or memory runs out. */
+  calloc(count: number, size: number): number {
+    if (this.#closed) throw closedError("calloc");
+    checkSize(count, "calloc");
+    checkSize(size, "calloc");
+    const total = count * size;
+    if (!Number.isSafeInteger(total)) return 0;
+    if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
+    const cls = classOfSize(total);
+    const u32 = this.#u32;
+    let d = u32[CLASS_U32 + cls * 4 + C_AVAIL_HEAD];
+    if (d === 0) {
+      d = this.#pages.acquire(cls);
+      if (d === 0) return 0;
+    }
+    // The block will come from this page: free list first, then the bump area,
+    // which is still zero from the OS above ZERO_FROM.
+    const fresh = u32[d + D_FREE] === 0 && u32[d + D_BUMP] >= u32[d + D_ZERO_FROM];
+    const address = this.#allocFromClass(cls, total);
+    if (!fresh && address !== 0) {
+      const offset = address - this.#base;
+      this.#u8.fill(0, offset, offset + u32[d + D_BLOCK_SIZE]);
+    }
+    return address;
+  }
+
+  /**
+   * Allocates `size` bytes at an address that is a multiple of `alignment`
+   * (a power of two; any size up to what the OS can map).
+   */
+  alignedAlloc(alignment: number, size: number): number {
+    if (this.#closed) throw closedError("alignedAlloc");
+    checkSize(size, "alignedAlloc");
+    if (
+      typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1 ||
+      2 ** Math.round(Math.log2(alignment)) !== alignment
+    ) {
+      throw new RangeError(`alignedAlloc: alignment must be a power of two, got ${alignment}`);
+    }
+    if (alignment <= 16) return this.#allocAny(size);
+    if (alignment <= MAX_CLASS_ALIGNMENT && size <= MAX_CLASS_SIZE) {
+      const cls = classForAlignment(size, alignment);
+      if (cls >= 0) return this.#allocFromClass(cls, size);
+    }
+    return this.#allocLarge(Math.max(size, 1), alignment);
+  }
+
+  /**
+   * C `realloc`: `realloc(0, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
+   * returns 0. Contents are kept up to the smaller size. Shrinking and growth
+   * within the block's size class happen in place; large blocks grow with
+   * `mremap`. On failure returns 0 and the old block is intact.
+   */
+  realloc(address: number, size: number): number {
+    if (this.#closed) throw closedError("realloc");
+    checkSize(size, "realloc");
+    if (address === 0) return this.#allocAny(size);
+    const where = this.#locate(address, "realloc");
+    if (size === 0) {
+      this.#freeLocated(address, where);
+      return 0;
+    }
+    if (where > 0) {
+      const usable = this.#u32[where + D_BLOCK_SIZE];
+      if (size <= usable) {
+        this.#requested += size;
+        return address;
+      }
+      const moved = this.#allocAny(size);
+      if (moved === 0) return 0;
+      this.#copy(moved, address, usable);
+      this.#freeLocated(address, where);
+      return moved;
+    }
+    const slot = -where - 1;
+    const large = this.#large;
+    const usable = large.usableSize(slot);
+    let result = large.resize(slot, size);
+    if (result === 0 && size > usable && !canRemap()) {
+      // No mremap on this platform: map, copy, unmap.
+      result = this.#allocAny(size);
+      if (result === 0) return 0;
+      this.#copy(result, address, usable);
+      this.#freeLocated(address, where);
+      return result;
+    }
+    if (result !== 0) {
+      this.#requested += size;
+      this.#countAllocated(large.usableSize(large.find(result)) - usable);
+    }
+    return result;
+  }
+
+  // ---- freeing ----------------------------------------------------------------
+
+  /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
+  free(address: number): void {
+    if (this.#closed) throw closedError("free");
+    const offset = address - this.#base;
+    if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
+      const blockSize = this.#pages.freeSmall(offset);
+      if (blockSize !== 0) {
+        this.#allocated -= blockSize;
+        this.#frees++;
+        return;
+      }
+    }
+    if (address === 0) return;
+    this.#freeLocated(address, this.#locate(address, "free"));
+  }
+
+  // ---- inspection -------------------------------------------------------------
+
+  /** Bytes the caller may use at `address` (at least the size asked for). */
+  usableSize(address: number): number {
+    if (this.#closed) throw closedError("usableSize");
+    const where = this.#locate(address, "usableSize");
+    return where > 0 ? this.#u32[where + D_BLOCK_SIZE] : this.#large.usableSize(-where - 1);
+  }
+
+  /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
+  bytes(address: number, length?: number): Uint8Array {
+    if (this.#closed) throw closedError("bytes");
+    const where = this.#locate(address, "bytes");
+    const usable = where > 0 ? this.#u32[where + D_BLOCK_SIZE] : this.#large.usableSize(-where - 1);
+    const n = length ?? usable;
+    if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
+      throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
+    }
+    if (where > 0) return new Uint8Array(this.#arena.buffer, address - this.#base, n);
+    return n === 0 ? new Uint8Array(0) : new Uint8Array(viewMemory(address, n));
+  }
+
+  /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
+  pointer(address: number): Deno.PointerObject {
+    if (this.#closed) throw closedError("pointer");
+    this.#locate(address, "pointer");
+    return Deno.UnsafePointer.create(BigInt(address))!;
+  }
+
+  /** A snapshot of the heap's counters. */
+  stats(): HeapStats {
+    if (this.#closed) throw closedError("stats");
+    this.#publish();
+    return readStats(this.#arena, this.#large.tableBytes);
+  }
+
+  /** Walks every structure; throws HeapError("corrupt") on the first inconsistency. */
+  check(): void {
+    if (this.#closed) throw closedError("check");
+    this.#publish();
+    checkHeap(this.#arena, this.#large);
+  }
+
+  /** Gives every empty page back to the OS now; returns the bytes released. */
+  trim(): number {
+    if (this.#closed) throw closedError("trim");
+    return this.#pages.trim();
+  }
+
+  /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
+  close(): void {
+    if (this.#closed) throw closedError("close");
+    this.#closed = true;
+    this.#large.unmapAll();
+    this.#arena.unmap();
+    this.#u8 = new Uint8Array(0);
+    this.#u32 = new Uint32Array(0);
+    this.#f64 = new Float64Array(0);
+  }
+
+  /** Same as close(); does nothing if the heap is already closed. */
+  [Symbol.dispose](): void {
+    if (!this.#closed) this.close();
+  }
+
+  // ---- internals ----------------------------------------------------------------
+
+  /** Takes a block of class `cls` for a request of `size` bytes; 0 when out of memory. */
+  #allocFromClass(cls: number, size: number): number {
+    const block = this.#pages.take(cls);
+    if (block === 0) return 0;
+    const allocated = this.#allocated + this.#u32[CLASS_U32 + (cls << 2)];
+    this.#allocated = allocated;
+    if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
+    this.#allocs++;
+    this.#requested += size;
+    return this.#base + block;
+  }
+
+  /** Any valid size: a class block or a large block. */
+  #allocAny(size: number): number {
+    if (size <= MAX_CLASS_SIZE) return this.#allocFromClass(classOfSize(size), size);
+    return this.#allocLarge(size, 0);
+  }
+
+  #allocLarge(size: number, alignment: number): number {
+    const address = this.#large.allocate(size, alignment);
+    if (address === 0) return 0;
+    this.#countAllocated(this.#large.usableSize(this.#large.find(address)));
+    this.#allocs++;
+    this.#requested += size;
+    return address;
+  }
+
+  #countAllocated(delta: number): void {
+    const allocated = this.#allocated + delta;
+    this.#allocated = allocated;
+    if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
+  }
+
+  #publish(): void {
+    publishCounters(this.#arena, {
+      allocated: this.#allocated,
+      peakAllocated: this.#peakAllocated,
+      allocs: this.#allocs,
+      frees: this.#frees,
+      requested: this.#requested,
+    });
+  }
+
+  /** Frees a block already proven live by #locate. */
+  #freeLocated(address: number, where: number): void {
+    this.#frees++;
+    if (where > 0) {
+      this.#allocated -= this.#pages.freeLocated(where, address - this.#base);
+      return;
+    }
+    this.#allocated -= this.#large.free(-where - 1);
+  }
+
+  /**
+   * Proves `address` is a live block of this heap: returns its page
+   * descriptor (> 0) or -(large slot + 1). Otherwise throws, changing nothing.
+   */
+  #locate(address: number, op: string): number {
+    if (typeof address !== "number") {
+      throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
+    }
+    const offset = address - this.#base;
+    if (offset >= this.#dataStart && offset < this.#dataEnd && Number.isInteger(offset)) {
+      const u32 = this.#u32;
+      let d = this.#pages.descriptorOf(offset);
+      if (u32[d + D_STATE] === STATE_CONTINUATION) {
+        d = this.#pages.descriptorOf(u32[d + D_PAGE_START]);
+      }
+      const state = u32[d + D_STATE];
+      const relative = offset - u32[d + D_PAGE_START];
+      const blockSize = u32[d + D_BLOCK_SIZE];
+      const blockStart = blockSize !== 0 && relative % blockSize === 0 &&
+        offset < u32[d + D_BUMP];
+      if (blockStart && (state === STATE_SMALL || state === STATE_MEDIUM)) {
+        const granule = relative >>> u32[d + D_SHIFT];
+        if ((u32[u32[d + D_BITMAP] + (granule >>> 5)] & (1 << (granule & 31))) !== 0) return d;
+      }
+      throw blockStart
+        ? new HeapError("double-free", address, `${op}: the block was already freed`)
+        : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
+    }
+    const slot = this.#large.find(address);
+    if (slot >= 0) return -slot - 1;
+    if (this.#large.wasFreed(address)) {
+      throw new HeapError("double-free", address, `${op}: the large block was already freed`);
+    }
+    throw new HeapError("invalid-free", address, `${op}: not a block of this heap`);
+  }
+
+  /** Copies `length` bytes between blocks, inside the arena when both are there. */
+  #copy(dst: number, src: number, length: number): void {
+    const base = this.#base;
+    const inArena = (a: number) => a - base >= this.#dataStart && a - base < this.#dataEnd;
+    if (inArena(dst) && inArena(src)) {
+      this.#u8.copyWithin(dst - base, src - base, src - base + length);
+    } else {
+      moveMemory(dst, src, length);
+    }
+  }
+}
+
+/** Validates a size or count: a non-negative safe integer. */
+function checkSize(size: number, op: string): number {
+  if (typeof size !== "number") {
+    throw new TypeError(`${op}: size must be a number, got ${typeof size}`);
+  }
+  if (!Number.isSafeInteger(size) || size < 0) {
+    throw new RangeError(`${op}: size must be a non-negative safe integer, got ${size}`);
+  }
+  return size;
+}
+
+function closedError(op: string): HeapError {
+  return new HeapError("closed", 0, `${op}: the heap is closed`);
+}

@@ -1,0 +1,290 @@
+/**
+ * Large blocks: every request above 128 KiB gets a mapping of its own, which
+ * is unmapped when the block is freed, so the process's resident memory drops
+ * at once. Growing uses `mremap`, which moves page tables instead of bytes.
+ *
+ * The registry of live large blocks is an open-addressing hash table (linear
+ * probing, backward-shift deletion, so no tombstones) in a mapping of its
+ * own whose address lives in the arena header. It doubles when half full.
+ *
+ *   table  +-----------------------------+-----------------------------+--
+ *          | slot 0                      | slot 1                      | ...
+ *          | address | mapLength | requested | (spare)  |  ...         |
+ *          +-----------------------------+-----------------------------+--
+ *            f64       f64         f64        f64          address 0 = empty
+ *
+ * A block's address is its mapping's start (page-aligned, and aligned further
+ * when asked: the mapping is made oversized and the slack is unmapped).
+ */
+
+import {
+  Arena,
+  H_LARGE_CAPACITY,
+  H_LARGE_COUNT,
+  H_RECENT_LARGE_NEXT,
+  RECENT_LARGE_F64,
+  RECENT_LARGE_SLOTS,
+  roundUp,
+  S_LARGE_BYTES,
+  S_LARGE_TABLE,
+  S_MMAP_CALLS,
+  S_MUNMAP_CALLS,
+  S_RESERVED,
+} from "./arena.ts";
+import {
+  mapMemory,
+  OS_PAGE_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  remapMemory,
+  unmapMemory,
+  viewMemory,
+} from "./os.ts";
+
+const SLOT_WORDS = 4;
+export const L_ADDRESS = 0;
+export const L_MAP_LENGTH = 1;
+export const L_REQUESTED = 2;
+const INITIAL_CAPACITY = 256;
+/** Beyond this no mapping is attempted (x86_64 user space is 2^47 bytes). */
+export const MAX_LARGE_SIZE = 2 ** 46;
+
+/** The large-block registry and the mappings it tracks. */
+export class LargeBlocks {
+  private readonly arena: Arena;
+  /** View of the table mapping; remade only when the table grows. */
+  private table: Float64Array = new Float64Array(0);
+  private tableAddress = 0;
+
+  constructor(arena: Arena) {
+    this.arena = arena;
+  }
+
+  /** Live large blocks. */
+  get count(): number {
+    return this.arena.u32[H_LARGE_COUNT];
+  }
+
+  /**
+   * Maps a block of at least `size` bytes whose address is a multiple of
+   * `alignment`. Returns the address, or 0 when the OS refuses.
+   */
+  allocate(size: number, alignment: number): number {
+    if (size > MAX_LARGE_SIZE || !this.ensureRoom()) return 0;
+    const length = roundUp(size, OS_PAGE_SIZE);
+    const f64 = this.arena.f64;
+    let address: number;
+    if (alignment <= OS_PAGE_SIZE) {
+      address = mapMemory(length, PROT_READ | PROT_WRITE);
+      f64[S_MMAP_CALLS]++;
+    } else {
+      const oversized = length + alignment - OS_PAGE_SIZE;
+      const raw = mapMemory(oversized, PROT_READ | PROT_WRITE);
+      f64[S_MMAP_CALLS]++;
+      address = raw === 0 ? 0 : roundUp(raw, alignment);
+      if (raw !== 0) {
+        const head = address - raw;
+        const tail = oversized - head - length;
+        if (head > 0) unmapMemory(raw, head), f64[S_MUNMAP_CALLS]++;
+        if (tail > 0) unmapMemory(address + length, tail), f64[S_MUNMAP_CALLS]++;
+      }
+    }
+    if (address === 0) return 0;
+    this.forgetFreed(address);
+    this.insert(address, length, size);
+    this.account(length);
+    return address;
+  }
+
+  /** The slot (f64 index) of the live block at `address`, or -1. */
+  find(address: number): number {
+    const table = this.table;
+    if (table.length === 0 || address % OS_PAGE_SIZE !== 0) return -1;
+    const mask = this.arena.u32[H_LARGE_CAPACITY] - 1;
+    for (let i = hash(address) & mask;; i = (i + 1) & mask) {
+      const a = table[i * SLOT_WORDS + L_ADDRESS];
+      if (a === address) return i * SLOT_WORDS;
+      if (a === 0) return -1;
+    }
+  }
+
+  /** Usable bytes of the block in `slot`. */
+  usableSize(slot: number): number {
+    return this.table[slot + L_MAP_LENGTH];
+  }
+
+  /** Unmaps the block in `slot`; returns its usable size. */
+  free(slot: number): number {
+    const address = this.table[slot + L_ADDRESS];
+    const length = this.table[slot + L_MAP_LENGTH];
+    unmapMemory(address, length);
+    this.arena.f64[S_MUNMAP_CALLS]++;
+    this.remove(slot);
+    this.account(-length);
+    this.rememberFreed(address);
+    return length;
+  }
+
+  /** True if `address` is one of the last 64 large blocks freed (and not mapped again since). */
+  wasFreed(address: number): boolean {
+    const f64 = this.arena.f64;
+    for (let i = 0; i < RECENT_LARGE_SLOTS; i++) {
+      if (f64[RECENT_LARGE_F64 + i] === address) return true;
+    }
+    return false;
+  }
+
+  private rememberFreed(address: number): void {
+    const u32 = this.arena.u32;
+    const next = u32[H_RECENT_LARGE_NEXT];
+    this.arena.f64[RECENT_LARGE_F64 + next] = address;
+    u32[H_RECENT_LARGE_NEXT] = (next + 1) % RECENT_LARGE_SLOTS;
+  }
+
+  private forgetFreed(address: number): void {
+    const f64 = this.arena.f64;
+    for (let i = 0; i < RECENT_LARGE_SLOTS; i++) {
+      if (f64[RECENT_LARGE_F64 + i] === address) f64[RECENT_LARGE_F64 + i] = 0;
+    }
+  }
+
+  /**
+   * Resizes the block in `slot` to hold `size` bytes: shrinking unmaps the
+   * tail in place; growing tries in place, then lets the kernel move the
+   * mapping. Returns the (possibly new) address, or 0 with the block intact.
+   */
+  resize(slot: number, size: number): number {
+    const table = this.table;
+    const address = table[slot + L_ADDRESS];
+    const oldLength = table[slot + L_MAP_LENGTH];
+    const length = roundUp(size, OS_PAGE_SIZE);
+    const f64 = this.arena.f64;
+    if (length === oldLength) {
+      table[slot + L_REQUESTED] = size;
+      return address;
+    }
+    if (length < oldLength) {
+      unmapMemory(address + length, oldLength - length);
+      f64[S_MUNMAP_CALLS]++;
+      table[slot + L_MAP_LENGTH] = length;
+      table[slot + L_REQUESTED] = size;
+      this.account(length - oldLength);
+      return address;
+    }
+    if (size > MAX_LARGE_SIZE) return 0;
+    f64[S_MMAP_CALLS]++;
+    const moved = remapMemory(address, oldLength, length, true);
+    if (moved === 0) return 0;
+    if (moved !== address) this.forgetFreed(moved), this.rememberFreed(address);
+    this.remove(slot);
+    this.insert(moved, length, size);
+    this.account(length - oldLength);
+    return moved;
+  }
+
+  /** Calls `visit(address, mapLength, requested)` for every live block. */
+  forEach(visit: (address: number, mapLength: number, requested: number) => void): void {
+    const table = this.table;
+    for (let s = 0; s < table.length; s += SLOT_WORDS) {
+      if (table[s + L_ADDRESS] !== 0) {
+        visit(table[s + L_ADDRESS], table[s + L_MAP_LENGTH], table[s + L_REQUESTED]);
+      }
+    }
+  }
+
+  /** Unmaps every block and the table (heap close). */
+  unmapAll(): void {
+    this.forEach((address, length) => unmapMemory(address, length));
+    if (this.tableAddress !== 0) {
+      unmapMemory(this.tableAddress, this.table.length * 8);
+    }
+    this.table = new Float64Array(0);
+    this.tableAddress = 0;
+  }
+
+  /** Bytes of the table mapping (counted as metadata). */
+  get tableBytes(): number {
+    return this.table.length * 8;
+  }
+
+  // ---- table ----------------------------------------------------------------
+
+  private account(delta: number): void {
+    const f64 = this.arena.f64;
+    f64[S_LARGE_BYTES] += delta;
+    f64[S_RESERVED] += delta;
+    this.arena.addCommitted(delta);
+  }
+
+  /** Makes sure one more entry fits at load factor 1/2, growing the table if needed. */
+  private ensureRoom(): boolean {
+    const u32 = this.arena.u32;
+    const capacity = u32[H_LARGE_CAPACITY];
+    if ((u32[H_LARGE_COUNT] + 1) * 2 <= capacity) return true;
+    const newCapacity = capacity === 0 ? INITIAL_CAPACITY : capacity * 2;
+    const bytes = newCapacity * SLOT_WORDS * 8;
+    const address = mapMemory(bytes, PROT_READ | PROT_WRITE);
+    const f64 = this.arena.f64;
+    f64[S_MMAP_CALLS]++;
+    if (address === 0) return false;
+    const old = this.table;
+    const oldAddress = this.tableAddress;
+    this.table = new Float64Array(viewMemory(address, bytes));
+    this.tableAddress = address;
+    f64[S_LARGE_TABLE] = address;
+    u32[H_LARGE_CAPACITY] = newCapacity;
+    u32[H_LARGE_COUNT] = 0;
+    for (let s = 0; s < old.length; s += SLOT_WORDS) {
+      if (old[s + L_ADDRESS] !== 0) {
+        this.insert(old[s + L_ADDRESS], old[s + L_MAP_LENGTH], old[s + L_REQUESTED]);
+      }
+    }
+    this.arena.addCommitted(bytes - old.length * 8);
+    f64[S_RESERVED] += bytes - old.length * 8;
+    if (oldAddress !== 0) {
+      unmapMemory(oldAddress, old.length * 8);
+      f64[S_MUNMAP_CALLS]++;
+    }
+    return true;
+  }
+
+  private insert(address: number, length: number, requested: number): void {
+    const table = this.table;
+    const u32 = this.arena.u32;
+    const mask = u32[H_LARGE_CAPACITY] - 1;
+    let i = hash(address) & mask;
+    while (table[i * SLOT_WORDS + L_ADDRESS] !== 0) i = (i + 1) & mask;
+    const s = i * SLOT_WORDS;
+    table[s + L_ADDRESS] = address;
+    table[s + L_MAP_LENGTH] = length;
+    table[s + L_REQUESTED] = requested;
+    u32[H_LARGE_COUNT]++;
+  }
+
+  /** Backward-shift deletion keeps every probe chain unbroken. */
+  private remove(slot: number): void {
+    const table = this.table;
+    const u32 = this.arena.u32;
+    const mask = u32[H_LARGE_CAPACITY] - 1;
+    let hole = slot / SLOT_WORDS;
+    for (let i = (hole + 1) & mask;; i = (i + 1) & mask) {
+      const a = table[i * SLOT_WORDS + L_ADDRESS];
+      if (a === 0) break;
+      const home = hash(a) & mask;
+      // Move entry i into the hole unless its home lies cyclically in (hole, i].
+      const between = hole <= i ? home > hole && home <= i : home > hole || home <= i;
+      if (!between) {
+        table.copyWithin(hole * SLOT_WORDS, i * SLOT_WORDS, i * SLOT_WORDS + SLOT_WORDS);
+        hole = i;
+      }
+    }
+    table.fill(0, hole * SLOT_WORDS, hole * SLOT_WORDS + SLOT_WORDS);
+    u32[H_LARGE_COUNT]--;
+  }
+}
+
+/** Fibonacci hash of the page number (an address / 4096 fits in 36 bits). */
+function hash(address: number): number {
+  const page = address / OS_PAGE_SIZE;
+  return Math.imul((page >>> 0) ^ Math.floor(page / 2 ** 32), 0x9e3779b1) >>> 8;
+}

@@ -1,0 +1,159 @@
+/**
+ * The OS layer: the only file that talks to libc.
+ *
+ * Everything the allocator needs from the kernel goes through the handful of
+ * functions below. Addresses cross this boundary as bigints because a 64-bit
+ * parameter given a bigint stays on Deno's fast FFI path (about 14 ns) while a
+ * JS number drops off it (about 140 ns); inside the allocator they are plain
+ * numbers. None of these functions is on the malloc/free fast path.
+ *
+ * Constants are for Linux on x86_64 and aarch64 (tested on x86_64). The macOS
+ * values are filled in where they differ but are untested; macOS has no
+ * `mremap`, so large reallocations there fall back to map-copy-unmap.
+ */
+
+/** The running platform's libc and constants. */
+const IS_DARWIN = Deno.build.os === "darwin";
+const LIBC = IS_DARWIN ? "libSystem.B.dylib" : "libc.so.6";
+
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = IS_DARWIN ? 0x1000 : 0x20;
+export const MAP_NORESERVE = IS_DARWIN ? 0x40 : 0x4000;
+/** Linux: the pages read as zero afterwards. macOS: MADV_FREE (5) is the closest. */
+export const MADV_DONTNEED = IS_DARWIN ? 5 : 4;
+export const MREMAP_MAYMOVE = 1;
+export const OS_PAGE_SIZE = 4096;
+export const ENOMEM = 12;
+
+/** `(void *)-1` as the unsigned integer `mmap`/`mremap` return on failure. */
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+const symbols = {
+  mmap: {
+    parameters: ["usize", "usize", "i32", "i32", "i32", "i64"],
+    result: "usize",
+  },
+  munmap: { parameters: ["usize", "usize"], result: "i32" },
+  madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
+  mprotect: { parameters: ["usize", "usize", "i32"], result: "i32" },
+  memset: { parameters: ["usize", "i32", "usize"], result: "usize" },
+  memmove: { parameters: ["usize", "usize", "usize"], result: "usize" },
+  errno: {
+    name: IS_DARWIN ? "__error" : "__errno_location",
+    parameters: [],
+    result: "pointer",
+  },
+} as const;
+
+const mremapSymbol = {
+  mremap: {
+    parameters: ["usize", "usize", "usize", "i32", "usize"],
+    result: "usize",
+  },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+type Mremap = Deno.DynamicLibrary<typeof mremapSymbol>["symbols"]["mremap"];
+
+let libc: Libc | undefined;
+let mremapFn: Mremap | undefined;
+
+/** Opens libc once per process (per Worker) on first use. */
+function lib(): Libc {
+  if (libc === undefined) {
+    libc = Deno.dlopen(LIBC, symbols).symbols;
+    if (!IS_DARWIN) mremapFn = Deno.dlopen(LIBC, mremapSymbol).symbols.mremap;
+  }
+  return libc;
+}
+
+/** The calling thread's `errno` right after a failed call. */
+export function lastErrno(): number {
+  const p = lib().errno();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/**
+ * Maps `length` bytes of anonymous private memory. Returns the address, or 0
+ * when the OS refuses (the caller turns that into an out-of-memory result).
+ */
+export function mapMemory(length: number, prot: number, flags = 0): number {
+  if (!(length > 0 && length <= Number.MAX_SAFE_INTEGER)) return 0;
+  const r = lib().mmap(
+    0n,
+    BigInt(length),
+    prot,
+    MAP_PRIVATE | MAP_ANONYMOUS | flags,
+    -1,
+    0n,
+  );
+  return r === MAP_FAILED ? 0 : Number(r);
+}
+
+/** Unmaps `[address, address + length)`. Throws if the kernel refuses. */
+export function unmapMemory(address: number, length: number): void {
+  if (length === 0) return;
+  if (lib().munmap(BigInt(address), BigInt(length)) !== 0) {
+    throw new Error(`munmap(0x${address.toString(16)}, ${length}) failed: errno ${lastErrno()}`);
+  }
+}
+
+/** Gives the pages back to the OS; they read as zero when touched again (Linux). */
+export function releasePages(address: number, length: number): void {
+  if (lib().madvise(BigInt(address), BigInt(length), MADV_DONTNEED) !== 0) {
+    throw new Error(`madvise(0x${address.toString(16)}, ${length}) failed: errno ${lastErrno()}`);
+  }
+}
+
+/** Changes protection; returns false when the kernel refuses (e.g. out of map entries). */
+export function protectMemory(address: number, length: number, prot: number): boolean {
+  return lib().mprotect(BigInt(address), BigInt(length), prot) === 0;
+}
+
+/** `memset` on native memory outside any view (large blocks, tests writing past a block). */
+export function fillMemory(address: number, byte: number, length: number): void {
+  if (length > 0) lib().memset(BigInt(address), byte, BigInt(length));
+}
+
+/** `memmove` between any two native addresses. */
+export function moveMemory(dst: number, src: number, length: number): void {
+  if (length > 0) lib().memmove(BigInt(dst), BigInt(src), BigInt(length));
+}
+
+/**
+ * Resizes a mapping, moving it if it has to (Linux `mremap`). Returns the new
+ * address, or 0 if the kernel refuses or the platform has no `mremap`.
+ */
+export function remapMemory(
+  address: number,
+  oldLength: number,
+  newLength: number,
+  mayMove: boolean,
+): number {
+  lib();
+  if (mremapFn === undefined) return 0;
+  const r = mremapFn(
+    BigInt(address),
+    BigInt(oldLength),
+    BigInt(newLength),
+    mayMove ? MREMAP_MAYMOVE : 0,
+    0n,
+  );
+  return r === MAP_FAILED ? 0 : Number(r);
+}
+
+/** True where the platform can resize a mapping in place or by moving its page tables. */
+export function canRemap(): boolean {
+  lib();
+  return mremapFn !== undefined;
+}
+
+/** A typed-array-ready buffer over `[address, address + length)`; make one per mapping. */
+export function viewMemory(address: number, length: number): ArrayBuffer {
+  const p = Deno.UnsafePointer.create(BigInt(address));
+  if (p === null) throw new RangeError("cannot view address 0");
+  return Deno.UnsafePointerView.getArrayBuffer(p, length);
+}

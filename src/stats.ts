@@ -1,0 +1,113 @@
+/**
+ * Heap statistics: counters kept in the arena header (f64 slots, see
+ * arena.ts), read into a plain object on demand. Nothing here is on the
+ * allocation fast path except the few counter updates in heap.ts.
+ */
+
+import {
+  Arena,
+  H_LARGE_COUNT,
+  S_ALLOC_COUNT,
+  S_ALLOCATED,
+  S_COMMITTED,
+  S_FREE_COUNT,
+  S_LARGE_BYTES,
+  S_MADVISE_CALLS,
+  S_META_COMMITTED,
+  S_MMAP_CALLS,
+  S_MPROTECT_CALLS,
+  S_MUNMAP_CALLS,
+  S_PEAK_ALLOCATED,
+  S_PEAK_COMMITTED,
+  S_REQUESTED,
+  S_RESERVED,
+  S_RETAINED_BYTES,
+} from "./arena.ts";
+
+/** A snapshot of a heap's counters. All sizes are in bytes. */
+export interface HeapStats {
+  /** Sum of the usable sizes of live blocks. */
+  allocatedBytes: number;
+  /** Sum of the sizes asked for by every allocation since the heap was made (cumulative). */
+  requestedBytes: number;
+  /** Bytes that may be resident: pages handed to blocks or metadata and not yet given back. */
+  committedBytes: number;
+  /** Highest allocatedBytes seen. */
+  peakAllocatedBytes: number;
+  /** Highest committedBytes seen. */
+  peakCommittedBytes: number;
+  /** Address space held: the arena reservation, large mappings and the large-block table. */
+  reservedBytes: number;
+  /** Blocks allocated and not yet freed. */
+  liveBlocks: number;
+  /** Successful allocations (malloc, calloc, alignedAlloc, and realloc that moved). */
+  allocCount: number;
+  /** Frees (free, realloc to 0, and the old block of a realloc that moved). */
+  freeCount: number;
+  mmapCalls: number;
+  munmapCalls: number;
+  madviseCalls: number;
+  mprotectCalls: number;
+  /** Live blocks above 128 KiB, each in a mapping of its own. */
+  largeBlocks: number;
+  /** Mapped bytes of those blocks. */
+  largeBytes: number;
+  /** Committed bytes of empty pages kept for reuse (given back by trim()). */
+  retainedBytes: number;
+  /** Committed bytes of the allocator's own metadata. */
+  metadataBytes: number;
+  /** allocatedBytes / committedBytes (0 when nothing is committed). */
+  utilization: number;
+}
+
+/**
+ * The counters every malloc and free updates. They live in JS fields of the
+ * Heap object, where updating them is cheapest, and are published into the
+ * arena header (S_ALLOCATED ... S_FREE_COUNT) whenever stats() or check() runs.
+ */
+export interface HotCounters {
+  allocated: number;
+  peakAllocated: number;
+  allocs: number;
+  frees: number;
+  requested: number;
+}
+
+/** Copies the hot counters into the arena header. */
+export function publishCounters(arena: Arena, c: HotCounters): void {
+  const f64 = arena.f64;
+  f64[S_ALLOCATED] = c.allocated;
+  f64[S_PEAK_ALLOCATED] = c.peakAllocated;
+  f64[S_ALLOC_COUNT] = c.allocs;
+  f64[S_FREE_COUNT] = c.frees;
+  f64[S_REQUESTED] = c.requested;
+}
+
+/** Reads the counters of `arena` (published first) into a HeapStats snapshot. */
+export function readStats(arena: Arena, largeTableBytes: number): HeapStats {
+  const f64 = arena.f64;
+  const allocated = f64[S_ALLOCATED];
+  const committed = f64[S_COMMITTED];
+  const allocs = f64[S_ALLOC_COUNT];
+  const frees = f64[S_FREE_COUNT];
+  return {
+    allocatedBytes: allocated,
+    requestedBytes: f64[S_REQUESTED],
+    committedBytes: committed,
+    peakAllocatedBytes: f64[S_PEAK_ALLOCATED],
+    peakCommittedBytes: f64[S_PEAK_COMMITTED],
+    reservedBytes: f64[S_RESERVED],
+    liveBlocks: allocs - frees,
+    allocCount: allocs,
+    freeCount: frees,
+    mmapCalls: f64[S_MMAP_CALLS],
+    munmapCalls: f64[S_MUNMAP_CALLS],
+    madviseCalls: f64[S_MADVISE_CALLS],
+    mprotectCalls: f64[S_MPROTECT_CALLS],
+    largeBlocks: arena.u32[H_LARGE_COUNT],
+    largeBytes: f64[S_LARGE_BYTES],
+    retainedBytes: f64[S_RETAINED_BYTES],
+    metadataBytes: f64[S_META_COMMITTED] + largeTableBytes,
+    utilization: committed > 0 ? allocated / committed : 0,
+  };
+}
