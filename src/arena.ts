@@ -32,7 +32,6 @@
  *   dataEnd          +-----------------------------------------------+
  */
 
-import { CLASS_COUNT, classBlockSize, classOfSize, LOOKUP_ENTRIES } from "./size_classes.ts";
 import {
   MAP_NORESERVE,
   mapMemory,
@@ -106,16 +105,9 @@ export const S_LARGE_TABLE = S + 14; // address of the large-block table mapping
 export const S_RETAIN_LIMIT = S + 15;
 export const S_RESERVED = S + 16; // arena + large mappings + table
 
-// ---- class table (u32 index; 4 words a class at byte 2048) -----------------
-export const CLASS_U32 = 2048 >>> 2;
-export const C_BLOCK_SIZE = 0;
-export const C_AVAIL_HEAD = 1; // descriptor index of the first page with room, 0 = none
-export const C_CAPACITY = 2; // blocks a page of this class holds
-export const C_UNITS = 3; // 1 (small page) or MEDIUM_UNITS
-/** Byte offset of the size -> class table for sizes up to LOOKUP_MAX_SIZE. */
-export const LOOKUP_U8 = 3584;
-
-export const DESC_U32 = 4096 >>> 2;
+// The class table (byte 2048), size lookup (byte 3584) and page descriptors
+// (byte 4096) are laid out and filled by pages.ts (see its Tables enum).
+export const DESCRIPTORS_BYTE = 4096;
 
 /** Options that shape an arena. */
 export interface ArenaLayout {
@@ -145,8 +137,8 @@ export class Arena {
     this.u32 = new Uint32Array(this.buffer);
     this.f64 = new Float64Array(this.buffer);
     const perUnit = UNIT_SIZE + DESC_BYTES + BITMAP_BYTES;
-    this.unitCount = Math.floor((size - 4096 - UNIT_SIZE) / perUnit);
-    const bitmapStart = 4096 + this.unitCount * DESC_BYTES;
+    this.unitCount = Math.floor((size - DESCRIPTORS_BYTE - UNIT_SIZE) / perUnit);
+    const bitmapStart = DESCRIPTORS_BYTE + this.unitCount * DESC_BYTES;
     this.bitmapU32 = bitmapStart >>> 2;
     const metaEnd = bitmapStart + this.unitCount * BITMAP_BYTES;
     this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;
@@ -168,21 +160,12 @@ export class Arena {
   }
 
   private format(layout: ArenaLayout): void {
-    const { u32, u8, f64 } = this;
+    const { u32, f64 } = this;
     u32[H_MAGIC] = MAGIC;
     u32[H_VERSION] = LAYOUT_VERSION;
     u32[H_UNIT_COUNT] = this.unitCount;
     u32[H_DATA_START] = this.dataStart;
     u32[H_COMMIT_TOP] = this.dataStart;
-    for (let c = 0; c < CLASS_COUNT; c++) {
-      const e = CLASS_U32 + c * 4;
-      const blockSize = classBlockSize(c);
-      const units = blockSize <= 8192 ? 1 : MEDIUM_UNITS;
-      u32[e + C_BLOCK_SIZE] = blockSize;
-      u32[e + C_UNITS] = units;
-      u32[e + C_CAPACITY] = Math.floor((units * UNIT_SIZE) / blockSize);
-    }
-    for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[LOOKUP_U8 + i] = classOfSize(i << 4);
     f64[S_MMAP_CALLS] = 1;
     f64[S_MPROTECT_CALLS] = 1;
     f64[S_RETAIN_LIMIT] = layout.retainBytes;
@@ -217,7 +200,7 @@ export class Arena {
 
   /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
   private setMetaCommitted(topUnit: number): void {
-    const meta = 4096 + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
+    const meta = DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
       roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE);
     this.addCommitted(meta - this.f64[S_META_COMMITTED]);
     this.f64[S_META_COMMITTED] = meta;

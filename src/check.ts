@@ -7,13 +7,7 @@
  */
 
 import {
-  Arena,
-  C_AVAIL_HEAD,
-  C_BLOCK_SIZE,
-  C_CAPACITY,
-  C_UNITS,
-  CLASS_U32,
-  DESC_U32,
+  type Arena,
   H_LARGE_COUNT,
   H_MAGIC,
   H_RELEASED_MEDIUM_HEAD,
@@ -36,31 +30,8 @@ import {
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena.ts";
-import {
-  D_BITMAP,
-  D_BLOCK_SIZE,
-  D_BUMP,
-  D_BUMP_END,
-  D_CAPACITY,
-  D_CLASS,
-  D_COMMIT_END,
-  D_FREE,
-  D_NEXT,
-  D_PAGE_START,
-  D_PREV,
-  D_SHIFT,
-  D_STATE,
-  D_UNITS,
-  D_USED,
-  D_ZERO_FROM,
-  DESC_WORDS,
-  STATE_CONTINUATION,
-  STATE_MEDIUM,
-  STATE_RELEASED,
-  STATE_RETAINED,
-  STATE_SMALL,
-} from "./pages.ts";
-import { LargeBlocks } from "./large.ts";
+import { ClassEntry, Desc, PageState, Tables } from "./pages.ts";
+import type { LargeBlocks } from "./large.ts";
 import { CLASS_COUNT } from "./size_classes.ts";
 import { HeapError } from "./errors.ts";
 
@@ -85,33 +56,33 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
   const retained = new Set<number>();
   const released = new Set<number>();
   for (let unit = 0; unit < top;) {
-    const d = DESC_U32 + unit * DESC_WORDS;
+    const d = Tables.DescriptorsU32 + unit * Desc.Words;
     const start = arena.dataStart + unit * UNIT_SIZE;
-    const state = u32[d + D_STATE];
-    const units = u32[d + D_UNITS];
+    const state = u32[d + Desc.State];
+    const units = u32[d + Desc.Units];
     const where = addressOf(start);
     if (units !== 1 && units !== MEDIUM_UNITS) fail(where, `unit ${unit}: bad unit count ${units}`);
-    if (u32[d + D_PAGE_START] !== start) fail(where, `unit ${unit}: page start mismatch`);
+    if (u32[d + Desc.PageStart] !== start) fail(where, `unit ${unit}: page start mismatch`);
     for (let i = 1; i < units; i++) {
-      const c = d + i * DESC_WORDS;
-      if (u32[c + D_STATE] !== STATE_CONTINUATION || u32[c + D_PAGE_START] !== start) {
+      const c = d + i * Desc.Words;
+      if (u32[c + Desc.State] !== PageState.Continuation || u32[c + Desc.PageStart] !== start) {
         fail(where, `unit ${unit + i}: medium page continuation is broken`);
       }
     }
-    const commitEnd = u32[d + D_COMMIT_END];
+    const commitEnd = u32[d + Desc.CommitEnd];
     if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
       fail(where, `page commit end ${commitEnd} out of range`);
     }
     committed += commitEnd - start;
-    if (state === STATE_SMALL || state === STATE_MEDIUM) {
+    if (state === PageState.Small || state === PageState.Medium) {
       const used = checkPage(arena, d, start, fail);
-      allocated += used * u32[d + D_BLOCK_SIZE];
+      allocated += used * u32[d + Desc.BlockSize];
       live += used;
-      if (used < u32[d + D_CAPACITY]) inUseWithRoom.add(d);
-    } else if (state === STATE_RETAINED) {
+      if (used < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
+    } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
       retained.add(d);
-    } else if (state === STATE_RELEASED) {
+    } else if (state === PageState.Released) {
       if (commitEnd !== start) fail(where, "released page still counts committed memory");
       checkBitmapEmpty(arena, d, where, fail);
       released.add(d);
@@ -123,27 +94,27 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
 
   // Pass 2: lists.
   for (let c = 0; c < CLASS_COUNT; c++) {
-    const ce = CLASS_U32 + c * 4;
+    const ce = Tables.ClassU32 + c * 4;
     let prev = 0;
     let steps = 0;
-    for (let d = u32[ce + C_AVAIL_HEAD]; d !== 0; prev = d, d = u32[d + D_NEXT]) {
-      const where = addressOf(u32[d + D_PAGE_START]);
+    for (let d = u32[ce + ClassEntry.AvailHead]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+      const where = addressOf(u32[d + Desc.PageStart]);
       if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
       if (!inUseWithRoom.delete(d)) {
         fail(where, `class ${c}: listed page is not an in-use page with room`);
       }
-      if (u32[d + D_CLASS] !== c) {
-        fail(where, `class ${c}: listed page belongs to class ${u32[d + D_CLASS]}`);
+      if (u32[d + Desc.Class] !== c) {
+        fail(where, `class ${c}: listed page belongs to class ${u32[d + Desc.Class]}`);
       }
-      if (u32[d + D_PREV] !== prev) fail(where, `class ${c}: broken back link`);
-      if (u32[d + D_USED] === 0 && prev !== 0) {
+      if (u32[d + Desc.Prev] !== prev) fail(where, `class ${c}: broken back link`);
+      if (u32[d + Desc.Used] === 0 && prev !== 0) {
         fail(where, `class ${c}: empty page not at the head`);
       }
     }
   }
   if (inUseWithRoom.size > 0) {
     const d = inUseWithRoom.values().next().value!;
-    fail(addressOf(u32[d + D_PAGE_START]), "page with room is missing from its class list");
+    fail(addressOf(u32[d + Desc.PageStart]), "page with room is missing from its class list");
   }
   let retainedBytes = 0;
   for (
@@ -153,16 +124,16 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
     ]]
   ) {
     let prev = 0;
-    for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + D_NEXT]) {
-      const where = addressOf(u32[d + D_PAGE_START]);
+    for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+      const where = addressOf(u32[d + Desc.PageStart]);
       if (!retained.delete(d)) {
         fail(where, "retained list holds a page that is not retained (or a cycle)");
       }
-      if (u32[d + D_PREV] !== prev) fail(where, "retained list: broken back link");
-      if ((u32[d + D_UNITS] === MEDIUM_UNITS) !== (headSlot === H_RETAINED_MEDIUM_HEAD)) {
+      if (u32[d + Desc.Prev] !== prev) fail(where, "retained list: broken back link");
+      if ((u32[d + Desc.Units] === MEDIUM_UNITS) !== (headSlot === H_RETAINED_MEDIUM_HEAD)) {
         fail(where, "retained page on the wrong kind's list");
       }
-      retainedBytes += u32[d + D_COMMIT_END] - u32[d + D_PAGE_START];
+      retainedBytes += u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart];
     }
     if (u32[tailSlot] !== prev) fail(arena.base, "retained list tail is wrong");
   }
@@ -171,10 +142,10 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
     fail(arena.base, `retained bytes ${f64[S_RETAINED_BYTES]} but the lists hold ${retainedBytes}`);
   }
   for (const slot of [H_RELEASED_SMALL_HEAD, H_RELEASED_MEDIUM_HEAD]) {
-    for (let d = u32[slot]; d !== 0; d = u32[d + D_NEXT]) {
+    for (let d = u32[slot]; d !== 0; d = u32[d + Desc.Next]) {
       if (!released.delete(d)) {
         fail(
-          addressOf(u32[d + D_PAGE_START]),
+          addressOf(u32[d + Desc.PageStart]),
           "released list holds a page that is not released (or a cycle)",
         );
       }
@@ -227,36 +198,37 @@ function checkPage(
 ): number {
   const u32 = arena.u32;
   const where = arena.base + start;
-  const cls = u32[d + D_CLASS];
+  const cls = u32[d + Desc.Class];
   if (cls >= CLASS_COUNT) fail(where, `page has class ${cls}`);
-  const ce = CLASS_U32 + cls * 4;
-  const blockSize = u32[d + D_BLOCK_SIZE];
-  const capacity = u32[d + D_CAPACITY];
-  const medium = u32[d + D_STATE] === STATE_MEDIUM;
+  const ce = Tables.ClassU32 + cls * 4;
+  const blockSize = u32[d + Desc.BlockSize];
+  const capacity = u32[d + Desc.Capacity];
+  const medium = u32[d + Desc.State] === PageState.Medium;
   if (
-    blockSize !== u32[ce + C_BLOCK_SIZE] || capacity !== u32[ce + C_CAPACITY] ||
-    u32[d + D_UNITS] !== u32[ce + C_UNITS] || medium !== (u32[d + D_UNITS] === MEDIUM_UNITS) ||
-    u32[d + D_SHIFT] !== (medium ? 13 : 4)
+    blockSize !== u32[ce + ClassEntry.BlockSize] || capacity !== u32[ce + ClassEntry.Capacity] ||
+    u32[d + Desc.Units] !== u32[ce + ClassEntry.Units] ||
+    medium !== (u32[d + Desc.Units] === MEDIUM_UNITS) ||
+    u32[d + Desc.Shift] !== (medium ? 13 : 4)
   ) {
     fail(where, "page geometry does not match its size class");
   }
-  const bump = u32[d + D_BUMP];
-  const bumpEnd = u32[d + D_BUMP_END];
+  const bump = u32[d + Desc.Bump];
+  const bumpEnd = u32[d + Desc.BumpEnd];
   if (bumpEnd !== start + capacity * blockSize) fail(where, "page bump end is wrong");
   if (bump < start || bump > bumpEnd || (bump - start) % blockSize !== 0) {
     fail(where, "page bump pointer is wrong");
   }
-  if (u32[d + D_COMMIT_END] < bump) {
+  if (u32[d + Desc.CommitEnd] < bump) {
     fail(where, "page hands out memory it has not counted as committed");
   }
-  if (u32[d + D_ZERO_FROM] < start) fail(where, "page zero mark is below the page");
+  if (u32[d + Desc.ZeroFrom] < start) fail(where, "page zero mark is below the page");
   const isLive = (offset: number) => {
-    const g = (offset - start) >>> u32[d + D_SHIFT];
-    return (u32[u32[d + D_BITMAP] + (g >>> 5)] & (1 << (g & 31))) !== 0;
+    const g = (offset - start) >>> u32[d + Desc.Shift];
+    return (u32[u32[d + Desc.Bitmap] + (g >>> 5)] & (1 << (g & 31))) !== 0;
   };
   // Free list: inside the used area, on block boundaries, not live, no cycle.
   let free = 0;
-  for (let f = u32[d + D_FREE]; f !== 0; f = u32[f >>> 2]) {
+  for (let f = u32[d + Desc.Free]; f !== 0; f = u32[f >>> 2]) {
     if (++free > capacity) fail(where, "page free list has a cycle or too many entries");
     if (f < start || f >= bump || (f - start) % blockSize !== 0) {
       fail(arena.base + f, "free list link points outside the page's blocks");
@@ -265,10 +237,10 @@ function checkPage(
   }
   // Live bitmap: set bits mark block starts below the bump pointer.
   let used = 0;
-  const shift = u32[d + D_SHIFT];
+  const shift = u32[d + Desc.Shift];
   const words = medium ? 4 : 128;
   for (let w = 0; w < words; w++) {
-    let bits = u32[u32[d + D_BITMAP] + w];
+    let bits = u32[u32[d + Desc.Bitmap] + w];
     while (bits !== 0) {
       const b = 31 - Math.clz32(bits);
       bits &= ~(1 << b);
@@ -279,8 +251,8 @@ function checkPage(
       used++;
     }
   }
-  if (used !== u32[d + D_USED]) {
-    fail(where, `page counts ${u32[d + D_USED]} live blocks but its bitmap has ${used}`);
+  if (used !== u32[d + Desc.Used]) {
+    fail(where, `page counts ${u32[d + Desc.Used]} live blocks but its bitmap has ${used}`);
   }
   if (used + free + (bumpEnd - bump) / blockSize !== capacity) {
     fail(where, "live + free + never-used blocks do not add up to the page's capacity");
@@ -295,6 +267,6 @@ function checkBitmapEmpty(
   fail: (address: number, what: string) => never,
 ): void {
   for (let w = 0; w < 128; w++) {
-    if (arena.u32[arena.u32[d + D_BITMAP] + w] !== 0) fail(where, "an empty page has live bits");
+    if (arena.u32[arena.u32[d + Desc.Bitmap] + w] !== 0) fail(where, "an empty page has live bits");
   }
 }

@@ -1,40 +1,35 @@
 /**
- * The heap: public API, argument checks, and the allocation fast paths.
+ * The heap: public API, argument checks, counters, and dispatch between
+ * size-class pages (pages.ts) and large blocks (large.ts).
  *
- * malloc of a small size is a class lookup in the arena's table, Pages.take
- * (see pages.ts) and four counter updates in fields of this object; free is
- * a range check, Pages.freeSmall and two counter updates. Both are kept
- * small enough for V8 to inline them, with what they call, into the caller's
- * loop: an address that crosses a call that is not inlined is boxed as a
- * heap number, which costs more than the allocation itself. Everything else
- * (medium pages, large blocks, errors) leaves the fast path through a call.
+ * malloc of up to 1 KiB is a class lookup, takeBlockFast and four counter
+ * updates in fields of this object; free is a range check, freeBlockFast
+ * and two counter updates. Both stay small enough for V8 to inline them,
+ * with what they call, into the caller's loop: an address that crosses a
+ * call V8 did not inline is boxed as a heap number, which costs more than
+ * the allocation. Everything else (a new or full page, an emptied page,
+ * medium pages, large blocks, errors) leaves through a call.
  */
 
+import { Arena, MAX_ARENA_BYTES, MIN_ARENA_BYTES, UNIT_SIZE } from "./arena.ts";
 import {
-  Arena,
-  C_AVAIL_HEAD,
-  CLASS_U32,
-  LOOKUP_U8,
-  MAX_ARENA_BYTES,
-  MIN_ARENA_BYTES,
-  UNIT_SIZE,
-} from "./arena.ts";
-import {
-  D_BITMAP,
-  D_BLOCK_SIZE,
-  D_BUMP,
-  D_FREE,
-  D_PAGE_START,
-  D_SHIFT,
-  D_STATE,
-  D_ZERO_FROM,
+  ClassEntry,
+  Desc,
+  freeBlockFast,
   Pages,
-  STATE_CONTINUATION,
-  STATE_MEDIUM,
-  STATE_SMALL,
+  PageState,
+  Tables,
+  takeBlockFast,
 } from "./pages.ts";
 import { LargeBlocks } from "./large.ts";
-import { classForAlignment, classOfSize, LOOKUP_MAX_SIZE, MAX_CLASS_SIZE } from "./size_classes.ts";
+import {
+  CLASS_COUNT,
+  classForAlignment,
+  classOfSize,
+  LOOKUP_ENTRIES,
+  LOOKUP_MAX_SIZE,
+  MAX_CLASS_SIZE,
+} from "./size_classes.ts";
 import { canRemap, moveMemory, viewMemory } from "./os.ts";
 import { HeapError } from "./errors.ts";
 import { type HeapStats, publishCounters, readStats } from "./stats.ts";
@@ -72,7 +67,9 @@ export class Heap {
   #large: LargeBlocks;
   #u8: Uint8Array;
   #u32: Uint32Array;
-  #f64: Float64Array;
+  /** Views of the arena's class tables, so the fast path indexes without constants. */
+  #sizeToClass: Uint8Array;
+  #classes: Uint32Array;
   #base: number;
   #dataStart: number;
   #dataEnd: number;
@@ -102,12 +99,14 @@ export class Heap {
     if (arena === null) {
       throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
     }
+    Pages.formatTables(arena);
     this.#arena = arena;
     this.#pages = new Pages(arena);
     this.#large = new LargeBlocks(arena);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
-    this.#f64 = arena.f64;
+    this.#sizeToClass = new Uint8Array(arena.buffer, Tables.LookupU8, LOOKUP_ENTRIES);
+    this.#classes = new Uint32Array(arena.buffer, Tables.ClassU32 * 4, CLASS_COUNT * 4);
     this.#base = arena.base;
     this.#dataStart = arena.dataStart;
     this.#dataEnd = arena.dataEnd;
@@ -119,7 +118,17 @@ export class Heap {
   malloc(size: number): number {
     if (this.#closed) throw closedError("malloc");
     if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
-      return this.#allocFromClass(this.#u8[LOOKUP_U8 + ((size + 15) >>> 4)], size);
+      const cls = this.#sizeToClass[(size + 15) >>> 4];
+      const block = takeBlockFast(this.#u32, cls);
+      if (block !== 0) {
+        const allocated = this.#allocated + this.#classes[cls << 2];
+        this.#allocated = allocated;
+        if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
+        this.#allocs++;
+        this.#requested += size;
+        return this.#base + block;
+      }
+      return this.#allocFromClass(cls, size);
     }
     return this.#allocAny(checkSize(size, "malloc"));
   }
@@ -134,18 +143,18 @@ export class Heap {
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
     const cls = classOfSize(total);
     const u32 = this.#u32;
-    let d = u32[CLASS_U32 + cls * 4 + C_AVAIL_HEAD];
+    let d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
     if (d === 0) {
       d = this.#pages.acquire(cls);
       if (d === 0) return 0;
     }
     // The block will come from this page: free list first, then the bump area,
     // which is still zero from the OS above ZERO_FROM.
-    const fresh = u32[d + D_FREE] === 0 && u32[d + D_BUMP] >= u32[d + D_ZERO_FROM];
+    const fresh = u32[d + Desc.Free] === 0 && u32[d + Desc.Bump] >= u32[d + Desc.ZeroFrom];
     const address = this.#allocFromClass(cls, total);
     if (!fresh && address !== 0) {
       const offset = address - this.#base;
-      this.#u8.fill(0, offset, offset + u32[d + D_BLOCK_SIZE]);
+      this.#u8.fill(0, offset, offset + u32[d + Desc.BlockSize]);
     }
     return address;
   }
@@ -187,7 +196,7 @@ export class Heap {
       return 0;
     }
     if (where > 0) {
-      const usable = this.#u32[where + D_BLOCK_SIZE];
+      const usable = this.#u32[where + Desc.BlockSize];
       if (size <= usable) {
         this.#requested += size;
         return address;
@@ -224,7 +233,7 @@ export class Heap {
     if (this.#closed) throw closedError("free");
     const offset = address - this.#base;
     if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
-      const blockSize = this.#pages.freeSmall(offset);
+      const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
       if (blockSize !== 0) {
         this.#allocated -= blockSize;
         this.#frees++;
@@ -241,14 +250,16 @@ export class Heap {
   usableSize(address: number): number {
     if (this.#closed) throw closedError("usableSize");
     const where = this.#locate(address, "usableSize");
-    return where > 0 ? this.#u32[where + D_BLOCK_SIZE] : this.#large.usableSize(-where - 1);
+    return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
   }
 
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
   bytes(address: number, length?: number): Uint8Array {
     if (this.#closed) throw closedError("bytes");
     const where = this.#locate(address, "bytes");
-    const usable = where > 0 ? this.#u32[where + D_BLOCK_SIZE] : this.#large.usableSize(-where - 1);
+    const usable = where > 0
+      ? this.#u32[where + Desc.BlockSize]
+      : this.#large.usableSize(-where - 1);
     const n = length ?? usable;
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
@@ -292,7 +303,6 @@ export class Heap {
     this.#arena.unmap();
     this.#u8 = new Uint8Array(0);
     this.#u32 = new Uint32Array(0);
-    this.#f64 = new Float64Array(0);
   }
 
   /** Same as close(); does nothing if the heap is already closed. */
@@ -306,7 +316,7 @@ export class Heap {
   #allocFromClass(cls: number, size: number): number {
     const block = this.#pages.take(cls);
     if (block === 0) return 0;
-    const allocated = this.#allocated + this.#u32[CLASS_U32 + (cls << 2)];
+    const allocated = this.#allocated + this.#classes[cls << 2];
     this.#allocated = allocated;
     if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
     this.#allocs++;
@@ -349,7 +359,7 @@ export class Heap {
   #freeLocated(address: number, where: number): void {
     this.#frees++;
     if (where > 0) {
-      this.#allocated -= this.#pages.freeLocated(where, address - this.#base);
+      this.#allocated -= this.#pages.freeLive(where, address - this.#base);
       return;
     }
     this.#allocated -= this.#large.free(-where - 1);
@@ -367,17 +377,19 @@ export class Heap {
     if (offset >= this.#dataStart && offset < this.#dataEnd && Number.isInteger(offset)) {
       const u32 = this.#u32;
       let d = this.#pages.descriptorOf(offset);
-      if (u32[d + D_STATE] === STATE_CONTINUATION) {
-        d = this.#pages.descriptorOf(u32[d + D_PAGE_START]);
+      if (u32[d + Desc.State] === PageState.Continuation) {
+        d = this.#pages.descriptorOf(u32[d + Desc.PageStart]);
       }
-      const state = u32[d + D_STATE];
-      const relative = offset - u32[d + D_PAGE_START];
-      const blockSize = u32[d + D_BLOCK_SIZE];
+      const state = u32[d + Desc.State];
+      const relative = offset - u32[d + Desc.PageStart];
+      const blockSize = u32[d + Desc.BlockSize];
       const blockStart = blockSize !== 0 && relative % blockSize === 0 &&
-        offset < u32[d + D_BUMP];
-      if (blockStart && (state === STATE_SMALL || state === STATE_MEDIUM)) {
-        const granule = relative >>> u32[d + D_SHIFT];
-        if ((u32[u32[d + D_BITMAP] + (granule >>> 5)] & (1 << (granule & 31))) !== 0) return d;
+        offset < u32[d + Desc.Bump];
+      if (
+        blockStart && (state === PageState.Small || state === PageState.Medium) &&
+        this.#pages.isLive(d, offset)
+      ) {
+        return d;
       }
       throw blockStart
         ? new HeapError("double-free", address, `${op}: the block was already freed`)

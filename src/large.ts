@@ -18,7 +18,7 @@
  */
 
 import {
-  Arena,
+  type Arena,
   H_LARGE_CAPACITY,
   H_LARGE_COUNT,
   H_RECENT_LARGE_NEXT,

@@ -55,13 +55,8 @@
  */
 
 import {
-  Arena,
-  C_AVAIL_HEAD,
-  C_BLOCK_SIZE,
-  C_CAPACITY,
-  C_UNITS,
-  CLASS_U32,
-  DESC_U32,
+  type Arena,
+  DESCRIPTORS_BYTE,
   H_RELEASED_MEDIUM_HEAD,
   H_RELEASED_SMALL_HEAD,
   H_RETAINED_MEDIUM_HEAD,
@@ -73,60 +68,165 @@ import {
   S_MADVISE_CALLS,
   S_RETAIN_LIMIT,
   S_RETAINED_BYTES,
-  UNIT_SHIFT,
   UNIT_SIZE,
 } from "./arena.ts";
-import { CLASS_COUNT } from "./size_classes.ts";
+import {
+  CLASS_COUNT,
+  classBlockSize,
+  classOfSize,
+  LOOKUP_ENTRIES,
+  MAX_SMALL_PAGE_BLOCK,
+} from "./size_classes.ts";
 import { OS_PAGE_SIZE, releasePages } from "./os.ts";
 
-export const D_FREE = 0;
-export const D_BUMP = 1;
-export const D_BUMP_END = 2;
-export const D_USED = 3;
-export const D_BLOCK_SIZE = 4;
-export const D_CLASS = 5;
-export const D_STATE = 6;
-export const D_NEXT = 7;
-export const D_PREV = 8;
-export const D_PAGE_START = 9;
-export const D_COMMIT_END = 10;
-export const D_ZERO_FROM = 11;
-export const D_CAPACITY = 12;
-export const D_BITMAP = 13;
-export const D_UNITS = 14;
-export const D_SHIFT = 15;
-export const DESC_WORDS = 16;
+/** Descriptor words (u32 offsets from a descriptor index); see the table above. */
+export const enum Desc {
+  Free = 0,
+  Bump = 1,
+  BumpEnd = 2,
+  Used = 3,
+  BlockSize = 4,
+  Class = 5,
+  State = 6,
+  Next = 7,
+  Prev = 8,
+  PageStart = 9,
+  CommitEnd = 10,
+  ZeroFrom = 11,
+  Capacity = 12,
+  Bitmap = 13,
+  Units = 14,
+  Shift = 15,
+  /** Words per descriptor. */
+  Words = 16,
+}
 
-export const STATE_UNUSED = 0;
-export const STATE_SMALL = 1;
-export const STATE_MEDIUM = 2;
-export const STATE_RETAINED = 3;
-export const STATE_RELEASED = 4;
-export const STATE_CONTINUATION = 5;
+export const enum PageState {
+  Unused = 0,
+  Small = 1,
+  Medium = 2,
+  Retained = 3,
+  Released = 4,
+  Continuation = 5,
+}
 
-const SMALL_SHIFT = 4;
-const MEDIUM_SHIFT = 13;
+/**
+ * Where the page tables sit in the arena (see the layout in arena.ts), in
+ * u32 words, or bytes for the u8 lookup. Const enums, because Deno inlines a
+ * const enum's values only inside the module that declares it: the block fast
+ * paths below then index with literals. Other modules read them as objects.
+ */
+export const enum Tables {
+  /** Class table: ClassEntry.Words words per size class. */
+  ClassU32 = 512,
+  /** Size -> class lookup (u8 per 16-byte step of size up to LOOKUP_MAX_SIZE). */
+  LookupU8 = 3584,
+  /** Page descriptors: Desc.Words words per 64 KiB unit. */
+  DescriptorsU32 = 1024,
+}
+
+/** Words of one class-table entry. */
+export const enum ClassEntry {
+  BlockSize = 0,
+  /** Descriptor index of the first page with room, 0 = none. */
+  AvailHead = 1,
+  /** Blocks a page of this class holds. */
+  Capacity = 2,
+  /** 1 (small page) or MEDIUM_UNITS. */
+  Units = 3,
+  Words = 4,
+}
+
+/** Bitmap granule shifts: one bit per 16 bytes (small pages), per 8 KiB (medium pages). */
+const enum Granule {
+  SmallShift = 4,
+  MediumShift = 13,
+}
+
+/** 64 KiB units: the shift that turns a data offset into a unit number. */
+const enum Unit {
+  Shift = 16,
+}
+
+// ---- block fast paths --------------------------------------------------------
+//
+// These two functions are the whole of malloc and free for small blocks in
+// the common case. They take the arena's u32 view and plain numbers, use only
+// literals (the const enums above), and hand anything unusual back to the
+// caller by returning 0 without changing a thing, so that V8 inlines them
+// into Heap.malloc/free and those into the caller's loop.
+
+/**
+ * Takes a block of class `cls` from the head page of its class list and
+ * returns its arena offset; returns 0 (nothing changed) when there is no head
+ * page, when the page would become full, or when the block would reach past
+ * the committed part of the page: Pages.take handles those.
+ */
+export function takeBlockFast(u32: Uint32Array, cls: number): number {
+  const d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
+  if (d === 0) return 0;
+  const used = u32[d + Desc.Used] + 1;
+  if (used === u32[d + Desc.Capacity]) return 0;
+  let block = u32[d + Desc.Free];
+  if (block !== 0) {
+    u32[d + Desc.Free] = u32[block >>> 2];
+  } else {
+    block = u32[d + Desc.Bump];
+    const end = block + u32[d + Desc.BlockSize];
+    if (end > u32[d + Desc.CommitEnd]) return 0;
+    u32[d + Desc.Bump] = end;
+  }
+  u32[d + Desc.Used] = used;
+  const granule = (block - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+  u32[u32[d + Desc.Bitmap] + (granule >>> 5)] |= 1 << (granule & 31);
+  return block;
+}
+
+/**
+ * Frees the block at `offset` (arena offset; `unitOffset` is the same minus
+ * the data start) if it is a live block of a small page that stays on the
+ * list it is on, and returns the block size; otherwise returns 0 having
+ * changed nothing, and the caller takes the slow path.
+ */
+export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: number): number {
+  const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
+  if (u32[d + Desc.State] !== PageState.Small) return 0;
+  const relative = offset - u32[d + Desc.PageStart];
+  const granule = relative >>> Granule.SmallShift;
+  const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+  const bit = 1 << (granule & 31);
+  const bits = u32[word];
+  const used = u32[d + Desc.Used] - 1;
+  if (granule << Granule.SmallShift !== relative || (bits & bit) === 0) return 0;
+  // A page that fills or empties changes lists; the head page, which stays
+  // even when empty, is the one exception worth keeping on this path.
+  if (used + 1 === u32[d + Desc.Capacity]) return 0;
+  if (
+    used === 0 &&
+    u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d
+  ) {
+    return 0;
+  }
+  u32[word] = bits ^ bit;
+  u32[offset >>> 2] = u32[d + Desc.Free];
+  u32[d + Desc.Free] = offset;
+  u32[d + Desc.Used] = used;
+  return u32[d + Desc.BlockSize];
+}
 
 /** Page-level operations; the block-level fast paths live in heap.ts. */
 export class Pages {
   readonly arena: Arena;
   private readonly u32: Uint32Array;
-  private readonly dataStart: number;
 
   constructor(arena: Arena) {
     this.arena = arena;
     this.u32 = arena.u32;
-    this.dataStart = arena.dataStart;
   }
 
   /** Descriptor index of the unit that holds arena offset `offset`. */
   descriptorOf(offset: number): number {
-    return DESC_U32 + ((offset - this.arena.dataStart) >>> UNIT_SHIFT) * DESC_WORDS;
-  }
-
-  /** Arena offset of the first byte of the unit described by `d`. */
-  unitStart(d: number): number {
-    return this.arena.dataStart + ((d - DESC_U32) / DESC_WORDS) * UNIT_SIZE;
+    return Tables.DescriptorsU32 + ((offset - this.arena.dataStart) >>> Unit.Shift) * Desc.Words;
   }
 
   /**
@@ -135,94 +235,106 @@ export class Pages {
    */
   acquire(cls: number): number {
     const u32 = this.u32;
-    const ce = CLASS_U32 + cls * 4;
-    const units = u32[ce + C_UNITS];
+    const ce = Tables.ClassU32 + cls * 4;
+    const units = u32[ce + ClassEntry.Units];
     const medium = units === MEDIUM_UNITS;
     let d = this.takeRetained(medium);
     if (d === 0) d = this.takeReleased(medium);
     if (d === 0) d = this.carve(units);
     if (d === 0) return 0;
-    const start = u32[d + D_PAGE_START];
-    const blockSize = u32[ce + C_BLOCK_SIZE];
-    const capacity = u32[ce + C_CAPACITY];
-    u32[d + D_FREE] = 0;
-    u32[d + D_BUMP] = start;
-    u32[d + D_BUMP_END] = start + capacity * blockSize;
-    u32[d + D_USED] = 0;
-    u32[d + D_BLOCK_SIZE] = blockSize;
-    u32[d + D_CLASS] = cls;
-    u32[d + D_STATE] = medium ? STATE_MEDIUM : STATE_SMALL;
-    u32[d + D_ZERO_FROM] = u32[d + D_COMMIT_END];
-    u32[d + D_CAPACITY] = capacity;
-    u32[d + D_SHIFT] = medium ? MEDIUM_SHIFT : SMALL_SHIFT;
-    const head = u32[ce + C_AVAIL_HEAD];
-    if (head !== 0 && u32[head + D_USED] === 0) this.unlinkAvailable(head, ce), this.retire(head);
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[ce + ClassEntry.BlockSize];
+    const capacity = u32[ce + ClassEntry.Capacity];
+    u32[d + Desc.Free] = 0;
+    u32[d + Desc.Bump] = start;
+    u32[d + Desc.BumpEnd] = start + capacity * blockSize;
+    u32[d + Desc.Used] = 0;
+    u32[d + Desc.BlockSize] = blockSize;
+    u32[d + Desc.Class] = cls;
+    u32[d + Desc.State] = medium ? PageState.Medium : PageState.Small;
+    u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
+    u32[d + Desc.Capacity] = capacity;
+    u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
+    const head = u32[ce + ClassEntry.AvailHead];
+    if (head !== 0 && u32[head + Desc.Used] === 0) {
+      this.unlinkAvailable(head, ce), this.retire(head);
+    }
     this.pushAvailable(d, ce);
     return d;
   }
 
-  // ---- block fast paths (see heap.ts for why they are kept this small) -------
+  // ---- block slow paths ------------------------------------------------------
 
-  /** Takes a block of class `cls`; returns its arena offset, or 0 when out of memory. */
+  /** Fills the class table and size lookup of a freshly created arena. */
+  static formatTables(arena: Arena): void {
+    const { u32, u8 } = arena;
+    if (Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE) throw new Error("arena layout mismatch");
+    for (let c = 0; c < CLASS_COUNT; c++) {
+      const e = Tables.ClassU32 + c * ClassEntry.Words;
+      const blockSize = classBlockSize(c);
+      const units = blockSize <= MAX_SMALL_PAGE_BLOCK ? 1 : MEDIUM_UNITS;
+      u32[e + ClassEntry.BlockSize] = blockSize;
+      u32[e + ClassEntry.Units] = units;
+      u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE) / blockSize);
+    }
+    for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[Tables.LookupU8 + i] = classOfSize(i << 4);
+  }
+
+  /**
+   * Takes a block of class `cls` whatever it takes: a new page, a page that
+   * fills up, commit accounting. Returns its arena offset, or 0 when out of
+   * memory.
+   */
   take(cls: number): number {
     const u32 = this.u32;
-    let d = u32[CLASS_U32 + (cls << 2) + C_AVAIL_HEAD];
+    let d = u32[Tables.ClassU32 + (cls << 2) + ClassEntry.AvailHead];
     if (d === 0) {
       d = this.acquire(cls);
       if (d === 0) return 0;
     }
-    let block = u32[d + D_FREE];
-    if (block !== 0) u32[d + D_FREE] = u32[block >>> 2];
+    let block = u32[d + Desc.Free];
+    if (block !== 0) u32[d + Desc.Free] = u32[block >>> 2];
     else block = this.bump(d);
-    const used = u32[d + D_USED] + 1;
-    u32[d + D_USED] = used;
-    if (used === u32[d + D_CAPACITY]) this.dropFullHead(d);
-    const granule = (block - u32[d + D_PAGE_START]) >>> u32[d + D_SHIFT];
-    u32[u32[d + D_BITMAP] + (granule >>> 5)] |= 1 << (granule & 31);
+    const used = u32[d + Desc.Used] + 1;
+    u32[d + Desc.Used] = used;
+    if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
+    this.flipLiveBit(d, block);
     return block;
   }
 
   /**
-   * Frees the block at arena `offset` if it is a live block of a small page
-   * and returns its size; returns 0, changing nothing, for anything else
-   * (medium pages, misuse), which the caller sorts out on its slow path.
+   * Frees a block of page `d` that the caller proved live (small or medium
+   * page), with whatever page transition follows. Returns its size.
    */
-  freeSmall(offset: number): number {
+  freeLive(d: number, offset: number): number {
     const u32 = this.u32;
-    const d = DESC_U32 + (((offset - this.dataStart) >>> UNIT_SHIFT) << 4);
-    if (u32[d + D_STATE] !== STATE_SMALL) return 0;
-    const relative = offset - u32[d + D_PAGE_START];
-    const granule = relative >>> SMALL_SHIFT;
-    const word = u32[d + D_BITMAP] + (granule >>> 5);
-    const bit = 1 << (granule & 31);
-    const bits = u32[word];
-    if ((granule << SMALL_SHIFT) !== relative || (bits & bit) === 0) return 0;
-    u32[word] = bits ^ bit;
-    return this.pushFree(d, offset);
-  }
-
-  /** Frees a block of page `d` already proven live by the caller; returns its size. */
-  freeLocated(d: number, offset: number): number {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + D_PAGE_START]) >>> u32[d + D_SHIFT];
-    u32[u32[d + D_BITMAP] + (granule >>> 5)] &= ~(1 << (granule & 31));
-    return this.pushFree(d, offset);
-  }
-
-  /** Pushes a block whose live bit is already clear onto its page's free list. */
-  private pushFree(d: number, offset: number): number {
-    const u32 = this.u32;
-    u32[offset >>> 2] = u32[d + D_FREE];
-    u32[d + D_FREE] = offset;
-    const used = u32[d + D_USED] - 1;
-    u32[d + D_USED] = used;
+    this.flipLiveBit(d, offset);
+    u32[offset >>> 2] = u32[d + Desc.Free];
+    u32[d + Desc.Free] = offset;
+    const used = u32[d + Desc.Used] - 1;
+    u32[d + Desc.Used] = used;
     if (used === 0) {
       // The head page stays even when empty, so a malloc/free pair does not churn pages.
-      if (u32[CLASS_U32 + (u32[d + D_CLASS] << 2) + C_AVAIL_HEAD] !== d) this.retireEmptied(d);
-    } else if (used + 1 === u32[d + D_CAPACITY]) {
+      if (u32[Tables.ClassU32 + (u32[d + Desc.Class] << 2) + ClassEntry.AvailHead] !== d) {
+        this.retireEmptied(d);
+      }
+    } else if (used + 1 === u32[d + Desc.Capacity]) {
       this.readmit(d);
     }
-    return u32[d + D_BLOCK_SIZE];
+    return u32[d + Desc.BlockSize];
+  }
+
+  /** True if the block at `offset` of in-use page `d` is live. */
+  isLive(d: number, offset: number): boolean {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    return (u32[u32[d + Desc.Bitmap] + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
+  }
+
+  private flipLiveBit(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    u32[u32[d + Desc.Bitmap] + (granule >>> 5)] ^= 1 << (granule & 31);
   }
 
   // ---- page transitions ---------------------------------------------------------
@@ -234,14 +346,14 @@ export class Pages {
    */
   private bump(d: number): number {
     const u32 = this.u32;
-    const block = u32[d + D_BUMP];
-    const end = block + u32[d + D_BLOCK_SIZE];
-    u32[d + D_BUMP] = end;
-    const commitEnd = u32[d + D_COMMIT_END];
+    const block = u32[d + Desc.Bump];
+    const end = block + u32[d + Desc.BlockSize];
+    u32[d + Desc.Bump] = end;
+    const commitEnd = u32[d + Desc.CommitEnd];
     if (end > commitEnd) {
       const newEnd = roundUp(end, OS_PAGE_SIZE);
       this.arena.addCommitted(newEnd - commitEnd);
-      u32[d + D_COMMIT_END] = newEnd;
+      u32[d + Desc.CommitEnd] = newEnd;
     }
     return block;
   }
@@ -249,25 +361,27 @@ export class Pages {
   /** The head page of its class list just became full: take it off the list. */
   private dropFullHead(d: number): void {
     const u32 = this.u32;
-    const ce = CLASS_U32 + u32[d + D_CLASS] * 4;
-    const next = u32[d + D_NEXT];
-    u32[ce + C_AVAIL_HEAD] = next;
-    if (next !== 0) u32[next + D_PREV] = 0;
-    u32[d + D_NEXT] = 0;
+    const ce = Tables.ClassU32 + u32[d + Desc.Class] * 4;
+    const next = u32[d + Desc.Next];
+    u32[ce + ClassEntry.AvailHead] = next;
+    if (next !== 0) u32[next + Desc.Prev] = 0;
+    u32[d + Desc.Next] = 0;
   }
 
   /** A full page got a block back: it goes to the head of its class list. */
   private readmit(d: number): void {
     const u32 = this.u32;
-    const ce = CLASS_U32 + u32[d + D_CLASS] * 4;
-    const head = u32[ce + C_AVAIL_HEAD];
-    if (head !== 0 && u32[head + D_USED] === 0) this.unlinkAvailable(head, ce), this.retire(head);
+    const ce = Tables.ClassU32 + u32[d + Desc.Class] * 4;
+    const head = u32[ce + ClassEntry.AvailHead];
+    if (head !== 0 && u32[head + Desc.Used] === 0) {
+      this.unlinkAvailable(head, ce), this.retire(head);
+    }
     this.pushAvailable(d, ce);
   }
 
   /** A page other than its class's head just emptied: it leaves the list and retires. */
   private retireEmptied(d: number): void {
-    this.unlinkAvailable(d, CLASS_U32 + this.u32[d + D_CLASS] * 4);
+    this.unlinkAvailable(d, Tables.ClassU32 + this.u32[d + Desc.Class] * 4);
     this.retire(d);
   }
 
@@ -276,9 +390,9 @@ export class Pages {
     const u32 = this.u32;
     let released = 0;
     for (let c = 0; c < CLASS_COUNT; c++) {
-      const ce = CLASS_U32 + c * 4;
-      const head = u32[ce + C_AVAIL_HEAD];
-      if (head !== 0 && u32[head + D_USED] === 0) {
+      const ce = Tables.ClassU32 + c * 4;
+      const head = u32[ce + ClassEntry.AvailHead];
+      if (head !== 0 && u32[head + Desc.Used] === 0) {
         this.unlinkAvailable(head, ce);
         released += this.release(head);
       }
@@ -295,36 +409,36 @@ export class Pages {
 
   private pushAvailable(d: number, ce: number): void {
     const u32 = this.u32;
-    const head = u32[ce + C_AVAIL_HEAD];
-    u32[d + D_PREV] = 0;
-    u32[d + D_NEXT] = head;
-    if (head !== 0) u32[head + D_PREV] = d;
-    u32[ce + C_AVAIL_HEAD] = d;
+    const head = u32[ce + ClassEntry.AvailHead];
+    u32[d + Desc.Prev] = 0;
+    u32[d + Desc.Next] = head;
+    if (head !== 0) u32[head + Desc.Prev] = d;
+    u32[ce + ClassEntry.AvailHead] = d;
   }
 
   private unlinkAvailable(d: number, ce: number): void {
     const u32 = this.u32;
-    const prev = u32[d + D_PREV];
-    const next = u32[d + D_NEXT];
-    if (prev !== 0) u32[prev + D_NEXT] = next;
-    else u32[ce + C_AVAIL_HEAD] = next;
-    if (next !== 0) u32[next + D_PREV] = prev;
-    u32[d + D_NEXT] = 0;
-    u32[d + D_PREV] = 0;
+    const prev = u32[d + Desc.Prev];
+    const next = u32[d + Desc.Next];
+    if (prev !== 0) u32[prev + Desc.Next] = next;
+    else u32[ce + ClassEntry.AvailHead] = next;
+    if (next !== 0) u32[next + Desc.Prev] = prev;
+    u32[d + Desc.Next] = 0;
+    u32[d + Desc.Prev] = 0;
   }
 
   /** Puts an empty page on its retained list, then enforces the retain limit. */
   private retire(d: number): void {
     const u32 = this.u32;
     const f64 = this.arena.f64;
-    const medium = u32[d + D_UNITS] === MEDIUM_UNITS;
+    const medium = u32[d + Desc.Units] === MEDIUM_UNITS;
     const headSlot = medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD;
     const tailSlot = medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL;
-    u32[d + D_STATE] = STATE_RETAINED;
+    u32[d + Desc.State] = PageState.Retained;
     const head = u32[headSlot];
-    u32[d + D_PREV] = 0;
-    u32[d + D_NEXT] = head;
-    if (head !== 0) u32[head + D_PREV] = d;
+    u32[d + Desc.Prev] = 0;
+    u32[d + Desc.Next] = head;
+    if (head !== 0) u32[head + Desc.Prev] = d;
     else u32[tailSlot] = d;
     u32[headSlot] = d;
     f64[S_RETAINED_BYTES] += this.committedExtent(d);
@@ -344,17 +458,17 @@ export class Pages {
 
   private unlinkRetained(d: number): void {
     const u32 = this.u32;
-    const medium = u32[d + D_UNITS] === MEDIUM_UNITS;
+    const medium = u32[d + Desc.Units] === MEDIUM_UNITS;
     const headSlot = medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD;
     const tailSlot = medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL;
-    const prev = u32[d + D_PREV];
-    const next = u32[d + D_NEXT];
-    if (prev !== 0) u32[prev + D_NEXT] = next;
+    const prev = u32[d + Desc.Prev];
+    const next = u32[d + Desc.Next];
+    if (prev !== 0) u32[prev + Desc.Next] = next;
     else u32[headSlot] = next;
-    if (next !== 0) u32[next + D_PREV] = prev;
+    if (next !== 0) u32[next + Desc.Prev] = prev;
     else u32[tailSlot] = prev;
-    u32[d + D_NEXT] = 0;
-    u32[d + D_PREV] = 0;
+    u32[d + Desc.Next] = 0;
+    u32[d + Desc.Prev] = 0;
     this.arena.f64[S_RETAINED_BYTES] -= this.committedExtent(d);
   }
 
@@ -363,8 +477,8 @@ export class Pages {
     const slot = medium ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD;
     const d = u32[slot];
     if (d !== 0) {
-      u32[slot] = u32[d + D_NEXT];
-      u32[d + D_NEXT] = 0;
+      u32[slot] = u32[d + Desc.Next];
+      u32[d + Desc.Next] = 0;
     }
     return d;
   }
@@ -373,23 +487,25 @@ export class Pages {
   private release(d: number): number {
     const u32 = this.u32;
     const arena = this.arena;
-    const start = u32[d + D_PAGE_START];
+    const start = u32[d + Desc.PageStart];
     const extent = this.committedExtent(d);
     if (extent > 0) {
       releasePages(arena.base + start, extent);
       arena.f64[S_MADVISE_CALLS]++;
       arena.addCommitted(-extent);
     }
-    u32[d + D_COMMIT_END] = start;
-    u32[d + D_STATE] = STATE_RELEASED;
-    const slot = u32[d + D_UNITS] === MEDIUM_UNITS ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD;
-    u32[d + D_NEXT] = u32[slot];
+    u32[d + Desc.CommitEnd] = start;
+    u32[d + Desc.State] = PageState.Released;
+    const slot = u32[d + Desc.Units] === MEDIUM_UNITS
+      ? H_RELEASED_MEDIUM_HEAD
+      : H_RELEASED_SMALL_HEAD;
+    u32[d + Desc.Next] = u32[slot];
     u32[slot] = d;
     return extent;
   }
 
   private committedExtent(d: number): number {
-    return this.u32[d + D_COMMIT_END] - this.u32[d + D_PAGE_START];
+    return this.u32[d + Desc.CommitEnd] - this.u32[d + Desc.PageStart];
   }
 
   /** Carves a never-used page of `units` units; returns its descriptor or 0. */
@@ -398,17 +514,17 @@ export class Pages {
     const u32 = this.u32;
     const first = arena.carveUnits(units);
     if (first < 0) return 0;
-    const d = DESC_U32 + first * DESC_WORDS;
+    const d = Tables.DescriptorsU32 + first * Desc.Words;
     const start = arena.dataStart + first * UNIT_SIZE;
-    u32[d + D_PAGE_START] = start;
-    u32[d + D_COMMIT_END] = start;
-    u32[d + D_UNITS] = units;
-    u32[d + D_BITMAP] = arena.bitmapU32 + first * (512 >>> 2);
+    u32[d + Desc.PageStart] = start;
+    u32[d + Desc.CommitEnd] = start;
+    u32[d + Desc.Units] = units;
+    u32[d + Desc.Bitmap] = arena.bitmapU32 + first * (512 >>> 2);
     for (let i = 1; i < units; i++) {
-      const c = d + i * DESC_WORDS;
-      u32[c + D_STATE] = STATE_CONTINUATION;
-      u32[c + D_PAGE_START] = start;
-      u32[c + D_UNITS] = 0;
+      const c = d + i * Desc.Words;
+      u32[c + Desc.State] = PageState.Continuation;
+      u32[c + Desc.PageStart] = start;
+      u32[c + Desc.Units] = 0;
     }
     return d;
   }

@@ -5,7 +5,7 @@
  */
 
 import {
-  Arena,
+  type Arena,
   H_LARGE_COUNT,
   S_ALLOC_COUNT,
   S_ALLOCATED,
