@@ -18,6 +18,8 @@ import { Heap } from "./src/heap.ts";
 export { Heap, type HeapOptions } from "./src/heap.ts";
 export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
+export type { DebugOptions, LeakedBlock } from "./src/debug.ts";
+export type { HeapErrorDetails } from "./src/errors.ts";
 
 let defaultHeap: Heap | undefined;
 

@@ -11,7 +11,7 @@
  * medium pages, large blocks, errors) leaves through a call.
  */
 
-import { Arena, MAX_ARENA_BYTES, MIN_ARENA_BYTES, UNIT_SIZE } from "./arena.ts";
+import { Arena, MAX_ARENA_BYTES, MIN_ARENA_BYTES, S_MPROTECT_CALLS, UNIT_SIZE } from "./arena.ts";
 import {
   ClassEntry,
   Desc,
@@ -28,9 +28,11 @@ import {
   classOfSize,
   LOOKUP_ENTRIES,
   LOOKUP_MAX_SIZE,
+  MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { canRemap, moveMemory, viewMemory } from "./os.ts";
+import { canRemap, lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
+import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
 import { HeapError } from "./errors.ts";
 import { type HeapStats, publishCounters, readStats } from "./stats.ts";
 import { checkHeap } from "./check.ts";
@@ -49,12 +51,16 @@ export interface HeapOptions {
    * gives back all of them. Default 16 MiB.
    */
   retainBytes?: number;
+  /**
+   * Debug mode: red zones around every block, junk and poison fills, a
+   * quarantine of freed blocks, and the JS stack of every allocation (see
+   * debug.ts). `true` takes the defaults.
+   */
+  debug?: boolean | DebugOptions;
 }
 
 const DEFAULT_ARENA_BYTES = 2 ** 32;
 const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
-/** Largest block alignment served from size-class pages (pages start 64 KiB-aligned). */
-const MAX_CLASS_ALIGNMENT = UNIT_SIZE;
 
 /**
  * A heap of native memory. Addresses are plain numbers holding the real
@@ -74,6 +80,9 @@ export class Heap {
   #dataStart: number;
   #dataEnd: number;
   #closed = false;
+  #debug: DebugLayer | null = null;
+  /** True when closed or in debug mode: one test keeps both off the fast paths. */
+  #special = false;
   // Hot counters (see stats.ts): plain fields are the cheapest thing to bump.
   #allocated = 0;
   #peakAllocated = 0;
@@ -110,13 +119,19 @@ export class Heap {
     this.#base = arena.base;
     this.#dataStart = arena.dataStart;
     this.#dataEnd = arena.dataEnd;
+    if (options.debug) {
+      this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
+      this.#special = true;
+    }
   }
 
   // ---- allocation -------------------------------------------------------------
 
   /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
   malloc(size: number): number {
-    if (this.#closed) throw closedError("malloc");
+    if (this.#special) {
+      return this.#debugLayer("malloc").allocate(checkSize(size, "malloc"), 16, false);
+    }
     if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
       const block = takeBlockFast(this.#u32, cls);
@@ -135,10 +150,13 @@ export class Heap {
 
   /** Allocates `count * size` zeroed bytes; 0 when the product overflows or memory runs out. */
   calloc(count: number, size: number): number {
-    if (this.#closed) throw closedError("calloc");
     checkSize(count, "calloc");
     checkSize(size, "calloc");
     const total = count * size;
+    if (this.#special) {
+      const debug = this.#debugLayer("calloc");
+      return Number.isSafeInteger(total) ? debug.allocate(total, 16, true) : 0;
+    }
     if (!Number.isSafeInteger(total)) return 0;
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
     const cls = classOfSize(total);
@@ -164,7 +182,6 @@ export class Heap {
    * (a power of two; any size up to what the OS can map).
    */
   alignedAlloc(alignment: number, size: number): number {
-    if (this.#closed) throw closedError("alignedAlloc");
     checkSize(size, "alignedAlloc");
     if (
       typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1 ||
@@ -172,6 +189,14 @@ export class Heap {
     ) {
       throw new RangeError(`alignedAlloc: alignment must be a power of two, got ${alignment}`);
     }
+    if (this.#special) {
+      return this.#debugLayer("alignedAlloc").allocate(size, Math.max(alignment, 16), false);
+    }
+    return this.#allocAligned(alignment, size);
+  }
+
+  /** Core aligned allocation (no checks, no debug layer). */
+  #allocAligned(alignment: number, size: number): number {
     if (alignment <= 16) return this.#allocAny(size);
     if (alignment <= MAX_CLASS_ALIGNMENT && size <= MAX_CLASS_SIZE) {
       const cls = classForAlignment(size, alignment);
@@ -187,8 +212,13 @@ export class Heap {
    * `mremap`. On failure returns 0 and the old block is intact.
    */
   realloc(address: number, size: number): number {
-    if (this.#closed) throw closedError("realloc");
     checkSize(size, "realloc");
+    if (this.#special) {
+      const debug = this.#debugLayer("realloc");
+      if (address === 0) return debug.allocate(size, 16, false);
+      if (size === 0) return debug.free(address, "realloc"), 0;
+      return debug.realloc(address, size, "realloc");
+    }
     if (address === 0) return this.#allocAny(size);
     const where = this.#locate(address, "realloc");
     if (size === 0) {
@@ -230,7 +260,11 @@ export class Heap {
 
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
-    if (this.#closed) throw closedError("free");
+    if (this.#special) {
+      const debug = this.#debugLayer("free");
+      if (address !== 0) debug.free(address, "free");
+      return;
+    }
     const offset = address - this.#base;
     if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
       const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
@@ -248,14 +282,14 @@ export class Heap {
 
   /** Bytes the caller may use at `address` (at least the size asked for). */
   usableSize(address: number): number {
-    if (this.#closed) throw closedError("usableSize");
+    if (this.#special) return this.#debugLayer("usableSize").usableSize(address, "usableSize");
     const where = this.#locate(address, "usableSize");
     return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
   }
 
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
   bytes(address: number, length?: number): Uint8Array {
-    if (this.#closed) throw closedError("bytes");
+    if (this.#special) return this.#debugLayer("bytes").bytes(address, length, "bytes");
     const where = this.#locate(address, "bytes");
     const usable = where > 0
       ? this.#u32[where + Desc.BlockSize]
@@ -264,14 +298,13 @@ export class Heap {
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
     }
-    if (where > 0) return new Uint8Array(this.#arena.buffer, address - this.#base, n);
-    return n === 0 ? new Uint8Array(0) : new Uint8Array(viewMemory(address, n));
+    return this.#view(address, n);
   }
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
   pointer(address: number): Deno.PointerObject {
-    if (this.#closed) throw closedError("pointer");
-    this.#locate(address, "pointer");
+    if (this.#special) this.#debugLayer("pointer").assertLive(address, "pointer");
+    else this.#locate(address, "pointer");
     return Deno.UnsafePointer.create(BigInt(address))!;
   }
 
@@ -287,6 +320,7 @@ export class Heap {
     if (this.#closed) throw closedError("check");
     this.#publish();
     checkHeap(this.#arena, this.#large);
+    this.#debug?.check();
   }
 
   /** Gives every empty page back to the OS now; returns the bytes released. */
@@ -299,6 +333,7 @@ export class Heap {
   close(): void {
     if (this.#closed) throw closedError("close");
     this.#closed = true;
+    this.#special = true;
     this.#large.unmapAll();
     this.#arena.unmap();
     this.#u8 = new Uint8Array(0);
@@ -310,7 +345,69 @@ export class Heap {
     if (!this.#closed) this.close();
   }
 
+  /**
+   * Every live block with the JS stack of its allocation (debug mode; the
+   * stack is "" otherwise), in address order for the default mode and in
+   * allocation order in debug mode.
+   */
+  leaks(): LeakedBlock[] {
+    if (this.#closed) throw closedError("leaks");
+    if (this.#debug) return this.#debug.leaks();
+    const blocks: LeakedBlock[] = [];
+    this.#pages.forEachLiveBlock((offset, size) =>
+      blocks.push({ address: this.#base + offset, size, stack: "" })
+    );
+    this.#large.forEach((address, size) => blocks.push({ address, size, stack: "" }));
+    return blocks;
+  }
+
+  /** Live blocks grouped by allocation site with counts and bytes, largest first. */
+  leakReport(): string {
+    if (this.#closed) throw closedError("leakReport");
+    if (this.#debug) return this.#debug.leakReport();
+    const blocks = this.leaks();
+    const bytes = blocks.reduce((sum, b) => sum + b.size, 0);
+    return blocks.length === 0
+      ? "no leaks: every block was freed"
+      : `${blocks.length} live blocks, ${bytes} bytes (allocation sites are recorded in debug mode)`;
+  }
+
   // ---- internals ----------------------------------------------------------------
+
+  /** The debug layer, after making sure the heap is open. */
+  #debugLayer(op: string): DebugLayer {
+    if (this.#closed) throw closedError(op);
+    return this.#debug!;
+  }
+
+  /** The core operations the debug layer builds on. */
+  #coreAccess(): CoreAccess {
+    return {
+      allocate: (size, alignment) => this.#allocAligned(alignment, size),
+      release: (address) => this.#freeLocated(address, this.#locate(address, "free")),
+      usableSize: (address) => {
+        const where = this.#locate(address, "usableSize");
+        return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
+      },
+      isLarge: (address) => this.#locate(address, "debug") < 0,
+      view: (address, length) => this.#view(address, length),
+      protect: (address, length, prot) => {
+        this.#arena.f64[S_MPROTECT_CALLS]++;
+        if (!protectMemory(address, length, prot)) {
+          throw new Error(`mprotect(${address}, ${length}) failed: errno ${lastErrno()}`);
+        }
+      },
+    };
+  }
+
+  /** A byte view of `length` bytes at `address`: a view of the arena, or a fresh one. */
+  #view(address: number, length: number): Uint8Array {
+    const offset = address - this.#base;
+    if (offset >= 0 && offset + length <= this.#arena.size) {
+      return new Uint8Array(this.#arena.buffer, offset, length);
+    }
+    return length === 0 ? new Uint8Array(0) : new Uint8Array(viewMemory(address, length));
+  }
 
   /** Takes a block of class `cls` for a request of `size` bytes; 0 when out of memory. */
   #allocFromClass(cls: number, size: number): number {

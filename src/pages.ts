@@ -63,6 +63,7 @@ import {
   H_RETAINED_MEDIUM_TAIL,
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
+  H_TOP_UNIT,
   MEDIUM_UNITS,
   roundUp,
   S_MADVISE_CALLS,
@@ -322,6 +323,29 @@ export class Pages {
       this.readmit(d);
     }
     return u32[d + Desc.BlockSize];
+  }
+
+  /** Calls `visit(offset, blockSize)` for every live block in a size-class page. */
+  forEachLiveBlock(visit: (offset: number, blockSize: number) => void): void {
+    const u32 = this.u32;
+    const top = u32[H_TOP_UNIT];
+    for (let unit = 0; unit < top; unit++) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (state !== PageState.Small && state !== PageState.Medium) continue;
+      const words = state === PageState.Small ? 128 : 4;
+      for (let w = 0; w < words; w++) {
+        let bits = u32[u32[d + Desc.Bitmap] + w];
+        while (bits !== 0) {
+          const b = 31 - Math.clz32(bits);
+          bits &= ~(1 << b);
+          visit(
+            u32[d + Desc.PageStart] + ((w * 32 + b) << u32[d + Desc.Shift]),
+            u32[d + Desc.BlockSize],
+          );
+        }
+      }
+    }
   }
 
   /** True if the block at `offset` of in-use page `d` is live. */

@@ -20,6 +20,8 @@
 export const CLASS_COUNT = 88;
 /** Largest request served from a size class; anything bigger is a large block. */
 export const MAX_CLASS_SIZE = 128 * 1024;
+/** Largest alignment served from size-class pages (pages start 64 KiB-aligned). */
+export const MAX_CLASS_ALIGNMENT = 64 * 1024;
 /** Largest block that lives in a small (64 KiB) page. */
 export const MAX_SMALL_PAGE_BLOCK = 8 * 1024;
 /** Requests up to this size find their class with one table lookup. */
