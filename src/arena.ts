@@ -22,7 +22,7 @@
  *                    | class table: 88 x 16 B                        |  2048..3455
  *                    | size -> class lookup, 65 x u8                 |  3584..3648
  *   4096             +-----------------------------------------------+
- *                    | page descriptors: 64 B per 64 KiB unit        |
+ *                    | page descriptors: 128 B per 64 KiB unit       |
  *                    +-----------------------------------------------+
  *                    | live bitmaps: 512 B per unit (1 bit a granule)|
  *   dataStart        +-----------------------------------------------+  64 KiB-aligned address
@@ -50,7 +50,7 @@ export const LAYOUT_VERSION = 1;
 export const UNIT_SHIFT = 16;
 export const UNIT_SIZE = 1 << UNIT_SHIFT; // 64 KiB
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
-const DESC_BYTES = 64;
+const DESC_BYTES = 128;
 const BITMAP_BYTES = 512; // 4096 bits: one per 16-byte granule of a 64 KiB unit
 const COMMIT_STEP = 8 * 1024 * 1024;
 export const MAX_ARENA_BYTES = 2 ** 32;
@@ -75,6 +75,8 @@ export const H_LARGE_CAPACITY = 12; // slots in the large-block table
 export const H_LARGE_COUNT = 13; // live large blocks
 export const H_FLAGS = 14;
 export const H_RECENT_LARGE_NEXT = 15; // next slot of the recently-freed ring
+/** Secure mode's free-list key (0 = secure mode off). */
+export const H_SECURE_KEY = 16;
 
 /** Ring of the last 64 freed large-block addresses (f64, bytes 1024..1535), for double-free reports. */
 export const RECENT_LARGE_F64 = 128;

@@ -16,6 +16,7 @@ import {
   H_RETAINED_MEDIUM_TAIL,
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
+  H_SECURE_KEY,
   H_TOP_UNIT,
   H_VERSION,
   LAYOUT_VERSION,
@@ -30,13 +31,13 @@ import {
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena.ts";
-import { ClassEntry, Desc, PageState, Tables } from "./pages.ts";
+import { ClassEntry, Desc, type Pages, PageState, Tables } from "./pages.ts";
 import type { LargeBlocks } from "./large.ts";
 import { CLASS_COUNT } from "./size_classes.ts";
 import { HeapError } from "./errors.ts";
 
 /** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
-export function checkHeap(arena: Arena, large: LargeBlocks): void {
+export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void {
   const { u32, f64 } = arena;
   const fail = (address: number, what: string): never => {
     throw new HeapError("corrupt", address, what);
@@ -75,7 +76,7 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
     }
     committed += commitEnd - start;
     if (state === PageState.Small || state === PageState.Medium) {
-      const used = checkPage(arena, d, start, fail);
+      const used = checkPage(arena, pages, d, start, fail);
       allocated += used * u32[d + Desc.BlockSize];
       live += used;
       if (used < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
@@ -192,6 +193,7 @@ export function checkHeap(arena: Arena, large: LargeBlocks): void {
 /** Checks one in-use page; returns its live block count. */
 function checkPage(
   arena: Arena,
+  pages: Pages,
   d: number,
   start: number,
   fail: (address: number, what: string) => never,
@@ -228,7 +230,10 @@ function checkPage(
   };
   // Free list: inside the used area, on block boundaries, not live, no cycle.
   let free = 0;
-  for (let f = u32[d + Desc.Free]; f !== 0; f = u32[f >>> 2]) {
+  if (u32[H_SECURE_KEY] !== 0 && u32[d + Desc.Checksum] !== pages.checksum(d)) {
+    fail(where, "page metadata fails its checksum");
+  }
+  for (let f = u32[d + Desc.Free]; f !== 0; f = pages.nextFree(d, f, false)) {
     if (++free > capacity) fail(where, "page free list has a cycle or too many entries");
     if (f < start || f >= bump || (f - start) % blockSize !== 0) {
       fail(arena.base + f, "free list link points outside the page's blocks");

@@ -31,7 +31,7 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { canRemap, lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
+import { lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
 import { HeapError } from "./errors.ts";
 import { type HeapStats, publishCounters, readStats } from "./stats.ts";
@@ -57,6 +57,14 @@ export interface HeapOptions {
    * debug.ts). `true` takes the defaults.
    */
   debug?: boolean | DebugOptions;
+  /**
+   * Secure mode, after mimalloc's secure mode, hardened_malloc and Scudo:
+   * free-list links encoded with a per-heap random key and checked before
+   * they are followed, checksummed page metadata, fresh pages handed out in
+   * random order, and inaccessible guard pages at the end of every page and
+   * around every large block. Default false.
+   */
+  secure?: boolean;
 }
 
 const DEFAULT_ARENA_BYTES = 2 ** 32;
@@ -81,7 +89,7 @@ export class Heap {
   #dataEnd: number;
   #closed = false;
   #debug: DebugLayer | null = null;
-  /** True when closed or in debug mode: one test keeps both off the fast paths. */
+  /** True when closed, in debug mode or in secure mode: one test keeps them off the fast paths. */
   #special = false;
   // Hot counters (see stats.ts): plain fields are the cheapest thing to bump.
   #allocated = 0;
@@ -108,10 +116,11 @@ export class Heap {
     if (arena === null) {
       throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
     }
-    Pages.formatTables(arena);
+    const secure = options.secure === true;
+    Pages.formatTables(arena, secure);
     this.#arena = arena;
     this.#pages = new Pages(arena);
-    this.#large = new LargeBlocks(arena);
+    this.#large = new LargeBlocks(arena, secure);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
     this.#sizeToClass = new Uint8Array(arena.buffer, Tables.LookupU8, LOOKUP_ENTRIES);
@@ -121,8 +130,8 @@ export class Heap {
     this.#dataEnd = arena.dataEnd;
     if (options.debug) {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
-      this.#special = true;
     }
+    this.#special = this.#debug !== null || secure;
   }
 
   // ---- allocation -------------------------------------------------------------
@@ -130,7 +139,9 @@ export class Heap {
   /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
   malloc(size: number): number {
     if (this.#special) {
-      return this.#debugLayer("malloc").allocate(checkSize(size, "malloc"), 16, false);
+      const debug = this.#specialMode("malloc");
+      checkSize(size, "malloc");
+      return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
     }
     if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
@@ -153,10 +164,8 @@ export class Heap {
     checkSize(count, "calloc");
     checkSize(size, "calloc");
     const total = count * size;
-    if (this.#special) {
-      const debug = this.#debugLayer("calloc");
-      return Number.isSafeInteger(total) ? debug.allocate(total, 16, true) : 0;
-    }
+    const debug = this.#special ? this.#specialMode("calloc") : null;
+    if (debug) return Number.isSafeInteger(total) ? debug.allocate(total, 16, true) : 0;
     if (!Number.isSafeInteger(total)) return 0;
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
     const cls = classOfSize(total);
@@ -189,9 +198,8 @@ export class Heap {
     ) {
       throw new RangeError(`alignedAlloc: alignment must be a power of two, got ${alignment}`);
     }
-    if (this.#special) {
-      return this.#debugLayer("alignedAlloc").allocate(size, Math.max(alignment, 16), false);
-    }
+    const debug = this.#special ? this.#specialMode("alignedAlloc") : null;
+    if (debug) return debug.allocate(size, Math.max(alignment, 16), false);
     return this.#allocAligned(alignment, size);
   }
 
@@ -213,8 +221,8 @@ export class Heap {
    */
   realloc(address: number, size: number): number {
     checkSize(size, "realloc");
-    if (this.#special) {
-      const debug = this.#debugLayer("realloc");
+    const debug = this.#special ? this.#specialMode("realloc") : null;
+    if (debug) {
       if (address === 0) return debug.allocate(size, 16, false);
       if (size === 0) return debug.free(address, "realloc"), 0;
       return debug.realloc(address, size, "realloc");
@@ -241,8 +249,8 @@ export class Heap {
     const large = this.#large;
     const usable = large.usableSize(slot);
     let result = large.resize(slot, size);
-    if (result === 0 && size > usable && !canRemap()) {
-      // No mremap on this platform: map, copy, unmap.
+    if (result === 0 && size > usable && !large.canGrowInPlace) {
+      // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
       result = this.#allocAny(size);
       if (result === 0) return 0;
       this.#copy(result, address, usable);
@@ -261,8 +269,10 @@ export class Heap {
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
     if (this.#special) {
-      const debug = this.#debugLayer("free");
-      if (address !== 0) debug.free(address, "free");
+      const debug = this.#specialMode("free");
+      if (address === 0) return;
+      if (debug) debug.free(address, "free");
+      else this.#freeLocated(address, this.#locate(address, "free"));
       return;
     }
     const offset = address - this.#base;
@@ -282,14 +292,16 @@ export class Heap {
 
   /** Bytes the caller may use at `address` (at least the size asked for). */
   usableSize(address: number): number {
-    if (this.#special) return this.#debugLayer("usableSize").usableSize(address, "usableSize");
+    const debug = this.#special ? this.#specialMode("usableSize") : null;
+    if (debug) return debug.usableSize(address, "usableSize");
     const where = this.#locate(address, "usableSize");
     return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
   }
 
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
   bytes(address: number, length?: number): Uint8Array {
-    if (this.#special) return this.#debugLayer("bytes").bytes(address, length, "bytes");
+    const debug = this.#special ? this.#specialMode("bytes") : null;
+    if (debug) return debug.bytes(address, length, "bytes");
     const where = this.#locate(address, "bytes");
     const usable = where > 0
       ? this.#u32[where + Desc.BlockSize]
@@ -303,7 +315,8 @@ export class Heap {
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
   pointer(address: number): Deno.PointerObject {
-    if (this.#special) this.#debugLayer("pointer").assertLive(address, "pointer");
+    const debug = this.#special ? this.#specialMode("pointer") : null;
+    if (debug) debug.assertLive(address, "pointer");
     else this.#locate(address, "pointer");
     return Deno.UnsafePointer.create(BigInt(address))!;
   }
@@ -319,7 +332,7 @@ export class Heap {
   check(): void {
     if (this.#closed) throw closedError("check");
     this.#publish();
-    checkHeap(this.#arena, this.#large);
+    checkHeap(this.#arena, this.#pages, this.#large);
     this.#debug?.check();
   }
 
@@ -374,10 +387,10 @@ export class Heap {
 
   // ---- internals ----------------------------------------------------------------
 
-  /** The debug layer, after making sure the heap is open. */
-  #debugLayer(op: string): DebugLayer {
+  /** Off the fast path: throws if the heap is closed, else returns the debug layer (or null). */
+  #specialMode(op: string): DebugLayer | null {
     if (this.#closed) throw closedError(op);
-    return this.#debug!;
+    return this.#debug;
   }
 
   /** The core operations the debug layer builds on. */

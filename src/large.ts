@@ -28,14 +28,18 @@ import {
   S_LARGE_BYTES,
   S_LARGE_TABLE,
   S_MMAP_CALLS,
+  S_MPROTECT_CALLS,
   S_MUNMAP_CALLS,
   S_RESERVED,
 } from "./arena.ts";
 import {
+  canRemap,
   mapMemory,
   OS_PAGE_SIZE,
+  PROT_NONE,
   PROT_READ,
   PROT_WRITE,
+  protectMemory,
   remapMemory,
   unmapMemory,
   viewMemory,
@@ -52,12 +56,20 @@ export const MAX_LARGE_SIZE = 2 ** 46;
 /** The large-block registry and the mappings it tracks. */
 export class LargeBlocks {
   private readonly arena: Arena;
+  /** Secure mode: an inaccessible page before and after every block. */
+  private readonly guard: number;
   /** View of the table mapping; remade only when the table grows. */
   private table: Float64Array = new Float64Array(0);
   private tableAddress = 0;
 
-  constructor(arena: Arena) {
+  constructor(arena: Arena, guarded: boolean) {
     this.arena = arena;
+    this.guard = guarded ? OS_PAGE_SIZE : 0;
+  }
+
+  /** True when blocks can grow with mremap (Linux, and no guard pages to carry along). */
+  get canGrowInPlace(): boolean {
+    return this.guard === 0 && canRemap();
   }
 
   /** Live large blocks. */
@@ -73,23 +85,23 @@ export class LargeBlocks {
     if (size > MAX_LARGE_SIZE || !this.ensureRoom()) return 0;
     const length = roundUp(size, OS_PAGE_SIZE);
     const f64 = this.arena.f64;
-    let address: number;
-    if (alignment <= OS_PAGE_SIZE) {
-      address = mapMemory(length, PROT_READ | PROT_WRITE);
-      f64[S_MMAP_CALLS]++;
-    } else {
-      const oversized = length + alignment - OS_PAGE_SIZE;
-      const raw = mapMemory(oversized, PROT_READ | PROT_WRITE);
-      f64[S_MMAP_CALLS]++;
-      address = raw === 0 ? 0 : roundUp(raw, alignment);
-      if (raw !== 0) {
-        const head = address - raw;
-        const tail = oversized - head - length;
-        if (head > 0) unmapMemory(raw, head), f64[S_MUNMAP_CALLS]++;
-        if (tail > 0) unmapMemory(address + length, tail), f64[S_MUNMAP_CALLS]++;
-      }
+    const guard = this.guard;
+    const step = Math.max(alignment, OS_PAGE_SIZE);
+    const oversized = length + 2 * guard + step - OS_PAGE_SIZE;
+    const raw = mapMemory(oversized, PROT_READ | PROT_WRITE);
+    f64[S_MMAP_CALLS]++;
+    if (raw === 0) return 0;
+    // Trim the alignment slack so that the block and its guards are the whole mapping.
+    const address = roundUp(raw + guard, step);
+    const head = address - guard - raw;
+    const tail = oversized - head - length - 2 * guard;
+    if (head > 0) unmapMemory(raw, head), f64[S_MUNMAP_CALLS]++;
+    if (tail > 0) unmapMemory(address + length + guard, tail), f64[S_MUNMAP_CALLS]++;
+    if (guard > 0) {
+      f64[S_MPROTECT_CALLS] += 2;
+      protectMemory(address - guard, guard, PROT_NONE);
+      protectMemory(address + length, guard, PROT_NONE);
     }
-    if (address === 0) return 0;
     this.forgetFreed(address);
     this.insert(address, length, size);
     this.account(length);
@@ -117,7 +129,7 @@ export class LargeBlocks {
   free(slot: number): number {
     const address = this.table[slot + L_ADDRESS];
     const length = this.table[slot + L_MAP_LENGTH];
-    unmapMemory(address, length);
+    unmapMemory(address - this.guard, length + 2 * this.guard);
     this.arena.f64[S_MUNMAP_CALLS]++;
     this.remove(slot);
     this.account(-length);
@@ -164,14 +176,19 @@ export class LargeBlocks {
       return address;
     }
     if (length < oldLength) {
-      unmapMemory(address + length, oldLength - length);
+      // The guard page (if any) moves down to the new end: unmap the rest.
+      if (this.guard > 0) {
+        f64[S_MPROTECT_CALLS]++;
+        protectMemory(address + length, this.guard, PROT_NONE);
+      }
+      unmapMemory(address + length + this.guard, oldLength - length);
       f64[S_MUNMAP_CALLS]++;
       table[slot + L_MAP_LENGTH] = length;
       table[slot + L_REQUESTED] = size;
       this.account(length - oldLength);
       return address;
     }
-    if (size > MAX_LARGE_SIZE) return 0;
+    if (size > MAX_LARGE_SIZE || !this.canGrowInPlace) return 0;
     f64[S_MMAP_CALLS]++;
     const moved = remapMemory(address, oldLength, length, true);
     if (moved === 0) return 0;
@@ -183,6 +200,7 @@ export class LargeBlocks {
   }
 
   /** Calls `visit(address, mapLength, requested)` for every live block. */
+  /** Calls `visit` for every live block; `mapLength` is the usable length (guards excluded). */
   forEach(visit: (address: number, mapLength: number, requested: number) => void): void {
     const table = this.table;
     for (let s = 0; s < table.length; s += SLOT_WORDS) {
@@ -194,7 +212,7 @@ export class LargeBlocks {
 
   /** Unmaps every block and the table (heap close). */
   unmapAll(): void {
-    this.forEach((address, length) => unmapMemory(address, length));
+    this.forEach((address, length) => unmapMemory(address - this.guard, length + 2 * this.guard));
     if (this.tableAddress !== 0) {
       unmapMemory(this.tableAddress, this.table.length * 8);
     }

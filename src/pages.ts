@@ -40,6 +40,8 @@
  *  13 BITMAP      u32 index of the live bitmap
  *  14 UNITS       1 or 16
  *  15 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
+ *  16 CHECKSUM    secure mode: a keyed hash of words 4, 5, 9, 12, 13, 15
+ *  17-31          spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -63,10 +65,12 @@ import {
   H_RETAINED_MEDIUM_TAIL,
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
+  H_SECURE_KEY,
   H_TOP_UNIT,
   MEDIUM_UNITS,
   roundUp,
   S_MADVISE_CALLS,
+  S_MPROTECT_CALLS,
   S_RETAIN_LIMIT,
   S_RETAINED_BYTES,
   UNIT_SIZE,
@@ -78,7 +82,8 @@ import {
   LOOKUP_ENTRIES,
   MAX_SMALL_PAGE_BLOCK,
 } from "./size_classes.ts";
-import { OS_PAGE_SIZE, releasePages } from "./os.ts";
+import { OS_PAGE_SIZE, PROT_NONE, protectMemory, releasePages } from "./os.ts";
+import { HeapError } from "./errors.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -98,8 +103,10 @@ export const enum Desc {
   Bitmap = 13,
   Units = 14,
   Shift = 15,
+  /** Secure mode: checksum of the words that stay fixed while the page is in use. */
+  Checksum = 16,
   /** Words per descriptor. */
-  Words = 16,
+  Words = 32,
 }
 
 export const enum PageState {
@@ -219,10 +226,16 @@ export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: numb
 export class Pages {
   readonly arena: Arena;
   private readonly u32: Uint32Array;
+  /** Secure mode's key for free-list links and checksums; 0 when secure mode is off. */
+  private readonly key: number;
+  /** xorshift32 state for shuffling fresh pages in secure mode. */
+  private shuffleState: number;
 
   constructor(arena: Arena) {
     this.arena = arena;
     this.u32 = arena.u32;
+    this.key = arena.u32[H_SECURE_KEY];
+    this.shuffleState = this.key | 1;
   }
 
   /** Descriptor index of the unit that holds arena offset `offset`. */
@@ -256,6 +269,10 @@ export class Pages {
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
+    if (this.key !== 0) {
+      u32[d + Desc.Checksum] = this.checksum(d);
+      this.shuffleFresh(d);
+    }
     const head = u32[ce + ClassEntry.AvailHead];
     if (head !== 0 && u32[head + Desc.Used] === 0) {
       this.unlinkAvailable(head, ce), this.retire(head);
@@ -267,8 +284,15 @@ export class Pages {
   // ---- block slow paths ------------------------------------------------------
 
   /** Fills the class table and size lookup of a freshly created arena. */
-  static formatTables(arena: Arena): void {
+  static formatTables(arena: Arena, secure: boolean): void {
     const { u32, u8 } = arena;
+    if (secure) {
+      const key = new Uint32Array(1);
+      while (key[0] === 0) crypto.getRandomValues(key);
+      u32[H_SECURE_KEY] = key[0];
+    }
+    // Secure mode keeps the last OS page of every page inaccessible.
+    const guard = secure ? OS_PAGE_SIZE : 0;
     if (Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE) throw new Error("arena layout mismatch");
     for (let c = 0; c < CLASS_COUNT; c++) {
       const e = Tables.ClassU32 + c * ClassEntry.Words;
@@ -276,7 +300,7 @@ export class Pages {
       const units = blockSize <= MAX_SMALL_PAGE_BLOCK ? 1 : MEDIUM_UNITS;
       u32[e + ClassEntry.BlockSize] = blockSize;
       u32[e + ClassEntry.Units] = units;
-      u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE) / blockSize);
+      u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE - guard) / blockSize);
     }
     for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[Tables.LookupU8 + i] = classOfSize(i << 4);
   }
@@ -293,8 +317,9 @@ export class Pages {
       d = this.acquire(cls);
       if (d === 0) return 0;
     }
+    if (this.key !== 0) this.verifyChecksum(d);
     let block = u32[d + Desc.Free];
-    if (block !== 0) u32[d + Desc.Free] = u32[block >>> 2];
+    if (block !== 0) u32[d + Desc.Free] = this.nextFree(d, block, true);
     else block = this.bump(d);
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
@@ -309,8 +334,9 @@ export class Pages {
    */
   freeLive(d: number, offset: number): number {
     const u32 = this.u32;
+    if (this.key !== 0) this.verifyChecksum(d);
     this.flipLiveBit(d, offset);
-    u32[offset >>> 2] = u32[d + Desc.Free];
+    u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
     u32[d + Desc.Used] = used;
@@ -348,6 +374,116 @@ export class Pages {
     }
   }
 
+  /**
+   * The free block after `block` on page `d`'s free list. In secure mode the
+   * link is stored encoded with the heap's key and the block's own offset,
+   * and (when `verify`) a link that does not decode to a free block of this
+   * page is reported before it is followed.
+   */
+  nextFree(d: number, block: number, verify: boolean): number {
+    const u32 = this.u32;
+    const stored = u32[block >>> 2];
+    if (this.key === 0) return stored;
+    const next = (stored ^ this.key ^ Math.imul(block, 0x9e3779b1)) >>> 0;
+    if (verify && next !== 0) {
+      const start = u32[d + Desc.PageStart];
+      if (
+        next < start || next >= u32[d + Desc.BumpEnd] ||
+        (next - start) % u32[d + Desc.BlockSize] !== 0 || this.isLive(d, next)
+      ) {
+        this.rebuildFreeList(d);
+        throw new HeapError(
+          "corrupt",
+          this.arena.base + block,
+          "the free-list link stored in this freed block was overwritten (secure mode); " +
+            "the page's free list was rebuilt from its live bitmap",
+        );
+      }
+    }
+    return next;
+  }
+
+  /** Relinks every block below the bump pointer that is not live: repairs a damaged list. */
+  private rebuildFreeList(d: number): void {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[d + Desc.BlockSize];
+    let next = 0;
+    for (let block = u32[d + Desc.Bump] - blockSize; block >= start; block -= blockSize) {
+      if (!this.isLive(d, block)) {
+        u32[block >>> 2] = this.encodeNext(block, next);
+        next = block;
+      }
+    }
+    u32[d + Desc.Free] = next;
+  }
+
+  private encodeNext(block: number, next: number): number {
+    return this.key === 0 ? next : (next ^ this.key ^ Math.imul(block, 0x9e3779b1)) >>> 0;
+  }
+
+  /** Secure mode: a keyed hash of the descriptor words that stay fixed while a page is in use. */
+  checksum(d: number): number {
+    const u32 = this.u32;
+    let h = this.key;
+    for (
+      const word of [
+        Desc.BlockSize,
+        Desc.Class,
+        Desc.PageStart,
+        Desc.Capacity,
+        Desc.Bitmap,
+        Desc.Shift,
+      ]
+    ) {
+      h = Math.imul(h ^ u32[d + word], 0x01000193) ^ (h >>> 15);
+    }
+    return h >>> 0;
+  }
+
+  private verifyChecksum(d: number): void {
+    if (this.u32[d + Desc.Checksum] !== this.checksum(d)) {
+      throw new HeapError(
+        "corrupt",
+        this.arena.base + this.u32[d + Desc.PageStart],
+        "page metadata fails its checksum (secure mode)",
+      );
+    }
+  }
+
+  /**
+   * Secure mode: links every block of a freshly formatted page into its free
+   * list in random order, so that allocation order does not predict
+   * addresses. The whole page is committed at once.
+   */
+  private shuffleFresh(d: number): void {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[d + Desc.BlockSize];
+    const capacity = u32[d + Desc.Capacity];
+    const order = new Uint32Array(capacity);
+    for (let i = 0; i < capacity; i++) order[i] = i;
+    let x = this.shuffleState;
+    for (let i = capacity - 1; i > 0; i--) {
+      x ^= x << 13, x ^= x >>> 17, x ^= x << 5;
+      const j = (x >>> 0) % (i + 1);
+      const t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    this.shuffleState = x;
+    const end = u32[d + Desc.BumpEnd];
+    if (end > u32[d + Desc.CommitEnd]) this.extendCommit(d, end);
+    let next = 0;
+    for (let i = capacity - 1; i >= 0; i--) {
+      const block = start + order[i] * blockSize;
+      u32[block >>> 2] = this.encodeNext(block, next);
+      next = block;
+    }
+    u32[d + Desc.Free] = next;
+    u32[d + Desc.Bump] = end;
+  }
+
   /** True if the block at `offset` of in-use page `d` is live. */
   isLive(d: number, offset: number): boolean {
     const u32 = this.u32;
@@ -373,13 +509,15 @@ export class Pages {
     const block = u32[d + Desc.Bump];
     const end = block + u32[d + Desc.BlockSize];
     u32[d + Desc.Bump] = end;
-    const commitEnd = u32[d + Desc.CommitEnd];
-    if (end > commitEnd) {
-      const newEnd = roundUp(end, OS_PAGE_SIZE);
-      this.arena.addCommitted(newEnd - commitEnd);
-      u32[d + Desc.CommitEnd] = newEnd;
-    }
+    if (end > u32[d + Desc.CommitEnd]) this.extendCommit(d, end);
     return block;
+  }
+
+  /** Counts page `d` as committed up to the OS page that holds `end`. */
+  private extendCommit(d: number, end: number): void {
+    const newEnd = roundUp(end, OS_PAGE_SIZE);
+    this.arena.addCommitted(newEnd - this.u32[d + Desc.CommitEnd]);
+    this.u32[d + Desc.CommitEnd] = newEnd;
   }
 
   /** The head page of its class list just became full: take it off the list. */
@@ -544,6 +682,11 @@ export class Pages {
     u32[d + Desc.CommitEnd] = start;
     u32[d + Desc.Units] = units;
     u32[d + Desc.Bitmap] = arena.bitmapU32 + first * (512 >>> 2);
+    if (this.key !== 0) {
+      const guard = arena.base + start + units * UNIT_SIZE - OS_PAGE_SIZE;
+      arena.f64[S_MPROTECT_CALLS]++;
+      if (!protectMemory(guard, OS_PAGE_SIZE, PROT_NONE)) return 0;
+    }
     for (let i = 1; i < units; i++) {
       const c = d + i * Desc.Words;
       u32[c + Desc.State] = PageState.Continuation;
