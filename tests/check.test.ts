@@ -1,0 +1,86 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Heap, HeapError } from "../mod.ts";
+import { KiB, MiB } from "./helpers.ts";
+
+/** Overwrites the u32 at `address` (outside any block view, as a stray native write would). */
+function pokeU32(address: number, value: number): void {
+  const raw = Deno.UnsafePointerView.getArrayBuffer(
+    Deno.UnsafePointer.create(BigInt(address))!,
+    16,
+  );
+  new DataView(raw).setUint32(0, value, true);
+}
+
+describe("check()", () => {
+  it("passes on a fresh heap and on an emptied one", () => {
+    using heap = new Heap();
+    heap.check();
+    const blocks = Array.from({ length: 100 }, (_, i) => heap.malloc(i * 97));
+    for (const p of blocks) heap.free(p);
+    heap.check();
+    heap.trim();
+    heap.check();
+  });
+
+  it("passes on a healthy heap with several live blocks in every size class", () => {
+    using heap = new Heap();
+    const live: number[] = [];
+    for (let size = 16; size <= 128 * KiB; size = size < 256 ? size + 16 : Math.ceil(size * 1.1)) {
+      for (let i = 0; i < 3; i++) live.push(heap.malloc(size));
+    }
+    heap.check();
+    for (const p of live) heap.free(p);
+    heap.check();
+  });
+
+  it("passes with two live blocks of a medium class whose size is not a multiple of 8 KiB", () => {
+    for (const size of [9000, 9216, 10_240, 20_000, 100_000]) {
+      using heap = new Heap();
+      const a = heap.malloc(size);
+      const b = heap.malloc(size);
+      assert.doesNotThrow(() => heap.check(), `check() with two live blocks of ${size} B`);
+      heap.free(a);
+      heap.free(b);
+      heap.check();
+    }
+  });
+
+  for (const [kind, size] of [["small", 64], ["medium", 20 * KiB]] as const) {
+    it(`detects a corrupted free-list link in a ${kind} page and throws HeapError corrupt`, () => {
+      const heap = new Heap();
+      try {
+        const a = heap.malloc(size);
+        const b = heap.malloc(size);
+        heap.bytes(a).fill(1);
+        heap.free(b);
+        heap.check();
+        // The freed block's first 4 bytes hold the next-free link (a u32 arena offset).
+        pokeU32(b, 0xfffffff0);
+        assert.throws(
+          () => heap.check(),
+          (e: unknown) => e instanceof HeapError && e.code === "corrupt",
+          "check() after corrupting a free-list link",
+        );
+      } finally {
+        // Nothing more is asked of the corrupted heap but to go away.
+        heap.close();
+      }
+      // A fresh heap is unaffected.
+      using fresh = new Heap();
+      fresh.free(fresh.malloc(size));
+      fresh.check();
+    });
+  }
+
+  it("does not change the heap or its statistics", () => {
+    using heap = new Heap();
+    const blocks = [heap.malloc(10), heap.malloc(5000), heap.malloc(MiB)];
+    heap.free(heap.malloc(100));
+    const before = heap.stats();
+    heap.check();
+    heap.check();
+    assert.deepEqual(heap.stats(), before);
+    for (const p of blocks) heap.free(p);
+  });
+});
