@@ -1,0 +1,100 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Heap } from "../mod.ts";
+import { KiB, MiB, Rng } from "./helpers.ts";
+
+describe("fragmentation and page reuse", () => {
+  it("holes left by freeing every other block are refilled by blocks of the same size class without committing more", () => {
+    using heap = new Heap();
+    for (const size of [32, 200, 3000, 20_000]) {
+      const n = Math.ceil((8 * MiB) / size);
+      const blocks: number[] = [];
+      for (let i = 0; i < n; i++) blocks.push(heap.malloc(size));
+      const holes = new Set<number>();
+      for (let i = 0; i < n; i += 2) {
+        heap.free(blocks[i]);
+        holes.add(blocks[i]);
+      }
+      const committed = heap.stats().committedBytes;
+      const refill: number[] = [];
+      for (let i = 0; i < holes.size; i++) {
+        // A different request size of the same class lands in the same holes.
+        const p = heap.malloc(size - 7);
+        assert.ok(
+          holes.has(p),
+          `malloc(${size - 7}) = 0x${p.toString(16)} is not one of the holes`,
+        );
+        refill.push(p);
+      }
+      assert.equal(heap.stats().committedBytes, committed, `size ${size}: no new memory`);
+      heap.check();
+      for (let i = 1; i < n; i += 2) heap.free(blocks[i]);
+      for (const p of refill) heap.free(p);
+      heap.check();
+    }
+  });
+
+  it("rounds of allocate / free every other / allocate other sizes into the holes / free all end, after trim(), at the metadata floor", () => {
+    using heap = new Heap();
+    const start = heap.stats();
+    let metadataAfterFirstRound = 0;
+    for (let round = 0; round < 5; round++) {
+      const rng = new Rng(1234); // the same workload every round
+      const live: number[] = [];
+      for (let i = 0; i < 40_000; i++) {
+        const size = rng.chance(0.97) ? rng.int(1, 2048) : rng.int(8 * KiB + 1, 64 * KiB);
+        const p = heap.malloc(size);
+        assert.notEqual(p, 0);
+        heap.bytes(p, Math.min(size, 16)).fill(round + 1);
+        live.push(p);
+      }
+      for (let i = 0; i < live.length; i += 2) heap.free(live[i]);
+      const survivors = live.filter((_, i) => i % 2 === 1);
+      // Different sizes from the first wave, into whatever holes their classes have.
+      for (let i = 0; i < 20_000; i++) {
+        const size = rng.chance(0.97) ? rng.int(2049, 8 * KiB) : rng.int(64 * KiB + 1, 128 * KiB);
+        survivors.push(heap.malloc(size));
+      }
+      heap.check();
+      rng.shuffle(survivors);
+      for (const p of survivors) heap.free(p);
+      const afterFree = heap.stats();
+      assert.equal(afterFree.liveBlocks, 0);
+      assert.equal(afterFree.allocatedBytes, 0);
+      const released = heap.trim();
+      assert.ok(released > 0, "trim() released the emptied pages");
+      const after = heap.stats();
+      heap.check();
+      // Only metadata is left committed: the page descriptors of the carved units.
+      assert.equal(after.committedBytes, after.metadataBytes, `round ${round}`);
+      assert.equal(after.retainedBytes, 0);
+      assert.ok(
+        after.committedBytes - start.committedBytes <= 4 * MiB,
+        `round ${round}: ${after.committedBytes - start.committedBytes} bytes of metadata overhead`,
+      );
+      assert.equal(afterFree.committedBytes - released, after.committedBytes);
+      // Later rounds reuse the pages of the first instead of carving new ones.
+      if (round === 0) metadataAfterFirstRound = after.metadataBytes;
+      else assert.equal(after.metadataBytes, metadataAfterFirstRound, `round ${round}`);
+    }
+  });
+
+  it("pages emptied by one size class are reused by another class of the same page kind", () => {
+    using heap = new Heap();
+    const fill = (size: number, bytes: number) => {
+      const blocks: number[] = [];
+      for (let i = 0; i < Math.ceil(bytes / size); i++) blocks.push(heap.malloc(size));
+      return blocks;
+    };
+    // Small pages (64 KiB) and medium pages (1 MiB); each second class needs fewer pages.
+    for (const [a, b] of [[48, 512], [20_480, 65_536]]) {
+      const first = fill(a, 16 * MiB);
+      for (const p of first) heap.free(p);
+      const metadata = heap.stats().metadataBytes;
+      const second = fill(b, 14 * MiB);
+      assert.equal(heap.stats().metadataBytes, metadata, `${b} B blocks reuse the pages of ${a}`);
+      for (const p of second) heap.free(p);
+      heap.check();
+    }
+  });
+});
