@@ -94,6 +94,30 @@ describe("stats()", () => {
     heap.check();
   });
 
+  it("counts a large realloc that moves the block as one allocation and one free, as documented", () => {
+    using heap = new Heap();
+    let p = heap.malloc(256 * KiB);
+    heap.bytes(p, 8).fill(5);
+    // Grow (address space only, nothing is touched) until the kernel has to move it.
+    for (let size = 512 * KiB; size <= 1024 * MiB; size *= 2) {
+      const before = heap.stats();
+      const q = heap.realloc(p, size);
+      assert.notEqual(q, 0);
+      assert.ok(heap.bytes(q, 8).every((b) => b === 5));
+      const after = heap.stats();
+      assert.equal(after.liveBlocks, before.liveBlocks);
+      if (q !== p) {
+        assert.equal(after.allocCount, before.allocCount + 1, "allocCount after a moving realloc");
+        assert.equal(after.freeCount, before.freeCount + 1, "freeCount after a moving realloc");
+        heap.free(q);
+        heap.check();
+        return;
+      }
+      p = q;
+    }
+    assert.fail("the block never moved");
+  });
+
   it("keeps allocatedBytes equal to the sum of usableSize over live blocks, through every kind of operation", () => {
     using heap = new Heap();
     const rng = new Rng(2024);
@@ -158,6 +182,31 @@ describe("stats()", () => {
     assert.ok(s.utilization > 0.5, `utilization ${s.utilization} with 5000 live small blocks`);
     for (const p of blocks) heap.free(p);
     assertCoherent(heap.stats());
+  });
+
+  it("returns reservedBytes and committedBytes to their baseline once every large block is freed, however it was made or resized", () => {
+    using heap = new Heap();
+    heap.free(heap.malloc(200 * KiB)); // maps the large-block table once
+    const s0 = heap.stats();
+    let blocks: number[] = [];
+    for (let i = 0; i < 20; i++) blocks.push(heap.malloc(200 * KiB + i * 5000));
+    blocks = blocks.map((p, i) => heap.realloc(p, i % 2 === 1 ? 50 * MiB : 140 * KiB));
+    blocks.push(heap.alignedAlloc(2 * MiB, 300_000));
+    blocks.push(heap.alignedAlloc(256 * KiB, 1));
+    blocks.push(heap.calloc(3, 100_000));
+    const s1 = heap.stats();
+    const usable = blocks.reduce((sum, p) => sum + heap.usableSize(p), 0);
+    assert.equal(s1.reservedBytes - s0.reservedBytes, usable);
+    assert.equal(s1.committedBytes - s0.committedBytes, usable);
+    assert.equal(s1.allocatedBytes - s0.allocatedBytes, usable);
+    for (const p of blocks) heap.free(p);
+    const s2 = heap.stats();
+    assert.equal(s2.reservedBytes, s0.reservedBytes);
+    assert.equal(s2.committedBytes, s0.committedBytes);
+    assert.equal(s2.allocatedBytes, 0);
+    assert.equal(s2.largeBlocks, 0);
+    assert.ok(s2.munmapCalls - s0.munmapCalls >= blocks.length);
+    heap.check();
   });
 
   it("counts OS calls: a large block is one mmap and one munmap, trim() madvises, reservedBytes follows", () => {
