@@ -133,6 +133,7 @@ describe("size and count validation", () => {
     }
     using heap = new Heap({ arenaBytes: 16 * MiB + 64 * KiB, retainBytes: 0 });
     assert.notEqual(heap.malloc(10), 0);
+    heap.check();
   });
 });
 
@@ -336,5 +337,6 @@ describe("a closed heap", () => {
     assert.equal(e.name, "HeapError");
     assert.match(e.message, /double-free/);
     assert.match(e.message, new RegExp(p.toString(16)));
+    heap.check();
   });
 });

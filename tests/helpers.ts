@@ -137,9 +137,16 @@ export function assertZero(heap: Heap, p: number, size: number, what = ""): void
   assert.equal(at, -1, `${what}: byte ${at} of ${size} at 0x${p.toString(16)} is not zero`);
 }
 
-/** Resident set size of this process, in bytes. */
+/**
+ * Resident memory of this process outside the JS heap, in bytes:
+ * `Deno.memoryUsage().rss` minus the JS heap's committed size. Garbage left
+ * by earlier tests (hundreds of thousands of views) may be collected in the
+ * middle of a measurement and shrink RSS by more than the heap under test
+ * moves it; subtracting `heapTotal` keeps the GC out of the figure.
+ */
 export function rss(): number {
-  return Deno.memoryUsage().rss;
+  const m = Deno.memoryUsage();
+  return m.rss - m.heapTotal;
 }
 
 /** Calls heap.check() and returns heap.stats(), for "the heap is consistent" assertions. */

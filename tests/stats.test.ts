@@ -50,6 +50,8 @@ describe("stats()", () => {
     assert.ok(s.reservedBytes >= 4 * 1024 * MiB - 64 * KiB, "the default arena reserves 4 GiB");
     using small = new Heap({ arenaBytes: 16 * MiB });
     assert.equal(small.stats().reservedBytes, 16 * MiB);
+    heap.check();
+    small.check();
   });
 
   it("returns a snapshot: later operations do not change an earlier result", () => {
@@ -58,6 +60,7 @@ describe("stats()", () => {
     const copy = { ...s };
     heap.free(heap.malloc(100));
     assert.deepEqual(s, copy);
+    heap.check();
   });
 
   it("counts each allocation and free in liveBlocks, allocCount, freeCount and requestedBytes", () => {
@@ -172,6 +175,7 @@ describe("stats()", () => {
     assert.equal(empty.peakCommittedBytes, full.peakCommittedBytes);
     assert.ok(empty.committedBytes < full.committedBytes);
     assertCoherent(empty);
+    heap.check();
   });
 
   it("utilization is allocatedBytes / committedBytes", () => {
@@ -182,6 +186,7 @@ describe("stats()", () => {
     assert.ok(s.utilization > 0.5, `utilization ${s.utilization} with 5000 live small blocks`);
     for (const p of blocks) heap.free(p);
     assertCoherent(heap.stats());
+    heap.check();
   });
 
   it("returns reservedBytes and committedBytes to their baseline once every large block is freed, however it was made or resized", () => {
