@@ -249,9 +249,12 @@ function checkPage(
     while (bits !== 0) {
       const b = 31 - Math.clz32(bits);
       bits &= ~(1 << b);
-      const offset = start + ((w * 32 + b) << shift);
-      if ((offset - start) % blockSize !== 0 || offset >= bump) {
-        fail(arena.base + offset, "live bit set where no block was handed out");
+      const offset = pages.blockAtGranule(d, w * 32 + b);
+      if (offset < 0 || offset >= bump) {
+        fail(
+          arena.base + start + ((w * 32 + b) << shift),
+          "live bit set where no block was handed out",
+        );
       }
       used++;
     }

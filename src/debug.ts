@@ -152,11 +152,7 @@ export class DebugLayer {
   free(address: number, op: string): void {
     const block = this.#liveBlock(address, op);
     this.#checkCanaries(block, op);
-    this.#live.delete(address);
-    block.freeStack = this.#stacks ? captureStack() : "";
-    this.#core.view(address, block.size).fill(POISON);
-    this.#quarantine.set(address, block);
-    this.#quarantinedBytes += block.size;
+    this.#quarantineBlock(block);
     this.#drainQuarantine(op);
   }
 
@@ -164,11 +160,15 @@ export class DebugLayer {
   realloc(address: number, size: number, op: string): number {
     const block = this.#liveBlock(address, op);
     this.#checkCanaries(block, op);
+    // Make room for this block in quarantine first, so that a problem found
+    // in another block is reported before anything happens to this one.
+    this.#drainQuarantine(op, block.size);
     const moved = this.allocate(size, 16, false);
     if (moved === 0) return 0;
     const keep = Math.min(size, block.size);
     this.#core.view(moved, keep).set(this.#core.view(address, keep));
-    this.free(address, op);
+    this.#quarantineBlock(block); // drained by the next free or realloc
+
     return moved;
   }
 
@@ -257,6 +257,15 @@ export class DebugLayer {
 
   // ---- internals ------------------------------------------------------------
 
+  /** Poisons a live block (canaries already checked) and puts it in quarantine. */
+  #quarantineBlock(block: DebugBlock): void {
+    this.#live.delete(block.address);
+    block.freeStack = this.#stacks ? captureStack() : "";
+    this.#core.view(block.address, block.size).fill(POISON);
+    this.#quarantine.set(block.address, block);
+    this.#quarantinedBytes += block.size;
+  }
+
   #liveBlock(address: number, op: string): DebugBlock {
     if (typeof address !== "number") {
       throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
@@ -312,12 +321,18 @@ export class DebugLayer {
     return true;
   }
 
-  /** Releases the oldest quarantined blocks beyond the limits, checking their poison. */
-  #drainQuarantine(op: string): void {
+  /**
+   * Releases the oldest quarantined blocks beyond the limits, checking their
+   * poison; with `incomingBytes`, leaves room for one more block of that size.
+   */
+  #drainQuarantine(op: string, incomingBytes = -1): void {
+    const incomingBlocks = incomingBytes < 0 ? 0 : 1;
     let problem: HeapError | undefined;
     while (
-      this.#quarantine.size > this.#quarantineBlocksLimit ||
-      this.#quarantinedBytes > this.#quarantineBytesLimit
+      this.#quarantine.size > 0 && (
+        this.#quarantine.size + incomingBlocks > this.#quarantineBlocksLimit ||
+        this.#quarantinedBytes + Math.max(incomingBytes, 0) > this.#quarantineBytesLimit
+      )
     ) {
       const oldest = this.#quarantine.values().next().value!;
       try {

@@ -192,8 +192,11 @@ export class Heap {
    */
   alignedAlloc(alignment: number, size: number): number {
     checkSize(size, "alignedAlloc");
+    if (typeof alignment !== "number") {
+      throw new TypeError(`alignedAlloc: alignment must be a number, got ${typeof alignment}`);
+    }
     if (
-      typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1 ||
+      !Number.isSafeInteger(alignment) || alignment < 1 ||
       2 ** Math.round(Math.log2(alignment)) !== alignment
     ) {
       throw new RangeError(`alignedAlloc: alignment must be a power of two, got ${alignment}`);
@@ -260,6 +263,8 @@ export class Heap {
     if (result !== 0) {
       this.#requested += size;
       this.#countAllocated(large.usableSize(large.find(result)) - usable);
+      // A block that moved counts as one allocation and one free, as when it is copied.
+      if (result !== address) this.#allocs++, this.#frees++;
     }
     return result;
   }
@@ -467,12 +472,10 @@ export class Heap {
 
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
+    this.#allocated -= where > 0
+      ? this.#pages.freeLive(where, address - this.#base)
+      : this.#large.free(-where - 1);
     this.#frees++;
-    if (where > 0) {
-      this.#allocated -= this.#pages.freeLive(where, address - this.#base);
-      return;
-    }
-    this.#allocated -= this.#large.free(-where - 1);
   }
 
   /**

@@ -82,7 +82,14 @@ import {
   LOOKUP_ENTRIES,
   MAX_SMALL_PAGE_BLOCK,
 } from "./size_classes.ts";
-import { OS_PAGE_SIZE, PROT_NONE, protectMemory, releasePages } from "./os.ts";
+import {
+  OS_PAGE_SIZE,
+  PROT_NONE,
+  PROT_READ,
+  PROT_WRITE,
+  protectMemory,
+  releasePages,
+} from "./os.ts";
 import { HeapError } from "./errors.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
@@ -255,6 +262,7 @@ export class Pages {
     let d = this.takeRetained(medium);
     if (d === 0) d = this.takeReleased(medium);
     if (d === 0) d = this.carve(units);
+    if (d === 0) d = this.convertReleased(medium);
     if (d === 0) return 0;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[ce + ClassEntry.BlockSize];
@@ -365,10 +373,7 @@ export class Pages {
         while (bits !== 0) {
           const b = 31 - Math.clz32(bits);
           bits &= ~(1 << b);
-          visit(
-            u32[d + Desc.PageStart] + ((w * 32 + b) << u32[d + Desc.Shift]),
-            u32[d + Desc.BlockSize],
-          );
+          visit(this.blockAtGranule(d, w * 32 + b), u32[d + Desc.BlockSize]);
         }
       }
     }
@@ -482,6 +487,19 @@ export class Pages {
     }
     u32[d + Desc.Free] = next;
     u32[d + Desc.Bump] = end;
+  }
+
+  /**
+   * The offset of the block of page `d` that starts in bitmap granule
+   * `granule`, or -1 if none does. (Medium pages have one bit per 8 KiB, and
+   * their blocks, all larger than 8 KiB, start in distinct granules.)
+   */
+  blockAtGranule(d: number, granule: number): number {
+    const u32 = this.u32;
+    const shift = u32[d + Desc.Shift];
+    const blockSize = u32[d + Desc.BlockSize];
+    const relative = Math.ceil((granule * 2 ** shift) / blockSize) * blockSize;
+    return Math.floor(relative / 2 ** shift) === granule ? u32[d + Desc.PageStart] + relative : -1;
   }
 
   /** True if the block at `offset` of in-use page `d` is live. */
@@ -670,29 +688,95 @@ export class Pages {
     return this.u32[d + Desc.CommitEnd] - this.u32[d + Desc.PageStart];
   }
 
-  /** Carves a never-used page of `units` units; returns its descriptor or 0. */
-  private carve(units: number): number {
-    const arena = this.arena;
+  /**
+   * The arena is carved to the top: make a page of the wanted kind out of
+   * released pages of the other kind, releasing retained pages first. A
+   * medium page splits into 16 small ones; 16 adjacent released small pages
+   * merge into a medium one. Returns the descriptor, or 0.
+   */
+  private convertReleased(medium: boolean): number {
     const u32 = this.u32;
-    const first = arena.carveUnits(units);
-    if (first < 0) return 0;
+    for (let r = this.takeRetained(!medium); r !== 0; r = this.takeRetained(!medium)) {
+      this.release(r);
+    }
+    if (!medium) {
+      const d = this.takeReleased(true);
+      if (d === 0) return 0;
+      const first = (d - Tables.DescriptorsU32) / Desc.Words;
+      for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
+        this.formatReleasedUnit(first + i, 1);
+        if (i > 0) {
+          const c = d + i * Desc.Words;
+          u32[c + Desc.Next] = u32[H_RELEASED_SMALL_HEAD];
+          u32[H_RELEASED_SMALL_HEAD] = c;
+        }
+        if (this.key !== 0 && i < MEDIUM_UNITS - 1) this.setGuard(first + i, 1, PROT_NONE);
+      }
+      return d;
+    }
+    // Find 16 adjacent released small units.
+    const top = u32[H_TOP_UNIT];
+    let run = 0;
+    for (let unit = 0; unit < top; unit++) {
+      const c = Tables.DescriptorsU32 + unit * Desc.Words;
+      const free = u32[c + Desc.State] === PageState.Released && u32[c + Desc.Units] === 1;
+      run = free ? run + 1 : 0;
+      if (run < MEDIUM_UNITS) continue;
+      const first = unit - MEDIUM_UNITS + 1;
+      // Unlink them from the released small list (a rare path: rebuild the list).
+      let kept = 0;
+      for (let p = u32[H_RELEASED_SMALL_HEAD]; p !== 0;) {
+        const next = u32[p + Desc.Next];
+        const u = (p - Tables.DescriptorsU32) / Desc.Words;
+        if (u < first || u > unit) u32[p + Desc.Next] = kept, kept = p;
+        p = next;
+      }
+      u32[H_RELEASED_SMALL_HEAD] = kept;
+      if (this.key !== 0) {
+        for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
+          this.setGuard(first + i, 1, PROT_READ | PROT_WRITE);
+        }
+      }
+      this.formatReleasedUnit(first, MEDIUM_UNITS);
+      return Tables.DescriptorsU32 + first * Desc.Words;
+    }
+    return 0;
+  }
+
+  /** Lays out released (empty, uncommitted) descriptors for a page of `units` units at `first`. */
+  private formatReleasedUnit(first: number, units: number): void {
+    const u32 = this.u32;
+    const arena = this.arena;
     const d = Tables.DescriptorsU32 + first * Desc.Words;
     const start = arena.dataStart + first * UNIT_SIZE;
+    u32[d + Desc.State] = PageState.Released;
     u32[d + Desc.PageStart] = start;
     u32[d + Desc.CommitEnd] = start;
     u32[d + Desc.Units] = units;
+    u32[d + Desc.Next] = 0;
     u32[d + Desc.Bitmap] = arena.bitmapU32 + first * (512 >>> 2);
-    if (this.key !== 0) {
-      const guard = arena.base + start + units * UNIT_SIZE - OS_PAGE_SIZE;
-      arena.f64[S_MPROTECT_CALLS]++;
-      if (!protectMemory(guard, OS_PAGE_SIZE, PROT_NONE)) return 0;
-    }
     for (let i = 1; i < units; i++) {
       const c = d + i * Desc.Words;
       u32[c + Desc.State] = PageState.Continuation;
       u32[c + Desc.PageStart] = start;
       u32[c + Desc.Units] = 0;
     }
-    return d;
+  }
+
+  /** Secure mode: sets the protection of the last OS page of the page of `units` units at `first`. */
+  private setGuard(first: number, units: number, prot: number): boolean {
+    const arena = this.arena;
+    const guard = arena.base + arena.dataStart + (first + units) * UNIT_SIZE - OS_PAGE_SIZE;
+    arena.f64[S_MPROTECT_CALLS]++;
+    return protectMemory(guard, OS_PAGE_SIZE, prot);
+  }
+
+  /** Carves a never-used page of `units` units; returns its descriptor or 0. */
+  private carve(units: number): number {
+    const first = this.arena.carveUnits(units);
+    if (first < 0) return 0;
+    this.formatReleasedUnit(first, units);
+    if (this.key !== 0 && !this.setGuard(first, units, PROT_NONE)) return 0;
+    return Tables.DescriptorsU32 + first * Desc.Words;
   }
 }
