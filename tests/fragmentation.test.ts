@@ -41,8 +41,8 @@ describe("fragmentation and page reuse", () => {
     for (let round = 0; round < 5; round++) {
       const rng = new Rng(1234); // the same workload every round
       const live: number[] = [];
-      for (let i = 0; i < 40_000; i++) {
-        const size = rng.chance(0.97) ? rng.int(1, 2048) : rng.int(8 * KiB + 1, 64 * KiB);
+      for (let i = 0; i < 30_000; i++) {
+        const size = rng.chance(0.98) ? rng.int(1, 1024) : rng.int(8 * KiB + 1, 64 * KiB);
         const p = heap.malloc(size);
         assert.notEqual(p, 0);
         heap.bytes(p, Math.min(size, 16)).fill(round + 1);
@@ -51,8 +51,8 @@ describe("fragmentation and page reuse", () => {
       for (let i = 0; i < live.length; i += 2) heap.free(live[i]);
       const survivors = live.filter((_, i) => i % 2 === 1);
       // Different sizes from the first wave, into whatever holes their classes have.
-      for (let i = 0; i < 20_000; i++) {
-        const size = rng.chance(0.97) ? rng.int(2049, 8 * KiB) : rng.int(64 * KiB + 1, 128 * KiB);
+      for (let i = 0; i < 10_000; i++) {
+        const size = rng.chance(0.99) ? rng.int(1025, 4 * KiB) : rng.int(64 * KiB + 1, 128 * KiB);
         survivors.push(heap.malloc(size));
       }
       heap.check();
