@@ -25,6 +25,13 @@
  *                    | page descriptors: 128 B per 64 KiB unit       |
  *                    +-----------------------------------------------+
  *                    | live bitmaps: 512 B per unit (1 bit a granule)|
+ *                    +-----------------------------------------------+
+ *                    | pending bitmaps: 512 B per unit (shared heaps:|
+ *                    | blocks freed by a Worker that does not own    |
+ *                    | their page, not yet collected by the owner)   |
+ *                    +-----------------------------------------------+
+ *                    | owner slots: 64 x 1 KiB (shared heaps; see    |
+ *                    | sync.ts)                                      |
  *   dataStart        +-----------------------------------------------+  64 KiB-aligned address
  *                    | unit 0 | unit 1 | ... 64 KiB each, carved from  |
  *                    | the bottom up as small (1 unit) or medium     |
@@ -52,6 +59,10 @@ export const UNIT_SIZE = 1 << UNIT_SHIFT; // 64 KiB
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
 const DESC_BYTES = 128;
 const BITMAP_BYTES = 512; // 4096 bits: one per 16-byte granule of a 64 KiB unit
+/** Owner slots of a shared heap: 64 of 1 KiB (see sync.ts). */
+export const MAX_OWNERS = 64;
+export const OWNER_WORDS = 256;
+const OWNERS_BYTES = MAX_OWNERS * OWNER_WORDS * 4;
 const COMMIT_STEP = 8 * 1024 * 1024;
 export const MAX_ARENA_BYTES = 2 ** 32;
 export const MIN_ARENA_BYTES = 16 * 1024 * 1024;
@@ -77,6 +88,14 @@ export const H_FLAGS = 14;
 export const H_RECENT_LARGE_NEXT = 15; // next slot of the recently-freed ring
 /** Secure mode's free-list key (0 = secure mode off). */
 export const H_SECURE_KEY = 16;
+/** Shared heaps: the global lock (an i32: 0 free, else the holder's owner id). */
+export const H_GLOBAL_LOCK = 17;
+/** 1 for a heap made with `shared: true`. */
+export const H_SHARED = 18;
+/** Bumped whenever the large-block table moves, so other Workers remake their view. */
+export const H_LARGE_TABLE_GENERATION = 19;
+/** Shared heaps: taken by check() before it stops the world (one checker at a time). */
+export const H_CHECK_LOCK = 20;
 
 /** Ring of the last 64 freed large-block addresses (f64, bytes 1024..1535), for double-free reports. */
 export const RECENT_LARGE_F64 = 128;
@@ -115,6 +134,7 @@ export const DESCRIPTORS_BYTE = 4096;
 export interface ArenaLayout {
   arenaBytes: number;
   retainBytes: number;
+  shared: boolean;
 }
 
 /** The reservation, its views and the carving of units. */
@@ -130,6 +150,14 @@ export class Arena {
   readonly unitCount: number;
   /** u32 index where the live bitmaps start (BITMAP_BYTES per unit). */
   readonly bitmapU32: number;
+  /** u32 index where the pending bitmaps start: pendingU32 - bitmapU32 words past a live bitmap. */
+  readonly pendingU32: number;
+  /** u32 index of the owner slots (shared heaps). */
+  readonly ownersU32: number;
+  /** An Int32Array over the arena, for Atomics. */
+  readonly i32: Int32Array;
+  /** Shared heaps: how deep this Worker is in the (re-entrant) global lock. */
+  globalLockDepth = 0;
 
   private constructor(base: number, size: number) {
     this.base = base;
@@ -138,11 +166,16 @@ export class Arena {
     this.u8 = new Uint8Array(this.buffer);
     this.u32 = new Uint32Array(this.buffer);
     this.f64 = new Float64Array(this.buffer);
-    const perUnit = UNIT_SIZE + DESC_BYTES + BITMAP_BYTES;
-    this.unitCount = Math.floor((size - DESCRIPTORS_BYTE - UNIT_SIZE) / perUnit);
+    this.i32 = new Int32Array(this.buffer);
+    const perUnit = UNIT_SIZE + DESC_BYTES + 2 * BITMAP_BYTES;
+    this.unitCount = Math.floor((size - DESCRIPTORS_BYTE - OWNERS_BYTES - UNIT_SIZE) / perUnit);
     const bitmapStart = DESCRIPTORS_BYTE + this.unitCount * DESC_BYTES;
     this.bitmapU32 = bitmapStart >>> 2;
-    const metaEnd = bitmapStart + this.unitCount * BITMAP_BYTES;
+    const pendingStart = bitmapStart + this.unitCount * BITMAP_BYTES;
+    this.pendingU32 = pendingStart >>> 2;
+    const ownersStart = pendingStart + this.unitCount * BITMAP_BYTES;
+    this.ownersU32 = ownersStart >>> 2;
+    const metaEnd = ownersStart + OWNERS_BYTES;
     this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;
     this.dataEnd = this.dataStart + this.unitCount * UNIT_SIZE;
   }
@@ -161,8 +194,22 @@ export class Arena {
     return arena;
   }
 
+  /**
+   * Views an arena that another Worker created and shares (see Heap.attach).
+   * Returns null unless the memory holds a shared arena of this layout.
+   */
+  static attach(base: number, size: number): Arena | null {
+    const arena = new Arena(base, size);
+    const u32 = arena.u32;
+    const ok = u32[H_MAGIC] === MAGIC && u32[H_VERSION] === LAYOUT_VERSION &&
+      u32[H_UNIT_COUNT] === arena.unitCount && u32[H_DATA_START] === arena.dataStart &&
+      u32[H_SHARED] === 1;
+    return ok ? arena : null;
+  }
+
   private format(layout: ArenaLayout): void {
     const { u32, f64 } = this;
+    u32[H_SHARED] = layout.shared ? 1 : 0;
     u32[H_MAGIC] = MAGIC;
     u32[H_VERSION] = LAYOUT_VERSION;
     u32[H_UNIT_COUNT] = this.unitCount;
@@ -202,8 +249,10 @@ export class Arena {
 
   /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
   private setMetaCommitted(topUnit: number): void {
+    const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
     const meta = DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
-      roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE);
+      bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
+      (this.u32[H_SHARED] === 1 ? OWNERS_BYTES : 0);
     this.addCommitted(meta - this.f64[S_META_COMMITTED]);
     this.f64[S_META_COMMITTED] = meta;
   }

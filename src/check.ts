@@ -21,6 +21,7 @@ import {
   H_VERSION,
   LAYOUT_VERSION,
   MAGIC,
+  MAX_OWNERS,
   MEDIUM_UNITS,
   S_ALLOC_COUNT,
   S_ALLOCATED,
@@ -32,6 +33,7 @@ import {
   UNIT_SIZE,
 } from "./arena.ts";
 import { ClassEntry, Desc, type Pages, PageState, Tables } from "./pages.ts";
+import { OwnerState, Slot, slotOf } from "./sync.ts";
 import type { LargeBlocks } from "./large.ts";
 import { CLASS_COUNT } from "./size_classes.ts";
 import { HeapError } from "./errors.ts";
@@ -77,8 +79,10 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     committed += commitEnd - start;
     if (state === PageState.Small || state === PageState.Medium) {
       const used = checkPage(arena, pages, d, start, fail);
-      allocated += used * u32[d + Desc.BlockSize];
-      live += used;
+      // Blocks other Workers freed count as freed, though their owner has not taken them back.
+      const pending = checkThreadFree(arena, pages, d, fail);
+      allocated += (used - pending) * u32[d + Desc.BlockSize];
+      live += used - pending;
       if (used < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
@@ -93,23 +97,37 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     unit += units;
   }
 
-  // Pass 2: lists.
-  for (let c = 0; c < CLASS_COUNT; c++) {
-    const ce = Tables.ClassU32 + c * 4;
-    let prev = 0;
-    let steps = 0;
-    for (let d = u32[ce + ClassEntry.AvailHead]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
-      const where = addressOf(u32[d + Desc.PageStart]);
-      if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
-      if (!inUseWithRoom.delete(d)) {
-        fail(where, `class ${c}: listed page is not an in-use page with room`);
-      }
-      if (u32[d + Desc.Class] !== c) {
-        fail(where, `class ${c}: listed page belongs to class ${u32[d + Desc.Class]}`);
-      }
-      if (u32[d + Desc.Prev] !== prev) fail(where, `class ${c}: broken back link`);
-      if (u32[d + Desc.Used] === 0 && prev !== 0) {
-        fail(where, `class ${c}: empty page not at the head`);
+  // Pass 2: lists. Each owner (0 for a heap that is not shared) has its own class lists.
+  const owners = [0];
+  for (let owner = 1; owner < MAX_OWNERS; owner++) {
+    if (u32[slotOf(arena, owner) + Slot.State] !== OwnerState.Free) owners.push(owner);
+  }
+  for (const owner of owners) {
+    for (let c = 0; c < CLASS_COUNT; c++) {
+      const headSlot = owner === 0
+        ? Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.AvailHead
+        : slotOf(arena, owner) + Slot.Heads + c;
+      let prev = 0;
+      let steps = 0;
+      for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+        const where = addressOf(u32[d + Desc.PageStart]);
+        if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
+        if (!inUseWithRoom.delete(d)) {
+          fail(where, `class ${c}: listed page is not an in-use page with room`);
+        }
+        if (u32[d + Desc.Class] !== c) {
+          fail(where, `class ${c}: listed page belongs to class ${u32[d + Desc.Class]}`);
+        }
+        if (u32[d + Desc.Prev] !== prev) fail(where, `class ${c}: broken back link`);
+        if (u32[d + Desc.Owner] !== owner) {
+          fail(
+            where,
+            `class ${c}: a page of owner ${u32[d + Desc.Owner]} is on owner ${owner}'s list`,
+          );
+        }
+        if (u32[d + Desc.Used] === 0 && prev !== 0) {
+          fail(where, `class ${c}: empty page not at the head`);
+        }
       }
     }
   }
@@ -163,7 +181,7 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     if (address % 4096 !== 0 || length % 4096 !== 0 || requested > length) {
       fail(address, `large block entry is inconsistent (length ${length}, requested ${requested})`);
     }
-    if (large.find(address) < 0) fail(address, "large block cannot be found by its address");
+    if (!large.has(address)) fail(address, "large block cannot be found by its address");
   });
   if (largeCount !== u32[H_LARGE_COUNT]) {
     fail(arena.base, `large table counts ${u32[H_LARGE_COUNT]} blocks but holds ${largeCount}`);
@@ -188,6 +206,37 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
       `committedBytes is ${f64[S_COMMITTED]} but pages and mappings hold ${committed}`,
     );
   }
+}
+
+/**
+ * Shared heaps: checks the blocks other Workers freed on page `d` (each is
+ * live and marked pending, and the pending marks match the list); returns
+ * how many there are.
+ */
+function checkThreadFree(
+  arena: Arena,
+  pages: Pages,
+  d: number,
+  fail: (address: number, what: string) => never,
+): number {
+  const u32 = arena.u32;
+  let count = 0;
+  for (let b = u32[d + Desc.ThreadFree]; b !== 0; b = u32[b >>> 2]) {
+    if (++count > u32[d + Desc.Capacity]) fail(arena.base + b, "thread-free list has a cycle");
+    if (!pages.isLive(d, b) || !pages.isPending(d, b)) {
+      fail(arena.base + b, "a block freed by another Worker is not live and pending");
+    }
+  }
+  let marked = 0;
+  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
+  const pending = u32[d + Desc.Bitmap] + (arena.pendingU32 - arena.bitmapU32);
+  for (let w = 0; w < words; w++) {
+    for (let bits = u32[pending + w]; bits !== 0; bits &= bits - 1) marked++;
+  }
+  if (marked !== count) {
+    fail(arena.base + u32[d + Desc.PageStart], "pending marks do not match the thread-free list");
+  }
+  return count;
 }
 
 /** Checks one in-use page; returns its live block count. */

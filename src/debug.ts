@@ -2,28 +2,37 @@
  * Debug mode: red zones, junk and poison fills, a quarantine, and the JS
  * stack of every allocation, layered over the core allocator.
  *
- * Every user block sits inside a larger core block:
+ * Every user block sits inside a larger core block, which starts with a
+ * header that any Worker of a shared heap can read:
  *
  *   core block
- *   +--------------------+----------------------+-------------------------+-------+
- *   | leading canary     | user bytes           | trailing canary         | guard |
- *   | max(32, alignment) | exactly `size`       | >= 16 B, to the block's | page  |
- *   | bytes of 0xFE      | 0xAA when allocated, | end (large blocks: to   | large |
- *   |                    | 0xDD when freed      | the end of the page)    | only  |
- *   +--------------------+----------------------+-------------------------+-------+
- *                        ^ the address malloc returns; usableSize = size
+ *   +--------+------------------+----------------------+---------------------+-------+
+ *   | header | leading canary   | user bytes           | trailing canary     | guard |
+ *   | 32 B   | >= 32 B of 0xFE  | exactly `size`       | >= 16 B of 0xFE, to | page  |
+ *   |        | (up to the       | 0xAA when allocated, | the block's end     | large |
+ *   |        | alignment)       | 0xDD when freed      | (large: page's end) | only  |
+ *   +--------+------------------+----------------------+---------------------+-------+
+ *                               ^ the address malloc returns; usableSize = size
+ *
+ *   header  0 state u32   LIVE, FREED (in a quarantine) or RETIRED (damaged)
+ *           4 check u32   hash of the fields below and the address: an
+ *                         underflow that reaches the header is caught like
+ *                         one that hits the canary (the state is not hashed:
+ *                         it changes by compare-and-swap alone)
+ *           8 size  f64
+ *          16 site  u32   allocation number; its JS stack lives with the
+ *                         Worker that allocated it
+ *          20 lead  u32   bytes from the core block to the user bytes (bit 31: guard page)
+ *          24 trail u32   bytes of trailing canary
  *
  * A large block's last page is made inaccessible (PROT_NONE), so a write
  * that runs past the canary faults at once instead of corrupting a neighbour.
- *
- * A freed block is poisoned and held in a FIFO quarantine (bounded in bytes
+ * Freeing changes the state LIVE -> FREED with a compare-and-swap, so a
+ * second free is caught even when another Worker makes it. A freed block is
+ * poisoned and held in the freeing Worker's FIFO quarantine (bounded in bytes
  * and in blocks) before its core block is really freed; its poison is checked
  * when it leaves and by check(). A block found damaged is retired: it stays
  * out of circulation for the life of the heap.
- *
- * The records (size, stacks) are JS objects in a Map owned by this layer:
- * debug information, not allocator state, and deliberately off the hot path
- * of the default mode, which never creates this layer.
  */
 
 import { HeapError, type HeapErrorCode } from "./errors.ts";
@@ -36,7 +45,7 @@ export interface DebugOptions {
   quarantineBytes?: number;
   /** Freed blocks held back from reuse. Default 4096. */
   quarantineBlocks?: number;
-  /** Record the JS stack of every allocation (costs a few microseconds each). Default true. */
+  /** Record the JS stack of every allocation. Default true. */
   stacks?: boolean;
 }
 
@@ -44,7 +53,7 @@ export interface DebugOptions {
 export interface LeakedBlock {
   address: number;
   size: number;
-  /** JS stack at allocation ("" when stacks are off). */
+  /** JS stack at allocation ("" when stacks are off or unknown). */
   stack: string;
 }
 
@@ -54,23 +63,39 @@ export interface CoreAccess {
   allocate(size: number, alignment: number): number;
   /** Frees a core block. */
   release(address: number): void;
-  /** Usable size of a core block. */
-  usableSize(address: number): number;
+  /** Usable size of a live core block starting at `address`, or 0 if there is none. */
+  liveSize(address: number): number;
   /** True if the core block has a mapping of its own. */
   isLarge(address: number): boolean;
+  /** Calls `visit` with the address of every live core block. */
+  forEachLive(visit: (address: number) => void): void;
+  /** 32-bit words over `length` bytes at `address` (a view of the arena where possible). */
+  words(address: number, length: number): { u32: Uint32Array; index: number };
   /** A byte view of native memory (a view of the arena, or a fresh one for large blocks). */
   view(address: number, length: number): Uint8Array;
   /** Changes the protection of whole pages. */
   protect(address: number, length: number, prot: number): void;
+  /** A tag (< 64) that tells this Worker's allocations apart from other Workers'. */
+  readonly owner: number;
 }
 
-const LEAD = 32;
+const HEADER = 32;
+const MIN_LEAD = HEADER + 32;
 const MIN_TRAIL = 16;
 export const CANARY = 0xfe;
 export const JUNK = 0xaa;
 export const POISON = 0xdd;
 const GRAVEYARD_LIMIT = 16384;
 
+const enum State {
+  Live = 0x11fe_b10c,
+  Freed = 0xf4ee_d0d0,
+  Retired = 0xdead_b10c,
+}
+
+const GUARD_BIT = 0x8000_0000;
+
+/** What a header says (read into JS for one operation). */
 interface DebugBlock {
   address: number;
   core: number;
@@ -78,23 +103,26 @@ interface DebugBlock {
   lead: number;
   trail: number;
   guard: boolean;
-  stack: string;
-  freeStack: string;
+  site: number;
+  state: number;
 }
 
-/** The debug layer of one Heap. */
+/** The debug layer of one Heap object (one per Worker of a shared heap). */
 export class DebugLayer {
   readonly #core: CoreAccess;
   readonly #quarantineBytesLimit: number;
   readonly #quarantineBlocksLimit: number;
   readonly #stacks: boolean;
-  readonly #live = new Map<number, DebugBlock>();
-  /** Quarantined blocks in free order (a Map keeps insertion order). */
+  /** This Worker's freed blocks, oldest first: address -> block. */
   readonly #quarantine = new Map<number, DebugBlock>();
   #quarantinedBytes = 0;
-  /** Recently freed blocks that left quarantine, for double-free reports. */
-  readonly #graveyard = new Map<number, DebugBlock>();
-  readonly #retired: DebugBlock[] = [];
+  /** Allocation stacks by site number, captured as Error objects (formatted only when shown). */
+  readonly #sites = new Map<number, Error>();
+  /** First-free stacks of blocks this Worker freed, kept for double-free reports. */
+  readonly #freeSites = new Map<number, Error>();
+  /** Recently freed (or retired) blocks, for reports about them after they leave quarantine. */
+  readonly #graveyard = new Map<number, { block: DebugBlock; damage?: HeapErrorCode }>();
+  #nextSite = 0;
 
   constructor(core: CoreAccess, options: DebugOptions) {
     this.#core = core;
@@ -106,29 +134,20 @@ export class DebugLayer {
     this.#stacks = options.stacks ?? true;
   }
 
-  /** Blocks currently held in quarantine. */
-  get quarantinedBlocks(): number {
-    return this.#quarantine.size;
-  }
-
-  /** Blocks retired after damage was found in them. */
-  get retiredBlocks(): number {
-    return this.#retired.length;
-  }
-
   /** Allocates `size` user bytes at a multiple of `alignment`; zeroed or junk-filled. */
   allocate(size: number, alignment: number, zero: boolean): number {
-    const lead = Math.max(LEAD, alignment);
+    const lead = Math.ceil(MIN_LEAD / alignment) * alignment;
     let total = lead + size + MIN_TRAIL;
     // Blocks that will get a mapping of their own also get a guard page.
     const large = total > MAX_CLASS_SIZE || alignment > MAX_CLASS_ALIGNMENT;
     if (large) total = Math.ceil(total / OS_PAGE_SIZE) * OS_PAGE_SIZE + OS_PAGE_SIZE;
     const core = this.#core.allocate(total, Math.max(alignment, 16));
     if (core === 0) return 0;
-    const coreSize = this.#core.usableSize(core);
+    const coreSize = this.#core.liveSize(core);
     const guard = large && this.#core.isLarge(core);
     const end = guard ? coreSize - OS_PAGE_SIZE : coreSize;
     if (guard) this.#core.protect(core + end, OS_PAGE_SIZE, PROT_NONE);
+    const site = ((this.#core.owner << 26) | (this.#nextSite++ & 0x3ff_ffff)) >>> 0;
     const block: DebugBlock = {
       address: core + lead,
       core,
@@ -136,14 +155,15 @@ export class DebugLayer {
       lead,
       trail: end - lead - size,
       guard,
-      stack: this.#stacks ? captureStack() : "",
-      freeStack: "",
+      site,
+      state: State.Live,
     };
     const bytes = this.#core.view(core, end);
-    bytes.fill(CANARY, 0, lead);
+    bytes.fill(CANARY, HEADER, lead);
     bytes.fill(zero ? 0 : JUNK, lead, lead + size);
     bytes.fill(CANARY, lead + size, end);
-    this.#live.set(block.address, block);
+    this.#writeHeader(block);
+    if (this.#stacks) this.#sites.set(site, new Error("allocated here"));
     this.#graveyard.delete(block.address);
     return block.address;
   }
@@ -152,7 +172,7 @@ export class DebugLayer {
   free(address: number, op: string): void {
     const block = this.#liveBlock(address, op);
     this.#checkCanaries(block, op);
-    this.#quarantineBlock(block);
+    this.#quarantineBlock(block, op);
     this.#drainQuarantine(op);
   }
 
@@ -167,8 +187,8 @@ export class DebugLayer {
     if (moved === 0) return 0;
     const keep = Math.min(size, block.size);
     this.#core.view(moved, keep).set(this.#core.view(address, keep));
-    this.#quarantineBlock(block); // drained by the next free or realloc
-
+    this.#quarantineBlock(block, op);
+    this.#drainQuarantine(op); // can only release the block just poisoned
     return moved;
   }
 
@@ -196,12 +216,12 @@ export class DebugLayer {
 
   /** Checks every live block's red zones and every quarantined block's poison. */
   check(): void {
-    for (const block of this.#live.values()) this.#checkCanaries(block, "check");
+    for (const block of this.#liveBlocks()) this.#checkCanaries(block, "check");
     for (const block of this.#quarantine.values()) {
       if (!this.#poisonIntact(block)) {
         this.#quarantine.delete(block.address);
         this.#quarantinedBytes -= block.size;
-        this.#retire(block);
+        this.#retire(block, "use-after-free");
         throw this.#error(
           "use-after-free",
           block,
@@ -211,12 +231,12 @@ export class DebugLayer {
     }
   }
 
-  /** Releases every quarantined block to the core (close, trim). */
-  flushQuarantine(): void {
+  /** Releases every block of this Worker's quarantine to the core (trim, close). */
+  flushQuarantine(op: string): void {
     let problem: HeapError | undefined;
     for (const block of [...this.#quarantine.values()]) {
       try {
-        this.#evict(block);
+        this.#evict(block, op);
       } catch (error) {
         problem ??= error as HeapError;
       }
@@ -224,19 +244,18 @@ export class DebugLayer {
     if (problem) throw problem;
   }
 
-  /** Every live block, in allocation order. */
+  /** Every live block, in allocation order of each Worker. */
   leaks(): LeakedBlock[] {
-    return [...this.#live.values()].map((b) => ({
-      address: b.address,
-      size: b.size,
-      stack: b.stack,
-    }));
+    return this.#liveBlocks()
+      .sort((a, b) => a.site - b.site)
+      .map((b) => ({ address: b.address, size: b.size, stack: this.#stackOf(b) }));
   }
 
   /** Live blocks grouped by allocation site, largest total first. */
   leakReport(): string {
     const sites = new Map<string, { count: number; bytes: number }>();
-    for (const b of this.#live.values()) {
+    const live = this.leaks();
+    for (const b of live) {
       const site = sites.get(b.stack) ?? { count: 0, bytes: 0 };
       site.count++;
       site.bytes += b.size;
@@ -245,7 +264,7 @@ export class DebugLayer {
     if (sites.size === 0) return "no leaks: every block was freed";
     const rows = [...sites.entries()].sort((a, b) => b[1].bytes - a[1].bytes);
     const total = rows.reduce((sum, [, s]) => sum + s.bytes, 0);
-    const lines = [`${this.#live.size} live blocks, ${total} bytes, from ${rows.length} sites:`];
+    const lines = [`${live.length} live blocks, ${total} bytes, from ${rows.length} sites:`];
     for (const [stack, site] of rows) {
       lines.push(`${site.bytes} bytes in ${site.count} blocks allocated at:`);
       lines.push(
@@ -255,12 +274,90 @@ export class DebugLayer {
     return lines.join("\n");
   }
 
+  // ---- headers ---------------------------------------------------------------
+
+  #writeHeader(block: DebugBlock): void {
+    const { u32, index } = this.#core.words(block.core, HEADER);
+    const f64 = new Float64Array(u32.buffer, u32.byteOffset + index * 4, 2);
+    f64[1] = block.size;
+    u32[index + 4] = block.site;
+    u32[index + 5] = block.lead | (block.guard ? GUARD_BIT : 0);
+    u32[index + 6] = block.trail;
+    u32[index + 1] = checksum(block);
+    Atomics.store(u32, index, block.state);
+  }
+
+  /** True if the core block at `core` is live but its header fails its check: an underflow reached it. */
+  #headerDamaged(core: number): boolean {
+    if (this.#core.liveSize(core) < MIN_LEAD) return false;
+    const { u32, index } = this.#core.words(core, HEADER);
+    const state = Atomics.load(u32, index);
+    return this.#readHeader(core) === null ||
+      state !== State.Live && state !== State.Freed && state !== State.Retired;
+  }
+
+  /** The block whose core starts at `core`, if its header is intact; else null. */
+  #readHeader(core: number): DebugBlock | null {
+    const { u32, index } = this.#core.words(core, HEADER);
+    const f64 = new Float64Array(u32.buffer, u32.byteOffset + index * 4, 2);
+    const leadWord = u32[index + 5];
+    const block: DebugBlock = {
+      address: core + (leadWord & ~GUARD_BIT),
+      core,
+      size: f64[1],
+      lead: leadWord & ~GUARD_BIT,
+      trail: u32[index + 6],
+      guard: (leadWord & GUARD_BIT) !== 0,
+      site: u32[index + 4],
+      state: Atomics.load(u32, index),
+    };
+    return u32[index + 1] === checksum(block) ? block : null;
+  }
+
+  /** Moves the header's state from `from` to `to` atomically; false if it was not `from`. */
+  #swapState(block: DebugBlock, from: State, to: State): boolean {
+    const { u32, index } = this.#core.words(block.core, HEADER);
+    if (Atomics.compareExchange(u32, index, from, to) !== from) return false;
+    block.state = to;
+    return true;
+  }
+
+  /**
+   * Finds the core block under user address `address`: its header sits
+   * `lead` bytes before it, and lead is MIN_LEAD rounded up to the block's
+   * alignment, so only a few distances are possible.
+   */
+  #blockAt(address: number): DebugBlock | null {
+    if (!Number.isSafeInteger(address) || address % 16 !== 0) return null;
+    for (let alignment = 16; alignment <= 2 ** 40; alignment *= 2) {
+      if (address % alignment !== 0) break;
+      const lead = Math.ceil(MIN_LEAD / alignment) * alignment;
+      const core = address - lead;
+      if (core > 0 && this.#core.liveSize(core) >= lead) {
+        const block = this.#readHeader(core);
+        if (block !== null && block.lead === lead) return block;
+      }
+    }
+    return null;
+  }
+
+  #liveBlocks(): DebugBlock[] {
+    const blocks: DebugBlock[] = [];
+    this.#core.forEachLive((core) => {
+      const block = this.#readHeader(core);
+      if (block !== null && block.state === State.Live) blocks.push(block);
+    });
+    return blocks;
+  }
+
   // ---- internals ------------------------------------------------------------
 
-  /** Poisons a live block (canaries already checked) and puts it in quarantine. */
-  #quarantineBlock(block: DebugBlock): void {
-    this.#live.delete(block.address);
-    block.freeStack = this.#stacks ? captureStack() : "";
+  /** Marks a live block freed (atomically), poisons it and puts it in quarantine. */
+  #quarantineBlock(block: DebugBlock, op: string): void {
+    if (!this.#swapState(block, State.Live, State.Freed)) {
+      throw new HeapError("double-free", block.address, `${op}: the block was already freed`);
+    }
+    if (this.#stacks) this.#freeSites.set(block.address, new Error("freed here"));
     this.#core.view(block.address, block.size).fill(POISON);
     this.#quarantine.set(block.address, block);
     this.#quarantinedBytes += block.size;
@@ -270,15 +367,41 @@ export class DebugLayer {
     if (typeof address !== "number") {
       throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
     }
-    const block = this.#live.get(address);
-    if (block !== undefined) return block;
-    const freed = this.#quarantine.get(address) ?? this.#graveyard.get(address);
-    if (freed !== undefined) {
-      throw new HeapError("double-free", address, `${op}: the block was already freed`, {
-        size: freed.size,
-        stack: freed.stack,
-        freeStack: freed.freeStack,
-      });
+    const block = this.#blockAt(address);
+    if (block !== null && block.state === State.Live) return block;
+    if (
+      block === null && !this.#graveyard.has(address) && this.#headerDamaged(address - MIN_LEAD)
+    ) {
+      const damaged: DebugBlock = {
+        address,
+        core: address - MIN_LEAD,
+        size: 0,
+        lead: MIN_LEAD,
+        trail: 0,
+        guard: false,
+        site: 0,
+        state: State.Retired,
+      };
+      this.#graveyard.set(address, { block: damaged, damage: "underflow" });
+      throw new HeapError(
+        "underflow",
+        address,
+        `${op}: the block's header before its red zone was overwritten`,
+      );
+    }
+    const known = this.#quarantine.get(address) ?? this.#graveyard.get(address)?.block ??
+      (block?.state === State.Freed ? block : undefined);
+    const damage = this.#graveyard.get(address)?.damage ??
+      (block?.state === State.Retired ? "corrupt" : undefined);
+    if (damage !== undefined) {
+      throw this.#error(
+        damage,
+        block ?? known!,
+        `${op}: the block was retired when damage was found in it; it stays out of use`,
+      );
+    }
+    if (known !== undefined) {
+      throw this.#error("double-free", known, `${op}: the block was already freed`);
     }
     throw new HeapError(
       "invalid-free",
@@ -289,10 +412,9 @@ export class DebugLayer {
 
   #checkCanaries(block: DebugBlock, op: string): void {
     const bytes = this.#core.view(block.core, block.lead + block.size + block.trail);
-    for (let i = 0; i < block.lead; i++) {
+    for (let i = HEADER; i < block.lead; i++) {
       if (bytes[i] !== CANARY) {
-        this.#live.delete(block.address);
-        this.#retire(block);
+        this.#retire(block, "underflow");
         throw this.#error(
           "underflow",
           block,
@@ -302,8 +424,7 @@ export class DebugLayer {
     }
     for (let i = block.lead + block.size; i < bytes.length; i++) {
       if (bytes[i] !== CANARY) {
-        this.#live.delete(block.address);
-        this.#retire(block);
+        this.#retire(block, "overflow");
         throw this.#error(
           "overflow",
           block,
@@ -316,7 +437,11 @@ export class DebugLayer {
   }
 
   #poisonIntact(block: DebugBlock): boolean {
-    const bytes = this.#core.view(block.address, block.size);
+    // Blocks are 16-byte aligned: compare four bytes at a time.
+    const { u32, index } = this.#core.words(block.address, block.size);
+    const words = Math.floor(block.size / 4);
+    for (let i = 0; i < words; i++) if (u32[index + i] !== 0xdddd_dddd) return false;
+    const bytes = this.#core.view(block.address + words * 4, block.size - words * 4);
     for (let i = 0; i < bytes.length; i++) if (bytes[i] !== POISON) return false;
     return true;
   }
@@ -336,52 +461,82 @@ export class DebugLayer {
     ) {
       const oldest = this.#quarantine.values().next().value!;
       try {
-        this.#evict(oldest);
+        this.#evict(oldest, op);
       } catch (error) {
         problem ??= error as HeapError;
       }
     }
-    if (problem) {
-      throw new HeapError(problem.code, problem.address, `${op}: ${problem.message}`, {
-        size: problem.size,
-        stack: problem.allocationStack,
-        freeStack: problem.freeStack,
-      });
-    }
+    if (problem) throw problem;
   }
 
-  #evict(block: DebugBlock): void {
+  #evict(block: DebugBlock, op: string): void {
     this.#quarantine.delete(block.address);
     this.#quarantinedBytes -= block.size;
     if (!this.#poisonIntact(block)) {
-      this.#retire(block);
-      throw this.#error("use-after-free", block, "a freed block was written while in quarantine");
+      this.#retire(block, "use-after-free");
+      throw this.#error(
+        "use-after-free",
+        block,
+        `${op}: a freed block was written while in quarantine (found as it left quarantine)`,
+      );
+    }
+    this.#graveyard.set(block.address, { block });
+    if (this.#graveyard.size > GRAVEYARD_LIMIT) {
+      const [oldest, entry] = this.#graveyard.entries().next().value!;
+      this.#graveyard.delete(oldest);
+      this.#freeSites.delete(oldest);
+      this.#sites.delete(entry.block.site);
     }
     this.#core.release(block.core); // munmap takes the guard page with it
-    this.#graveyard.set(block.address, block);
-    if (this.#graveyard.size > GRAVEYARD_LIMIT) {
-      this.#graveyard.delete(this.#graveyard.keys().next().value!);
-    }
   }
 
   /** A damaged block never goes back to the core allocator. */
-  #retire(block: DebugBlock): void {
-    this.#retired.push(block);
-    this.#graveyard.set(block.address, block);
+  #retire(block: DebugBlock, damage: HeapErrorCode): void {
+    const { u32, index } = this.#core.words(block.core, HEADER);
+    block.state = State.Retired;
+    Atomics.store(u32, index, State.Retired);
+    this.#graveyard.set(block.address, { block, damage });
+  }
+
+  #stackOf(block: DebugBlock): string {
+    const site = this.#sites.get(block.site);
+    if (site !== undefined) return cleanStack(site);
+    if (!this.#stacks) return "";
+    return block.site >>> 26 === this.#core.owner ? "" : "(allocated in another Worker)";
   }
 
   #error(code: HeapErrorCode, block: DebugBlock, message: string): HeapError {
+    const freeSite = this.#freeSites.get(block.address);
     return new HeapError(code, block.address, message, {
       size: block.size,
-      stack: block.stack,
-      freeStack: block.freeStack || undefined,
+      stack: this.#stackOf(block) || undefined,
+      freeStack: freeSite ? cleanStack(freeSite) : undefined,
     });
   }
 }
 
-/** The caller's JS stack, without this library's own frames. */
-function captureStack(): string {
-  const lines = (new Error().stack ?? "").split("\n").slice(1);
+/** A header's check word: a hash of its fields but the state, and the block's address. */
+function checksum(block: DebugBlock): number {
+  let h = 0x811c_9dc5;
+  for (
+    const v of [
+      block.size,
+      block.size / 2 ** 32,
+      block.site,
+      block.lead | (block.guard ? GUARD_BIT : 0),
+      block.trail,
+      block.core,
+      block.core / 2 ** 32,
+    ]
+  ) {
+    h = Math.imul(h ^ (v >>> 0), 0x0100_0193);
+  }
+  return h >>> 0;
+}
+
+/** A captured stack without the Error line and this library's own frames. */
+function cleanStack(site: Error): string {
+  const lines = (site.stack ?? "").split("\n").slice(1);
   const own = /\/src\/(debug|heap)\.ts:|\/mod\.ts:/;
   return lines.filter((line) => !own.test(line)).map((line) => line.trim()).join("\n");
 }

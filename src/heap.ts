@@ -11,9 +11,17 @@
  * medium pages, large blocks, errors) leaves through a call.
  */
 
-import { Arena, MAX_ARENA_BYTES, MIN_ARENA_BYTES, S_MPROTECT_CALLS, UNIT_SIZE } from "./arena.ts";
 import {
-  ClassEntry,
+  Arena,
+  H_SECURE_KEY,
+  MAX_ARENA_BYTES,
+  MAX_OWNERS,
+  MIN_ARENA_BYTES,
+  S_MPROTECT_CALLS,
+  UNIT_SIZE,
+} from "./arena.ts";
+import {
+  type ClassEntry,
   Desc,
   freeBlockFast,
   Pages,
@@ -34,7 +42,14 @@ import {
 import { lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
 import { HeapError } from "./errors.ts";
-import { type HeapStats, publishCounters, readStats } from "./stats.ts";
+import {
+  type HeapStats,
+  publishCounters,
+  publishOwnerCounters,
+  readStats,
+  sumOwnerCounters,
+} from "./stats.ts";
+import { detachOwner, lockOwner, registerOwner, stopTheWorld, unlockOwner } from "./sync.ts";
 import { checkHeap } from "./check.ts";
 
 /** Options for `new Heap()`. */
@@ -65,7 +80,46 @@ export interface HeapOptions {
    * around every large block. Default false.
    */
   secure?: boolean;
+  /**
+   * A heap that several Workers use at once: pass `heap.share()` to a Worker
+   * and call `Heap.attach(handle)` there (see sync.ts). Default false.
+   */
+  shared?: boolean;
 }
+
+/** What `heap.share()` returns and `Heap.attach()` takes: plain numbers, structured-clonable. */
+export interface SharedHeapHandle {
+  readonly tsmalloc: "shared-heap";
+  /** Address of the arena. */
+  readonly base: number;
+  /** Bytes reserved for the arena. */
+  readonly size: number;
+  /** Whether the heap runs in secure mode. */
+  readonly secure: boolean;
+}
+
+/** Options of `Heap.attach()`: the attaching Worker's own debug mode. */
+export interface AttachOptions {
+  debug?: boolean | DebugOptions;
+}
+
+/** The public methods a shared heap runs under its Worker's owner lock. */
+const LOCKED_METHODS = [
+  "malloc",
+  "calloc",
+  "alignedAlloc",
+  "realloc",
+  "free",
+  "usableSize",
+  "bytes",
+  "pointer",
+  "trim",
+  "leaks",
+  "leakReport",
+] as const;
+
+/** Constructor input of Heap.attach (not part of HeapOptions' public surface). */
+const attachKey = Symbol("attach");
 
 const DEFAULT_ARENA_BYTES = 2 ** 32;
 const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
@@ -97,8 +151,13 @@ export class Heap {
   #allocs = 0;
   #frees = 0;
   #requested = 0;
+  /** Shared heaps: this Worker's owner slot (0 = not shared), and whether this object made the arena. */
+  #owner = 0;
+  #creator = true;
+  #lockDepth = 0;
 
   constructor(options: HeapOptions = {}) {
+    const attach = (options as { [attachKey]?: SharedHeapHandle })[attachKey];
     const arenaBytes = options.arenaBytes ?? DEFAULT_ARENA_BYTES;
     const retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
     if (
@@ -112,15 +171,32 @@ export class Heap {
     if (!Number.isSafeInteger(retainBytes) || retainBytes < 0) {
       throw new RangeError(`retainBytes must be a non-negative integer, got ${retainBytes}`);
     }
-    const arena = Arena.create({ arenaBytes, retainBytes });
-    if (arena === null) {
-      throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
+    const shared = options.shared === true || attach !== undefined;
+    const secure = attach?.secure ?? options.secure === true;
+    let arena: Arena | null;
+    if (attach !== undefined) {
+      arena = Arena.attach(attach.base, attach.size);
+      if (arena === null) {
+        throw new TypeError("Heap.attach: the handle does not name a shared heap");
+      }
+      this.#creator = false;
+    } else {
+      arena = Arena.create({ arenaBytes, retainBytes, shared });
+      if (arena === null) {
+        throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
+      }
+      Pages.formatTables(arena, secure);
     }
-    const secure = options.secure === true;
-    Pages.formatTables(arena, secure);
+    if (shared) {
+      this.#owner = registerOwner(arena);
+      if (this.#owner === 0) {
+        if (this.#creator) arena.unmap();
+        throw new RangeError(`a shared heap serves at most ${MAX_OWNERS - 1} Workers at once`);
+      }
+    }
     this.#arena = arena;
-    this.#pages = new Pages(arena);
-    this.#large = new LargeBlocks(arena, secure);
+    this.#pages = new Pages(arena, this.#owner);
+    this.#large = new LargeBlocks(arena, secure, this.#owner);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
     this.#sizeToClass = new Uint8Array(arena.buffer, Tables.LookupU8, LOOKUP_ENTRIES);
@@ -131,7 +207,34 @@ export class Heap {
     if (options.debug) {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
-    this.#special = this.#debug !== null || secure;
+    this.#special = this.#debug !== null || secure || shared;
+    if (shared) this.#lockEveryCall();
+  }
+
+  /**
+   * Attaches this Worker to a shared heap that another Worker created with
+   * `new Heap({ shared: true })` and passed on as `heap.share()`. Every
+   * address from any attached Worker is valid here. close() detaches.
+   */
+  static attach(handle: SharedHeapHandle, options: AttachOptions = {}): Heap {
+    if (handle?.tsmalloc !== "shared-heap") {
+      throw new TypeError("Heap.attach: expected the object returned by heap.share()");
+    }
+    return new Heap({ debug: options.debug, [attachKey]: handle } as HeapOptions);
+  }
+
+  /** A structured-clonable handle that other Workers pass to Heap.attach. */
+  share(): SharedHeapHandle {
+    if (this.#closed) throw closedError("share");
+    if (this.#owner === 0) {
+      throw new TypeError("share: only a heap made with { shared: true } can be shared");
+    }
+    return {
+      tsmalloc: "shared-heap",
+      base: this.#arena.base,
+      size: this.#arena.size,
+      secure: this.#arena.u32[H_SECURE_KEY] !== 0,
+    };
   }
 
   // ---- allocation -------------------------------------------------------------
@@ -170,7 +273,7 @@ export class Heap {
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
     const cls = classOfSize(total);
     const u32 = this.#u32;
-    let d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
+    let d = u32[this.#pages.headSlot(cls)];
     if (d === 0) {
       d = this.#pages.acquire(cls);
       if (d === 0) return 0;
@@ -248,10 +351,9 @@ export class Heap {
       this.#freeLocated(address, where);
       return moved;
     }
-    const slot = -where - 1;
     const large = this.#large;
-    const usable = large.usableSize(slot);
-    let result = large.resize(slot, size);
+    const usable = large.usableSize(address);
+    let result = large.resize(address, size);
     if (result === 0 && size > usable && !large.canGrowInPlace) {
       // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
       result = this.#allocAny(size);
@@ -262,7 +364,7 @@ export class Heap {
     }
     if (result !== 0) {
       this.#requested += size;
-      this.#countAllocated(large.usableSize(large.find(result)) - usable);
+      this.#countAllocated(large.usableSize(result) - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
       if (result !== address) this.#allocs++, this.#frees++;
     }
@@ -300,7 +402,7 @@ export class Heap {
     const debug = this.#special ? this.#specialMode("usableSize") : null;
     if (debug) return debug.usableSize(address, "usableSize");
     const where = this.#locate(address, "usableSize");
-    return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
+    return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
   }
 
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
@@ -308,9 +410,7 @@ export class Heap {
     const debug = this.#special ? this.#specialMode("bytes") : null;
     if (debug) return debug.bytes(address, length, "bytes");
     const where = this.#locate(address, "bytes");
-    const usable = where > 0
-      ? this.#u32[where + Desc.BlockSize]
-      : this.#large.usableSize(-where - 1);
+    const usable = where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
     const n = length ?? usable;
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
@@ -330,6 +430,7 @@ export class Heap {
   stats(): HeapStats {
     if (this.#closed) throw closedError("stats");
     this.#publish();
+    if (this.#owner !== 0) sumOwnerCounters(this.#arena);
     return readStats(this.#arena, this.#large.tableBytes);
   }
 
@@ -337,21 +438,45 @@ export class Heap {
   check(): void {
     if (this.#closed) throw closedError("check");
     this.#publish();
-    checkHeap(this.#arena, this.#pages, this.#large);
+    if (this.#owner === 0) {
+      checkHeap(this.#arena, this.#pages, this.#large);
+    } else {
+      // Stop the world: every Worker's owner lock, then the global lock.
+      stopTheWorld(this.#arena, this.#owner, () => {
+        sumOwnerCounters(this.#arena);
+        checkHeap(this.#arena, this.#pages, this.#large);
+      });
+    }
     this.#debug?.check();
   }
 
   /** Gives every empty page back to the OS now; returns the bytes released. */
   trim(): number {
     if (this.#closed) throw closedError("trim");
+    this.#debug?.flushQuarantine("trim");
     return this.#pages.trim();
   }
 
   /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
   close(): void {
     if (this.#closed) throw closedError("close");
+    try {
+      // A detaching Worker's quarantined blocks go back to the shared heap.
+      if (!this.#creator) this.#debug?.flushQuarantine("close");
+    } finally {
+      this.#closeNow();
+    }
+  }
+
+  #closeNow(): void {
+    if (this.#owner !== 0) {
+      // Detach: the pages this Worker owns are adopted by the next Worker that needs memory.
+      this.#publish();
+      detachOwner(this.#arena, this.#owner);
+    }
     this.#closed = true;
     this.#special = true;
+    if (!this.#creator) return;
     this.#large.unmapAll();
     this.#arena.unmap();
     this.#u8 = new Uint8Array(0);
@@ -403,11 +528,26 @@ export class Heap {
     return {
       allocate: (size, alignment) => this.#allocAligned(alignment, size),
       release: (address) => this.#freeLocated(address, this.#locate(address, "free")),
-      usableSize: (address) => {
-        const where = this.#locate(address, "usableSize");
-        return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(-where - 1);
+      liveSize: (address) => {
+        try {
+          const where = this.#locate(address, "debug");
+          return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
+        } catch {
+          return 0;
+        }
       },
       isLarge: (address) => this.#locate(address, "debug") < 0,
+      forEachLive: (visit) => {
+        this.#pages.forEachLiveBlock((offset) => visit(this.#base + offset));
+        this.#large.forEach((address) => visit(address));
+      },
+      words: (address, length) => {
+        const offset = address - this.#base;
+        if (offset >= 0 && offset + length <= this.#arena.size) {
+          return { u32: this.#u32, index: offset / 4 };
+        }
+        return { u32: new Uint32Array(viewMemory(address, Math.ceil(length / 4) * 4)), index: 0 };
+      },
       view: (address, length) => this.#view(address, length),
       protect: (address, length, prot) => {
         this.#arena.f64[S_MPROTECT_CALLS]++;
@@ -415,6 +555,7 @@ export class Heap {
           throw new Error(`mprotect(${address}, ${length}) failed: errno ${lastErrno()}`);
         }
       },
+      owner: this.#owner,
     };
   }
 
@@ -448,7 +589,7 @@ export class Heap {
   #allocLarge(size: number, alignment: number): number {
     const address = this.#large.allocate(size, alignment);
     if (address === 0) return 0;
-    this.#countAllocated(this.#large.usableSize(this.#large.find(address)));
+    this.#countAllocated(this.#large.usableSize(address));
     this.#allocs++;
     this.#requested += size;
     return address;
@@ -461,26 +602,58 @@ export class Heap {
   }
 
   #publish(): void {
-    publishCounters(this.#arena, {
+    const counters = {
       allocated: this.#allocated,
       peakAllocated: this.#peakAllocated,
       allocs: this.#allocs,
       frees: this.#frees,
       requested: this.#requested,
-    });
+    };
+    if (this.#owner === 0) publishCounters(this.#arena, counters);
+    else publishOwnerCounters(this.#arena, this.#owner, counters);
   }
 
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
-    this.#allocated -= where > 0
-      ? this.#pages.freeLive(where, address - this.#base)
-      : this.#large.free(-where - 1);
+    const offset = address - this.#base;
+    if (where > 0 && this.#owner !== 0) {
+      // Shared heap: another Worker's page takes the block through its thread-free list.
+      const pages = this.#pages;
+      if (Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner) {
+        this.#allocated -= pages.freeRemote(where, offset);
+        this.#frees++;
+        return;
+      }
+      if (pages.isPending(where, offset)) {
+        throw new HeapError("double-free", address, "free: the block was already freed");
+      }
+    }
+    this.#allocated -= where > 0 ? this.#pages.freeLive(where, offset) : this.#large.free(address);
     this.#frees++;
+  }
+
+  /** Shared heaps: wraps each public call in this Worker's owner lock. */
+  #lockEveryCall(): void {
+    const self = this as unknown as Record<string, (...args: unknown[]) => unknown>;
+    for (const name of LOCKED_METHODS) {
+      const method = self[name];
+      self[name] = (...args: unknown[]) => {
+        if (this.#lockDepth++ === 0 && !this.#closed) lockOwner(this.#arena, this.#owner);
+        try {
+          return method.apply(this, args);
+        } finally {
+          if (--this.#lockDepth === 0 && !this.#closed) {
+            this.#publish();
+            unlockOwner(this.#arena, this.#owner);
+          }
+        }
+      };
+    }
   }
 
   /**
    * Proves `address` is a live block of this heap: returns its page
-   * descriptor (> 0) or -(large slot + 1). Otherwise throws, changing nothing.
+   * descriptor (> 0), or -1 for a large block. Otherwise throws, changing nothing.
    */
   #locate(address: number, op: string): number {
     if (typeof address !== "number") {
@@ -508,8 +681,7 @@ export class Heap {
         ? new HeapError("double-free", address, `${op}: the block was already freed`)
         : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
     }
-    const slot = this.#large.find(address);
-    if (slot >= 0) return -slot - 1;
+    if (this.#large.has(address)) return -1;
     if (this.#large.wasFreed(address)) {
       throw new HeapError("double-free", address, `${op}: the large block was already freed`);
     }

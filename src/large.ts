@@ -32,6 +32,7 @@ import {
   S_MUNMAP_CALLS,
   S_RESERVED,
 } from "./arena.ts";
+import { lockGlobal, unlockGlobal } from "./sync.ts";
 import {
   canRemap,
   mapMemory,
@@ -62,9 +63,38 @@ export class LargeBlocks {
   private table: Float64Array = new Float64Array(0);
   private tableAddress = 0;
 
-  constructor(arena: Arena, guarded: boolean) {
+  /** Shared heaps: this Worker's owner id (the global lock's tag); 0 = not shared. */
+  private readonly owner: number;
+
+  constructor(arena: Arena, guarded: boolean, owner: number) {
     this.arena = arena;
     this.guard = guarded ? OS_PAGE_SIZE : 0;
+    this.owner = owner;
+    this.syncView();
+  }
+
+  /**
+   * Runs `body` with the table to itself: in a shared heap under the global
+   * lock, with the view remade if another Worker moved the table.
+   */
+  private locked<T>(body: () => T): T {
+    if (this.owner === 0) return body();
+    lockGlobal(this.arena, this.owner);
+    try {
+      this.syncView();
+      return body();
+    } finally {
+      unlockGlobal(this.arena);
+    }
+  }
+
+  /** Remakes the table view when the header names another mapping than the one viewed. */
+  private syncView(): void {
+    const address = this.arena.f64[S_LARGE_TABLE];
+    if (address === this.tableAddress) return;
+    const bytes = this.arena.u32[H_LARGE_CAPACITY] * SLOT_WORDS * 8;
+    this.table = address === 0 ? new Float64Array(0) : new Float64Array(viewMemory(address, bytes));
+    this.tableAddress = address;
   }
 
   /** True when blocks can grow with mremap (Linux, and no guard pages to carry along). */
@@ -82,6 +112,38 @@ export class LargeBlocks {
    * `alignment`. Returns the address, or 0 when the OS refuses.
    */
   allocate(size: number, alignment: number): number {
+    return this.locked(() => this.allocateLocked(size, alignment));
+  }
+
+  /** True if `address` is a live large block. */
+  has(address: number): boolean {
+    return this.locked(() => this.find(address) >= 0);
+  }
+
+  /** Usable bytes of the live block at `address` (-1 if there is none). */
+  usableSize(address: number): number {
+    return this.locked(() => {
+      const slot = this.find(address);
+      return slot < 0 ? -1 : this.table[slot + L_MAP_LENGTH];
+    });
+  }
+
+  /** Unmaps the live block at `address`; returns its usable size. */
+  free(address: number): number {
+    return this.locked(() => this.freeSlot(this.find(address)));
+  }
+
+  /**
+   * Resizes the live block at `address` to hold `size` bytes: shrinking
+   * unmaps the tail in place; growing tries in place, then lets the kernel
+   * move the mapping. Returns the (possibly new) address, or 0 with the
+   * block intact.
+   */
+  resize(address: number, size: number): number {
+    return this.locked(() => this.resizeSlot(this.find(address), size));
+  }
+
+  private allocateLocked(size: number, alignment: number): number {
     if (size > MAX_LARGE_SIZE || !this.ensureRoom()) return 0;
     const length = roundUp(size, OS_PAGE_SIZE);
     const f64 = this.arena.f64;
@@ -109,7 +171,7 @@ export class LargeBlocks {
   }
 
   /** The slot (f64 index) of the live block at `address`, or -1. */
-  find(address: number): number {
+  private find(address: number): number {
     const table = this.table;
     if (table.length === 0 || address % OS_PAGE_SIZE !== 0) return -1;
     const mask = this.arena.u32[H_LARGE_CAPACITY] - 1;
@@ -120,13 +182,7 @@ export class LargeBlocks {
     }
   }
 
-  /** Usable bytes of the block in `slot`. */
-  usableSize(slot: number): number {
-    return this.table[slot + L_MAP_LENGTH];
-  }
-
-  /** Unmaps the block in `slot`; returns its usable size. */
-  free(slot: number): number {
+  private freeSlot(slot: number): number {
     const address = this.table[slot + L_ADDRESS];
     const length = this.table[slot + L_MAP_LENGTH];
     unmapMemory(address - this.guard, length + 2 * this.guard);
@@ -139,7 +195,7 @@ export class LargeBlocks {
 
   /** True if `address` is one of the last 64 large blocks freed (and not mapped again since). */
   wasFreed(address: number): boolean {
-    const f64 = this.arena.f64;
+    const f64 = this.arena.f64; // a hint for error messages: read without the lock
     for (let i = 0; i < RECENT_LARGE_SLOTS; i++) {
       if (f64[RECENT_LARGE_F64 + i] === address) return true;
     }
@@ -160,12 +216,7 @@ export class LargeBlocks {
     }
   }
 
-  /**
-   * Resizes the block in `slot` to hold `size` bytes: shrinking unmaps the
-   * tail in place; growing tries in place, then lets the kernel move the
-   * mapping. Returns the (possibly new) address, or 0 with the block intact.
-   */
-  resize(slot: number, size: number): number {
+  private resizeSlot(slot: number, size: number): number {
     const table = this.table;
     const address = table[slot + L_ADDRESS];
     const oldLength = table[slot + L_MAP_LENGTH];
@@ -199,19 +250,23 @@ export class LargeBlocks {
     return moved;
   }
 
-  /** Calls `visit(address, mapLength, requested)` for every live block. */
   /** Calls `visit` for every live block; `mapLength` is the usable length (guards excluded). */
   forEach(visit: (address: number, mapLength: number, requested: number) => void): void {
-    const table = this.table;
-    for (let s = 0; s < table.length; s += SLOT_WORDS) {
-      if (table[s + L_ADDRESS] !== 0) {
-        visit(table[s + L_ADDRESS], table[s + L_MAP_LENGTH], table[s + L_REQUESTED]);
+    const blocks: number[] = [];
+    this.locked(() => {
+      const table = this.table;
+      for (let s = 0; s < table.length; s += SLOT_WORDS) {
+        if (table[s + L_ADDRESS] !== 0) {
+          blocks.push(table[s + L_ADDRESS], table[s + L_MAP_LENGTH], table[s + L_REQUESTED]);
+        }
       }
-    }
+    });
+    for (let i = 0; i < blocks.length; i += 3) visit(blocks[i], blocks[i + 1], blocks[i + 2]);
   }
 
   /** Unmaps every block and the table (heap close). */
   unmapAll(): void {
+    this.syncView();
     this.forEach((address, length) => unmapMemory(address - this.guard, length + 2 * this.guard));
     if (this.tableAddress !== 0) {
       unmapMemory(this.tableAddress, this.table.length * 8);
@@ -249,7 +304,7 @@ export class LargeBlocks {
     const oldAddress = this.tableAddress;
     this.table = new Float64Array(viewMemory(address, bytes));
     this.tableAddress = address;
-    f64[S_LARGE_TABLE] = address;
+    f64[S_LARGE_TABLE] = address; // other Workers remake their view from this
     u32[H_LARGE_CAPACITY] = newCapacity;
     u32[H_LARGE_COUNT] = 0;
     for (let s = 0; s < old.length; s += SLOT_WORDS) {

@@ -46,7 +46,16 @@ const symbols = {
     parameters: [],
     result: "pointer",
   },
+  sched_yield: { parameters: [], result: "i32" },
 } as const;
+
+/** Thread identity and liveness (Linux: glibc 2.30+ has gettid and tgkill). */
+const threadSymbols = {
+  gettid: { parameters: [], result: "i32" },
+  getpid: { parameters: [], result: "i32" },
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+} as const;
+const ESRCH = 3;
 
 const mremapSymbol = {
   mremap: {
@@ -59,6 +68,7 @@ type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 type Mremap = Deno.DynamicLibrary<typeof mremapSymbol>["symbols"]["mremap"];
 
 let libc: Libc | undefined;
+let threads: Deno.DynamicLibrary<typeof threadSymbols>["symbols"] | undefined;
 let mremapFn: Mremap | undefined;
 
 /** Opens libc once per process (per Worker) on first use. */
@@ -149,6 +159,28 @@ export function remapMemory(
 export function canRemap(): boolean {
   lib();
   return mremapFn !== undefined;
+}
+
+/** Gives up the CPU to another thread (the back-off of the shared heap's locks). */
+export function yieldThread(): void {
+  lib().sched_yield();
+}
+
+/** The calling thread's OS thread id (0 where the platform has no gettid). */
+export function currentThreadId(): number {
+  if (IS_DARWIN) return 0;
+  threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
+  return threads.gettid();
+}
+
+/**
+ * True unless thread `tid` of this process has exited (checked by sending it
+ * signal 0, which delivers nothing). Unknown (0) ids count as alive.
+ */
+export function threadAlive(tid: number): boolean {
+  if (IS_DARWIN || tid === 0) return true;
+  threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
+  return threads.tgkill(threads.getpid(), tid, 0) === 0 || lastErrno() !== ESRCH;
 }
 
 /** A typed-array-ready buffer over `[address, address + length)`; make one per mapping. */

@@ -41,7 +41,10 @@
  *  14 UNITS       1 or 16
  *  15 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
  *  16 CHECKSUM    secure mode: a keyed hash of words 4, 5, 9, 12, 13, 15
- *  17-31          spare
+ *  17 OWNER       shared heaps: owner slot of the Worker that allocates here
+ *  18 THREAD_FREE shared heaps: blocks other Workers freed (see sync.ts)
+ *  19 PENDING_NEXT shared heaps: link in the owner's stack of such pages
+ *  20-31          spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -91,6 +94,7 @@ import {
   releasePages,
 } from "./os.ts";
 import { HeapError } from "./errors.ts";
+import { claimOrphans, lockGlobal, Slot, slotOf, unlockGlobal } from "./sync.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -112,6 +116,12 @@ export const enum Desc {
   Shift = 15,
   /** Secure mode: checksum of the words that stay fixed while the page is in use. */
   Checksum = 16,
+  /** Shared heaps: the owner slot whose Worker allocates from this page (0 = not shared). */
+  Owner = 17,
+  /** Shared heaps: blocks freed by other Workers, a lock-free stack through their first word. */
+  ThreadFree = 18,
+  /** Shared heaps: link in the owner's stack of pages with remote frees. */
+  PendingNext = 19,
   /** Words per descriptor. */
   Words = 32,
 }
@@ -237,12 +247,24 @@ export class Pages {
   private readonly key: number;
   /** xorshift32 state for shuffling fresh pages in secure mode. */
   private shuffleState: number;
+  /** Owner slot of this Heap object (0 for a heap that is not shared). */
+  readonly owner: number;
+  private readonly shared: boolean;
+  /** Where this owner's available-list heads are: headBase + class * headStride. */
+  private readonly headBase: number;
+  private readonly headStride: number;
 
-  constructor(arena: Arena) {
+  constructor(arena: Arena, owner = 0) {
     this.arena = arena;
     this.u32 = arena.u32;
     this.key = arena.u32[H_SECURE_KEY];
     this.shuffleState = this.key | 1;
+    this.owner = owner;
+    this.shared = owner !== 0;
+    this.headBase = owner === 0
+      ? Tables.ClassU32 + ClassEntry.AvailHead
+      : slotOf(arena, owner) + Slot.Heads;
+    this.headStride = owner === 0 ? ClassEntry.Words : 1;
   }
 
   /** Descriptor index of the unit that holds arena offset `offset`. */
@@ -259,10 +281,12 @@ export class Pages {
     const ce = Tables.ClassU32 + cls * 4;
     const units = u32[ce + ClassEntry.Units];
     const medium = units === MEDIUM_UNITS;
+    this.lockShared();
     let d = this.takeRetained(medium);
     if (d === 0) d = this.takeReleased(medium);
     if (d === 0) d = this.carve(units);
     if (d === 0) d = this.convertReleased(medium);
+    this.unlockShared();
     if (d === 0) return 0;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[ce + ClassEntry.BlockSize];
@@ -277,15 +301,18 @@ export class Pages {
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
+    u32[d + Desc.ThreadFree] = 0;
+    Atomics.store(u32, d + Desc.Owner, this.owner);
     if (this.key !== 0) {
       u32[d + Desc.Checksum] = this.checksum(d);
       this.shuffleFresh(d);
     }
-    const head = u32[ce + ClassEntry.AvailHead];
+    const slot = this.headSlot(cls);
+    const head = u32[slot];
     if (head !== 0 && u32[head + Desc.Used] === 0) {
-      this.unlinkAvailable(head, ce), this.retire(head);
+      this.unlinkAvailable(head, slot), this.retire(head);
     }
-    this.pushAvailable(d, ce);
+    this.pushAvailable(d, slot);
     return d;
   }
 
@@ -320,7 +347,14 @@ export class Pages {
    */
   take(cls: number): number {
     const u32 = this.u32;
-    let d = u32[Tables.ClassU32 + (cls << 2) + ClassEntry.AvailHead];
+    const slot = this.headSlot(cls);
+    let d = u32[slot];
+    if (d === 0 && this.shared) {
+      // Blocks other Workers freed, and pages of Workers that are gone, come first.
+      this.collectRemoteFrees();
+      this.adoptOrphans();
+      d = u32[slot];
+    }
     if (d === 0) {
       d = this.acquire(cls);
       if (d === 0) return 0;
@@ -350,9 +384,7 @@ export class Pages {
     u32[d + Desc.Used] = used;
     if (used === 0) {
       // The head page stays even when empty, so a malloc/free pair does not churn pages.
-      if (u32[Tables.ClassU32 + (u32[d + Desc.Class] << 2) + ClassEntry.AvailHead] !== d) {
-        this.retireEmptied(d);
-      }
+      if (u32[this.headSlot(u32[d + Desc.Class])] !== d) this.retireEmptied(d);
     } else if (used + 1 === u32[d + Desc.Capacity]) {
       this.readmit(d);
     }
@@ -534,16 +566,17 @@ export class Pages {
   /** Counts page `d` as committed up to the OS page that holds `end`. */
   private extendCommit(d: number, end: number): void {
     const newEnd = roundUp(end, OS_PAGE_SIZE);
+    this.lockShared();
     this.arena.addCommitted(newEnd - this.u32[d + Desc.CommitEnd]);
+    this.unlockShared();
     this.u32[d + Desc.CommitEnd] = newEnd;
   }
 
   /** The head page of its class list just became full: take it off the list. */
   private dropFullHead(d: number): void {
     const u32 = this.u32;
-    const ce = Tables.ClassU32 + u32[d + Desc.Class] * 4;
     const next = u32[d + Desc.Next];
-    u32[ce + ClassEntry.AvailHead] = next;
+    u32[this.headSlot(u32[d + Desc.Class])] = next;
     if (next !== 0) u32[next + Desc.Prev] = 0;
     u32[d + Desc.Next] = 0;
   }
@@ -551,29 +584,34 @@ export class Pages {
   /** A full page got a block back: it goes to the head of its class list. */
   private readmit(d: number): void {
     const u32 = this.u32;
-    const ce = Tables.ClassU32 + u32[d + Desc.Class] * 4;
-    const head = u32[ce + ClassEntry.AvailHead];
+    const slot = this.headSlot(u32[d + Desc.Class]);
+    const head = u32[slot];
     if (head !== 0 && u32[head + Desc.Used] === 0) {
-      this.unlinkAvailable(head, ce), this.retire(head);
+      this.unlinkAvailable(head, slot), this.retire(head);
     }
-    this.pushAvailable(d, ce);
+    this.pushAvailable(d, slot);
   }
 
   /** A page other than its class's head just emptied: it leaves the list and retires. */
   private retireEmptied(d: number): void {
-    this.unlinkAvailable(d, Tables.ClassU32 + this.u32[d + Desc.Class] * 4);
+    this.unlinkAvailable(d, this.headSlot(this.u32[d + Desc.Class]));
     this.retire(d);
   }
 
-  /** Releases every empty page (retained ones and empty class heads); returns bytes released. */
+  /** Releases every empty page (retained ones and this owner's empty class heads); returns bytes released. */
   trim(): number {
     const u32 = this.u32;
+    if (this.shared) {
+      this.collectRemoteFrees();
+      this.adoptOrphans();
+    }
+    this.lockShared();
     let released = 0;
     for (let c = 0; c < CLASS_COUNT; c++) {
-      const ce = Tables.ClassU32 + c * 4;
-      const head = u32[ce + ClassEntry.AvailHead];
+      const slot = this.headSlot(c);
+      const head = u32[slot];
       if (head !== 0 && u32[head + Desc.Used] === 0) {
-        this.unlinkAvailable(head, ce);
+        this.unlinkAvailable(head, slot);
         released += this.release(head);
       }
     }
@@ -582,26 +620,194 @@ export class Pages {
         released += this.release(d);
       }
     }
+    this.unlockShared();
     return released;
+  }
+
+  /** The u32 index of this owner's available-list head for class `cls`. */
+  headSlot(cls: number): number {
+    return this.headBase + cls * this.headStride;
+  }
+
+  // ---- shared heaps -------------------------------------------------------------
+
+  private lockShared(): void {
+    if (this.shared) lockGlobal(this.arena, this.owner);
+  }
+
+  private unlockShared(): void {
+    if (this.shared) unlockGlobal(this.arena);
+  }
+
+  /**
+   * Frees a live block of a page that another Worker owns: marks it pending
+   * (an atomic or on the page's pending bitmap, which also finds a second
+   * free) and pushes it on the page's thread-free list. Returns its size.
+   */
+  freeRemote(d: number, offset: number): number {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    const word = this.pendingWord(d) + (granule >>> 5);
+    const bit = 1 << (granule & 31);
+    if ((Atomics.or(u32, word, bit) & bit) !== 0 || !this.isLiveAtomic(d, offset)) {
+      if (!this.isLiveAtomic(d, offset)) Atomics.and(u32, word, ~bit);
+      throw new HeapError(
+        "double-free",
+        this.arena.base + offset,
+        "free: the block was already freed",
+      );
+    }
+    let head: number;
+    do {
+      head = Atomics.load(u32, d + Desc.ThreadFree);
+      u32[offset >>> 2] = head;
+    } while (Atomics.compareExchange(u32, d + Desc.ThreadFree, head, offset) !== head);
+    if (head === 0) {
+      // The page's first pending block: tell its owner.
+      const stack = slotOf(this.arena, Atomics.load(u32, d + Desc.Owner)) + Slot.Pending;
+      let top: number;
+      do {
+        top = Atomics.load(u32, stack);
+        Atomics.store(u32, d + Desc.PendingNext, top);
+      } while (Atomics.compareExchange(u32, stack, top, d) !== top);
+    }
+    return u32[d + Desc.BlockSize];
+  }
+
+  /** True if the block was freed by another Worker and its owner has not collected it yet. */
+  isPending(d: number, offset: number): boolean {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    return (Atomics.load(u32, this.pendingWord(d) + (granule >>> 5)) & (1 << (granule & 31))) !== 0;
+  }
+
+  /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
+  collectRemoteFrees(): void {
+    const u32 = this.u32;
+    const stacks = [slotOf(this.arena, this.owner) + Slot.Pending];
+    for (const adopted of this.adoptedSlots) stacks.push(adopted + Slot.Pending);
+    for (const stack of stacks) {
+      // Read the whole stack before touching any page: a page whose thread-free
+      // list is emptied may be pushed again at once, rewriting its link.
+      const pages: number[] = [];
+      for (
+        let d = Atomics.exchange(u32, stack, 0);
+        d !== 0;
+        d = Atomics.load(u32, d + Desc.PendingNext)
+      ) {
+        pages.push(d);
+      }
+      for (const d of pages) this.collectPage(d);
+    }
+  }
+
+  /** Moves a page's thread-free blocks to its free list (owner only), with the page transition that follows. */
+  private collectPage(d: number): void {
+    const u32 = this.u32;
+    const wasFull = u32[d + Desc.Used] === u32[d + Desc.Capacity];
+    if (!this.collectBlocks(d)) return;
+    if (wasFull) this.readmit(d);
+    else if (u32[d + Desc.Used] === 0 && u32[this.headSlot(u32[d + Desc.Class])] !== d) {
+      this.retireEmptied(d);
+    }
+  }
+
+  /** Moves a page's thread-free blocks to its free list; false if there were none. */
+  private collectBlocks(d: number): boolean {
+    const u32 = this.u32;
+    let block = Atomics.exchange(u32, d + Desc.ThreadFree, 0);
+    if (block === 0) return false;
+    const start = u32[d + Desc.PageStart];
+    const shift = u32[d + Desc.Shift];
+    const bitmap = u32[d + Desc.Bitmap];
+    const pending = this.pendingWord(d);
+    let used = u32[d + Desc.Used];
+    while (block !== 0) {
+      const next = u32[block >>> 2];
+      const granule = (block - start) >>> shift;
+      const bit = 1 << (granule & 31);
+      // Live bit first, pending bit second: a racing second free then sees a dead block.
+      Atomics.and(u32, bitmap + (granule >>> 5), ~bit);
+      Atomics.and(u32, pending + (granule >>> 5), ~bit);
+      u32[block >>> 2] = this.encodeNext(block, u32[d + Desc.Free]);
+      u32[d + Desc.Free] = block;
+      used--;
+      block = next;
+    }
+    u32[d + Desc.Used] = used;
+    return true;
+  }
+
+  /**
+   * Takes over the pages of Workers that detached or exited without closing
+   * their heap: their blocks stay valid and their free space is reused.
+   */
+  adoptOrphans(): void {
+    const orphans = claimOrphans(this.arena, this.owner);
+    if (orphans.length === 0) return;
+    const u32 = this.u32;
+    for (const orphan of orphans) {
+      // The orphan's class lists are rebuilt here as this owner's: forget them.
+      const slot = slotOf(this.arena, orphan);
+      u32.fill(0, slot + Slot.Heads, slot + Slot.Heads + CLASS_COUNT);
+      this.adoptedSlots.push(slot);
+    }
+    this.lockShared();
+    const top = u32[H_TOP_UNIT];
+    const adopted: number[] = [];
+    for (let unit = 0; unit < top; unit++) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (
+        (state === PageState.Small || state === PageState.Medium) &&
+        orphans.includes(u32[d + Desc.Owner])
+      ) {
+        Atomics.store(u32, d + Desc.Owner, this.owner);
+        adopted.push(d);
+      }
+    }
+    this.unlockShared();
+    for (const d of adopted) {
+      u32[d + Desc.Next] = 0;
+      u32[d + Desc.Prev] = 0;
+      this.collectBlocks(d);
+      const used = u32[d + Desc.Used];
+      if (used === 0) this.retire(d);
+      else if (used < u32[d + Desc.Capacity]) this.readmit(d);
+    }
+  }
+
+  /** Owner slots (u32 index) whose pages this owner adopted; their PENDING stacks are drained too. */
+  private readonly adoptedSlots: number[] = [];
+
+  private pendingWord(d: number): number {
+    return this.u32[d + Desc.Bitmap] + (this.arena.pendingU32 - this.arena.bitmapU32);
+  }
+
+  private isLiveAtomic(d: number, offset: number): boolean {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    return (Atomics.load(u32, u32[d + Desc.Bitmap] + (granule >>> 5)) & (1 << (granule & 31))) !==
+      0;
   }
 
   // ---- lists ---------------------------------------------------------------
 
-  private pushAvailable(d: number, ce: number): void {
+  private pushAvailable(d: number, slot: number): void {
     const u32 = this.u32;
-    const head = u32[ce + ClassEntry.AvailHead];
+    const head = u32[slot];
     u32[d + Desc.Prev] = 0;
     u32[d + Desc.Next] = head;
     if (head !== 0) u32[head + Desc.Prev] = d;
-    u32[ce + ClassEntry.AvailHead] = d;
+    u32[slot] = d;
   }
 
-  private unlinkAvailable(d: number, ce: number): void {
+  private unlinkAvailable(d: number, slot: number): void {
     const u32 = this.u32;
     const prev = u32[d + Desc.Prev];
     const next = u32[d + Desc.Next];
     if (prev !== 0) u32[prev + Desc.Next] = next;
-    else u32[ce + ClassEntry.AvailHead] = next;
+    else u32[slot] = next;
     if (next !== 0) u32[next + Desc.Prev] = prev;
     u32[d + Desc.Next] = 0;
     u32[d + Desc.Prev] = 0;
@@ -609,6 +815,12 @@ export class Pages {
 
   /** Puts an empty page on its retained list, then enforces the retain limit. */
   private retire(d: number): void {
+    this.lockShared();
+    this.retireLocked(d);
+    this.unlockShared();
+  }
+
+  private retireLocked(d: number): void {
     const u32 = this.u32;
     const f64 = this.arena.f64;
     const medium = u32[d + Desc.Units] === MEDIUM_UNITS;

@@ -4,9 +4,11 @@
  * allocation fast path except the few counter updates in heap.ts.
  */
 
+import { Counter, Slot, slotOf } from "./sync.ts";
 import {
   type Arena,
   H_LARGE_COUNT,
+  MAX_OWNERS,
   S_ALLOC_COUNT,
   S_ALLOCATED,
   S_COMMITTED,
@@ -81,6 +83,38 @@ export function publishCounters(arena: Arena, c: HotCounters): void {
   f64[S_ALLOC_COUNT] = c.allocs;
   f64[S_FREE_COUNT] = c.frees;
   f64[S_REQUESTED] = c.requested;
+}
+
+/** Shared heaps: copies one Worker's counters into its owner slot. */
+export function publishOwnerCounters(arena: Arena, owner: number, c: HotCounters): void {
+  const f = (slotOf(arena, owner) + Slot.Counters) / 2;
+  const f64 = arena.f64;
+  f64[f + Counter.Allocated] = c.allocated;
+  f64[f + Counter.PeakAllocated] = c.peakAllocated;
+  f64[f + Counter.Allocs] = c.allocs;
+  f64[f + Counter.Frees] = c.frees;
+  f64[f + Counter.Requested] = c.requested;
+}
+
+/**
+ * Shared heaps: adds up every owner slot's counters into the header. A
+ * block freed by another Worker counts against the freeing Worker, so only
+ * the sums are meaningful. peakAllocatedBytes is the sum of each Worker's
+ * peak: an upper bound of the heap's true peak.
+ */
+export function sumOwnerCounters(arena: Arena): void {
+  const totals = { allocated: 0, peakAllocated: 0, allocs: 0, frees: 0, requested: 0 };
+  for (let owner = 1; owner < MAX_OWNERS; owner++) {
+    const slot = slotOf(arena, owner);
+    if (Atomics.load(arena.u32, slot + Slot.State) === 0) continue;
+    const f = (slot + Slot.Counters) / 2;
+    totals.allocated += arena.f64[f + Counter.Allocated];
+    totals.peakAllocated += arena.f64[f + Counter.PeakAllocated];
+    totals.allocs += arena.f64[f + Counter.Allocs];
+    totals.frees += arena.f64[f + Counter.Frees];
+    totals.requested += arena.f64[f + Counter.Requested];
+  }
+  publishCounters(arena, totals);
 }
 
 /** Reads the counters of `arena` (published first) into a HeapStats snapshot. */

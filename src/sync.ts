@@ -1,0 +1,195 @@
+/**
+ * Shared heaps: the locks and the per-Worker owner slots.
+ *
+ * A shared heap is one arena used by several Workers at once, each through
+ * its own Heap object (Heap.attach). Each of them registers an owner slot:
+ *
+ *   owner slot (1 KiB, u32 words from Arena.ownersU32 + owner * OWNER_WORDS)
+ *     0 STATE     FREE | ACTIVE | DETACHED | ABANDONED
+ *     1 TID       OS thread id of the Worker, to notice when it has exited
+ *     2 LOCK      i32 owner lock: held by the owner around each of its calls;
+ *                 check() takes every owner's lock to stop the world
+ *     3 PENDING   first page (descriptor index) whose blocks other Workers
+ *                 freed; a lock-free stack linked through Desc.PendingNext
+ *     4 ADOPTER   owner that took over this slot's pages, 0 = none
+ *     8..17       f64 counters: allocated, peak allocated, allocs, frees,
+ *                 bytes requested (published after each call)
+ *    32..119      heads of this owner's available-page lists, one per class
+ *
+ * Pages belong to the owner that formatted them (Desc.Owner). Only the owner
+ * allocates from a page and changes its free list; another Worker frees a
+ * block by setting its bit in the page's pending bitmap (an atomic or, which
+ * also catches a second free) and pushing it on the page's thread-free list
+ * with a compare-and-swap; the first push also puts the page on its owner's
+ * PENDING stack. The owner takes those blocks back in its slow path.
+ *
+ * Everything the Workers share beyond their pages (carving the arena, the
+ * retained and released page lists, commit counters, large blocks) is done
+ * under one global lock, which is off the fast path: it is taken once per
+ * page acquired, per 4 KiB committed, per page retired and per large block.
+ *
+ * Locks spin 64 times on Atomics.compareExchange, then yield the thread with
+ * sched_yield() and spin again (Atomics.wait needs a SharedArrayBuffer, which
+ * FFI memory is not). A lock word holds its holder's owner id, so a Worker
+ * that waits long for a lock whose holder's thread has exited takes it over.
+ */
+
+import { type Arena, H_CHECK_LOCK, H_GLOBAL_LOCK, MAX_OWNERS, OWNER_WORDS } from "./arena.ts";
+import { currentThreadId, threadAlive, yieldThread } from "./os.ts";
+
+export const enum Slot {
+  State = 0,
+  Tid = 1,
+  Lock = 2,
+  Pending = 3,
+  Adopter = 4,
+  /** f64 index (Slot.Counters / 2) from the slot's first word / 2. */
+  Counters = 8,
+  Heads = 32,
+}
+
+export const enum OwnerState {
+  Free = 0,
+  Active = 1,
+  Detached = 2,
+  Abandoned = 3,
+}
+
+/** Counter order in a slot's f64 area. */
+export const enum Counter {
+  Allocated = 0,
+  PeakAllocated = 1,
+  Allocs = 2,
+  Frees = 3,
+  Requested = 4,
+}
+
+/** Yields this many times waiting on a lock before checking whether its holder died. */
+const YIELDS_BEFORE_HOLDER_CHECK = 1000;
+
+/** u32 index of owner `owner`'s slot. */
+export function slotOf(arena: Arena, owner: number): number {
+  return arena.ownersU32 + owner * OWNER_WORDS;
+}
+
+/**
+ * Claims a free owner slot for the calling Worker and returns its id
+ * (1..MAX_OWNERS-1), or 0 when all are taken.
+ */
+export function registerOwner(arena: Arena): number {
+  const i32 = arena.i32;
+  for (let owner = 1; owner < MAX_OWNERS; owner++) {
+    const slot = slotOf(arena, owner);
+    if (Atomics.compareExchange(i32, slot + Slot.State, OwnerState.Free, OwnerState.Active) === 0) {
+      arena.u32.fill(0, slot + 1, slot + OWNER_WORDS);
+      Atomics.store(i32, slot + Slot.Tid, currentThreadId());
+      return owner;
+    }
+  }
+  return 0;
+}
+
+/** Takes the lock word at `index`, tagged with `owner`. */
+export function lock(arena: Arena, index: number, owner: number): void {
+  const i32 = arena.i32;
+  let spins = 0;
+  let yields = 0;
+  for (;;) {
+    const holder = Atomics.compareExchange(i32, index, 0, owner);
+    if (holder === 0) return;
+    if (++spins < 64) continue;
+    spins = 0;
+    yieldThread();
+    if (++yields % YIELDS_BEFORE_HOLDER_CHECK === 0 && holderDied(arena, holder)) {
+      // The holder's thread is gone (a terminated Worker): take the lock over.
+      if (Atomics.compareExchange(i32, index, holder, owner) === holder) return;
+    }
+  }
+}
+
+/** Releases a lock taken with lock(). */
+export function unlock(arena: Arena, index: number): void {
+  Atomics.store(arena.i32, index, 0);
+}
+
+/** Takes the global lock; re-entrant within one Worker (calls nest, e.g. check() in it). */
+export function lockGlobal(arena: Arena, owner: number): void {
+  if (arena.globalLockDepth++ === 0) lock(arena, H_GLOBAL_LOCK, owner);
+}
+
+export function unlockGlobal(arena: Arena): void {
+  if (--arena.globalLockDepth === 0) unlock(arena, H_GLOBAL_LOCK);
+}
+
+/** Takes owner `owner`'s lock (held around each call of that Worker). */
+export function lockOwner(arena: Arena, owner: number): void {
+  lock(arena, slotOf(arena, owner) + Slot.Lock, owner);
+}
+
+export function unlockOwner(arena: Arena, owner: number): void {
+  unlock(arena, slotOf(arena, owner) + Slot.Lock);
+}
+
+/** A Worker leaves the heap; its pages wait for adoption. */
+export function detachOwner(arena: Arena, owner: number): void {
+  Atomics.store(arena.i32, slotOf(arena, owner) + Slot.State, OwnerState.Detached);
+}
+
+/**
+ * Runs `body` while no other Worker is inside a heap call: takes the check
+ * lock (one checker at a time), every owner's lock in ascending order, then
+ * the global lock. Calls take at most their own owner lock and then the
+ * global lock, so this order cannot deadlock with them.
+ */
+export function stopTheWorld(arena: Arena, owner: number, body: () => void): void {
+  lock(arena, H_CHECK_LOCK, owner);
+  const held: number[] = [];
+  try {
+    for (let other = 1; other < MAX_OWNERS; other++) {
+      const slot = slotOf(arena, other);
+      if (Atomics.load(arena.i32, slot + Slot.State) === OwnerState.Free) continue;
+      lock(arena, slot + Slot.Lock, owner);
+      held.push(slot + Slot.Lock);
+    }
+    lockGlobal(arena, owner);
+    try {
+      body();
+    } finally {
+      unlockGlobal(arena);
+    }
+  } finally {
+    for (const index of held) unlock(arena, index);
+    unlock(arena, H_CHECK_LOCK);
+  }
+}
+
+function holderDied(arena: Arena, holder: number): boolean {
+  if (holder <= 0 || holder >= MAX_OWNERS) return false;
+  const slot = slotOf(arena, holder);
+  return !threadAlive(Atomics.load(arena.i32, slot + Slot.Tid));
+}
+
+/**
+ * Owners whose pages nobody serves any more: detached ones, and active ones
+ * whose thread has exited (a Worker terminated without closing its heap).
+ * Each is claimed for `adopter` (state ABANDONED) before it is returned.
+ */
+export function claimOrphans(arena: Arena, adopter: number): number[] {
+  const i32 = arena.i32;
+  const orphans: number[] = [];
+  for (let owner = 1; owner < MAX_OWNERS; owner++) {
+    if (owner === adopter) continue;
+    const slot = slotOf(arena, owner);
+    const state = Atomics.load(i32, slot + Slot.State);
+    const orphaned = state === OwnerState.Detached ||
+      state === OwnerState.Active && !threadAlive(Atomics.load(i32, slot + Slot.Tid));
+    if (
+      orphaned &&
+      Atomics.compareExchange(i32, slot + Slot.State, state, OwnerState.Abandoned) === state
+    ) {
+      Atomics.store(i32, slot + Slot.Adopter, adopter);
+      orphans.push(owner);
+    }
+  }
+  return orphans;
+}
