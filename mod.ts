@@ -15,7 +15,7 @@
 
 import { Heap } from "./src/heap.ts";
 
-export { Heap, type HeapOptions } from "./src/heap.ts";
+export { type AttachOptions, Heap, type HeapOptions, type SharedHeapHandle } from "./src/heap.ts";
 export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
 export type { DebugOptions, LeakedBlock } from "./src/debug.ts";

@@ -51,7 +51,9 @@ export interface DebugOptions {
 
 /** A live block as `heap.leaks()` reports it. */
 export interface LeakedBlock {
+  /** The block's address. */
   address: number;
+  /** Its size: as requested in debug mode, the usable size otherwise. */
   size: number;
   /** JS stack at allocation ("" when stacks are off or unknown). */
   stack: string;

@@ -35,6 +35,7 @@ export class HeapError extends Error {
   /** Where the block was first freed, for double frees and use after free in debug mode. */
   readonly freeStack?: string;
 
+  /** Makes an error whose message names the code, address and any debug details. */
   constructor(
     code: HeapErrorCode,
     address: number,

@@ -89,6 +89,7 @@ export interface HeapOptions {
 
 /** What `heap.share()` returns and `Heap.attach()` takes: plain numbers, structured-clonable. */
 export interface SharedHeapHandle {
+  /** Marks the object as a shared-heap handle. */
   readonly tsmalloc: "shared-heap";
   /** Address of the arena. */
   readonly base: number;
@@ -100,6 +101,7 @@ export interface SharedHeapHandle {
 
 /** Options of `Heap.attach()`: the attaching Worker's own debug mode. */
 export interface AttachOptions {
+  /** Debug mode for this Worker's calls (see HeapOptions.debug). */
   debug?: boolean | DebugOptions;
 }
 
@@ -156,6 +158,7 @@ export class Heap {
   #creator = true;
   #lockDepth = 0;
 
+  /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
     const attach = (options as { [attachKey]?: SharedHeapHandle })[attachKey];
     const arenaBytes = options.arenaBytes ?? DEFAULT_ARENA_BYTES;

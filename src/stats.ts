@@ -46,9 +46,13 @@ export interface HeapStats {
   allocCount: number;
   /** Frees (free, realloc to 0, and the old block of a realloc that moved). */
   freeCount: number;
+  /** Calls to mmap (the arena reservation, large blocks, the large-block table). */
   mmapCalls: number;
+  /** Calls to munmap (large blocks freed or trimmed, alignment slack). */
   munmapCalls: number;
+  /** Calls to madvise(MADV_DONTNEED): empty pages given back to the OS. */
   madviseCalls: number;
+  /** Calls to mprotect (arena growth, guard pages). */
   mprotectCalls: number;
   /** Live blocks above 128 KiB, each in a mapping of its own. */
   largeBlocks: number;
