@@ -1,0 +1,120 @@
+/**
+ * Core comparison: tsmalloc's Heap against glibc malloc through FFI (the
+ * baseline of every group), with mimalloc, jemalloc, @thi.ng/malloc,
+ * `new Uint8Array(n)` and a bump allocator where they fit.
+ *
+ *   deno task bench            (jemalloc is skipped with a note)
+ *   deno task bench:all        (GLIBC_TUNABLES set, so jemalloc runs too)
+ *
+ * Groups:
+ *  (a) 1000 malloc+free pairs of 16, 64 and 256 bytes, and cycling 16..256
+ *  (b) mixed: 1M ops over a window of 1024 live slots; each op frees the
+ *      slot's block and allocates a new one (sizes 8..1024, seeded)
+ *  (c) batch: allocate 100k blocks (sizes cycling 16..256), then free all
+ *
+ * @thi.ng/malloc is far slower on (b) and (c), so it runs them at 1/10
+ * scale in groups of their own (with glibc and heap to compare).
+ *
+ * No memory is written here. bump never frees (it restarts each iteration);
+ * uint8array "frees" by dropping the reference for the garbage collector.
+ * Random inputs are precomputed at load time, outside every timed body.
+ */
+
+import type { Allocator } from "./comparators.ts";
+import {
+  batchTemplate,
+  benchAllocators,
+  cyclePairsTemplate,
+  pairsTemplate,
+  randomSlots,
+  reportFailuresAtExit,
+  specialize,
+  uniformSizes,
+  windowTemplate,
+} from "./harness.ts";
+
+const allocators = benchAllocators([
+  "glibc",
+  "heap",
+  "mimalloc",
+  "jemalloc",
+  "thing",
+  "uint8array",
+  "bump",
+]);
+reportFailuresAtExit(allocators, "core.bench.ts");
+
+const CYCLE = new Uint32Array(16).map((_, i) => 16 * (i + 1)); // 16, 32, ..., 256
+const PAIRS = 1000;
+const MIXED_OPS = 1_000_000;
+const WINDOW = 1024;
+const mixedSizes = uniformSizes(MIXED_OPS, 8, 1024, 0x5eed);
+const mixedSlots = randomSlots(MIXED_OPS, WINDOW, 0xc0ffee);
+const BATCH = 100_000;
+
+interface GroupOptions {
+  n?: number;
+  warmup?: number;
+  /** Only these allocators (default: all loaded). */
+  only?: readonly string[];
+  /** Iteration counts for allocators far slower than the rest. */
+  slow?: Record<string, { n: number; warmup: number }>;
+}
+
+function group(name: string, make: (a: Allocator) => () => void, options: GroupOptions = {}) {
+  for (const a of allocators) {
+    if (options.only && !options.only.includes(a.name)) continue;
+    const iterations = options.slow?.[a.name] ?? options;
+    Deno.bench({
+      name: a.name,
+      group: name,
+      baseline: a.name === "glibc",
+      n: iterations.n,
+      warmup: iterations.warmup,
+      fn: make(a),
+    });
+  }
+}
+
+// @thi.ng/malloc walks one address-ordered free list: on this VM it took 13 s
+// per 1M mixed ops and 25-35 s per 100k batch, so it runs those workloads at
+// 1/10 scale, in groups of their own with glibc and heap.
+const FAST = ["glibc", "heap", "mimalloc", "jemalloc", "uint8array", "bump"];
+const SCALED = ["glibc", "heap", "thing"];
+
+for (const size of [16, 64, 256]) {
+  group(
+    `pairs ${size} B (x${PAIRS})`,
+    (a) => specialize(pairsTemplate, `${a.name} ${size}`)(a, size, PAIRS),
+  );
+}
+group(
+  `pairs 16..256 B cycling (x${PAIRS})`,
+  (a) => specialize(cyclePairsTemplate, `${a.name} cycle`)(a, CYCLE, PAIRS),
+);
+group(
+  "mixed 1M ops, 1024 live, 8..1024 B",
+  (a) => specialize(windowTemplate, `${a.name} mixed`)(a, mixedSizes, mixedSlots, WINDOW),
+  { n: 10, warmup: 2, only: FAST, slow: { uint8array: { n: 3, warmup: 1 } } },
+);
+group(
+  "mixed 100k ops (1/10 scale), 1024 live, 8..1024 B",
+  (a) =>
+    specialize(windowTemplate, `${a.name} mixed/10`)(
+      a,
+      mixedSizes.subarray(0, MIXED_OPS / 10),
+      mixedSlots.subarray(0, MIXED_OPS / 10),
+      WINDOW,
+    ),
+  { n: 20, warmup: 2, only: SCALED, slow: { thing: { n: 3, warmup: 1 } } },
+);
+group(
+  "batch 100k alloc then free, 16..256 B",
+  (a) => specialize(batchTemplate, `${a.name} batch`)(a, CYCLE, BATCH),
+  { n: 20, warmup: 3, only: FAST, slow: { uint8array: { n: 5, warmup: 1 } } },
+);
+group(
+  "batch 10k (1/10 scale) alloc then free, 16..256 B",
+  (a) => specialize(batchTemplate, `${a.name} batch/10`)(a, CYCLE, BATCH / 10),
+  { n: 50, warmup: 3, only: SCALED, slow: { thing: { n: 3, warmup: 1 } } },
+);
