@@ -62,8 +62,10 @@ export interface HeapOptions {
   arenaBytes?: number;
   /**
    * Empty pages kept committed for reuse, in bytes, before the oldest are
-   * given back to the OS. 0 gives every empty page back at once. trim()
-   * gives back all of them. Default 16 MiB.
+   * given back to the OS. 0 gives every empty page back at once, except the
+   * one page per size class that stays as that class's current page (so
+   * that a malloc/free pair does not map and unmap a page). trim() gives
+   * back all of them. Default 16 MiB.
    */
   retainBytes?: number;
   /**
