@@ -5,7 +5,7 @@
  *
  *   deno task replay <trace.gz>... [--allocators heap,glibc,mimalloc,jemalloc]
  *                    [--svg out.svg] [--runs 3] [--sample 10000] [--no-touch]
- *                    [--in-process] [--json results.json]
+ *                    [--warmup N] [--in-process] [--json results.json]
  *
  * By default every (trace, allocator, run) is replayed in a fresh Deno
  * process (started with GLIBC_TUNABLES set, so jemalloc loads): C
@@ -32,6 +32,13 @@
  * handles does not count) minus its value before the replay, sampled the
  * same way; it includes a few MiB that V8 itself mallocs while compiling.
  * Sampling time is not counted in the replay time.
+ *
+ * A fresh process replays cold: V8 compiles Heap's code (and the replay loop)
+ * while it runs, which made Heap's first replay of gcc-cc1 about 2x slower
+ * than its third in one process (glibc: 1.2x). --warmup N replays the trace N
+ * times first (fresh allocator instances; C allocators are process-wide, so
+ * what they retain from the warm-up is in the memory baseline and their
+ * footprint reads low): use it for steady-state times, cold runs for memory.
  */
 
 import { parseArgs } from "node:util";
@@ -916,6 +923,7 @@ function usage(): string {
     "  --runs N              replays per (trace, allocator), each in a fresh process; median time",
     "  --sample N            sample memory every N events (default 10000)",
     "  --no-touch            do not write or check block bytes",
+    "  --warmup N            replay N times before the measured run (steady-state time)",
     "  --in-process          replay everything in this process (one run, shared state)",
     "  --json FILE           write every result (with samples) as JSON",
   ].join("\n");
@@ -934,6 +942,7 @@ export async function main(args: string[]): Promise<number> {
         runs: { type: "string", default: "1" },
         sample: { type: "string", default: "10000" },
         "no-touch": { type: "boolean", default: false },
+        warmup: { type: "string", default: "0" },
         "in-process": { type: "boolean", default: false },
         json: { type: "string" },
         child: { type: "boolean", default: false },
@@ -954,8 +963,9 @@ export async function main(args: string[]): Promise<number> {
   const runs = Math.max(1, Number(v.runs) | 0);
   const sampleEvery = Math.max(1, Number(v.sample) | 0);
   const touch = !v["no-touch"];
+  const warmup = Math.max(0, Number(v.warmup) | 0);
 
-  if (v.child) return await child(traces[0], allocators[0], { touch, sampleEvery });
+  if (v.child) return await child(traces[0], allocators[0], { touch, sampleEvery, warmup });
 
   const inProcess = v["in-process"];
   if (inProcess && allocators.includes("jemalloc") && !jemallocEnvPresent()) {
@@ -1000,10 +1010,15 @@ export async function main(args: string[]): Promise<number> {
           if (inProcess) {
             const a = createAllocator(name);
             if (a === null) continue;
+            for (let w = 0; w < warmup; w++) {
+              const wa = createAllocator(name)!;
+              replay(trace!, wa, { touch, sampleEvery });
+              wa.close?.();
+            }
             r = replay(trace!, a, { touch, sampleEvery });
             a.close?.();
           } else {
-            r = await spawnChild(snapshot, name, { touch, sampleEvery });
+            r = await spawnChild(snapshot, name, { touch, sampleEvery, warmup });
           }
           if (r === null) {
             console.error(`${label}: skipped`);
@@ -1065,7 +1080,7 @@ function runArgs(forMain: boolean): string[] {
 async function spawnChild(
   path: string,
   allocator: string,
-  o: { touch: boolean; sampleEvery: number },
+  o: { touch: boolean; sampleEvery: number; warmup: number },
 ): Promise<ReplayResult | null> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: [
@@ -1076,6 +1091,8 @@ async function spawnChild(
       allocator,
       "--sample",
       String(o.sampleEvery),
+      "--warmup",
+      String(o.warmup),
       ...(o.touch ? [] : ["--no-touch"]),
     ],
     env: JEMALLOC_ENV,
@@ -1096,13 +1113,18 @@ async function spawnChild(
 async function child(
   path: string,
   allocator: string,
-  o: { touch: boolean; sampleEvery: number },
+  o: { touch: boolean; sampleEvery: number; warmup: number },
 ): Promise<number> {
   const trace = path.endsWith(".bin")
     ? decodeTrace(await Deno.readFile(path))
     : await readTraceFile(path);
   const a = createAllocator(allocator);
   if (a === null) return 0; // the note says why
+  for (let w = 0; w < o.warmup; w++) {
+    const wa = createAllocator(allocator)!;
+    replay(trace, wa, o);
+    wa.close?.();
+  }
   // Let V8 free what loading left behind before the baseline is taken.
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc) {
