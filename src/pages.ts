@@ -162,6 +162,9 @@ export const enum ClassEntry {
   Words = 4,
 }
 
+/** An empty head page stays on its class list only while it has committed this much or less. */
+const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
+
 /** Bitmap granule shifts: one bit per 16 bytes (small pages), per 8 KiB (medium pages). */
 const enum Granule {
   SmallShift = 4,
@@ -224,11 +227,14 @@ export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: numb
   const used = u32[d + Desc.Used] - 1;
   if (granule << Granule.SmallShift !== relative || (bits & bit) === 0) return 0;
   // A page that fills or empties changes lists; the head page, which stays
-  // even when empty, is the one exception worth keeping on this path.
+  // even when empty (see staysWhenEmpty), is the one exception worth keeping
+  // on this path.
   if (used + 1 === u32[d + Desc.Capacity]) return 0;
   if (
-    used === 0 &&
-    u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d
+    used === 0 && (
+      u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d ||
+      u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart] > KEPT_EMPTY_PAGE_BYTES
+    )
   ) {
     return 0;
   }
@@ -284,6 +290,7 @@ export class Pages {
     this.lockShared();
     let d = this.takeRetained(medium);
     if (d === 0) d = this.takeReleased(medium);
+    if (d === 0 && !medium) d = this.splitRetainedMedium();
     if (d === 0) d = this.carve(units);
     if (d === 0) d = this.convertReleased(medium);
     this.unlockShared();
@@ -383,8 +390,7 @@ export class Pages {
     const used = u32[d + Desc.Used] - 1;
     u32[d + Desc.Used] = used;
     if (used === 0) {
-      // The head page stays even when empty, so a malloc/free pair does not churn pages.
-      if (u32[this.headSlot(u32[d + Desc.Class])] !== d) this.retireEmptied(d);
+      if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
     } else if (used + 1 === u32[d + Desc.Capacity]) {
       this.readmit(d);
     }
@@ -592,7 +598,21 @@ export class Pages {
     this.pushAvailable(d, slot);
   }
 
-  /** A page other than its class's head just emptied: it leaves the list and retires. */
+  /**
+   * Whether an emptied page stays on its class list: only a small page that
+   * is its class's head and has committed at most KEPT_EMPTY_PAGE_BYTES does,
+   * so that a malloc/free pair does not churn pages. Any other empty page
+   * retires at once, where every class of its kind can reuse its committed
+   * memory; kept as a head it would hold up to 1 MiB for one class.
+   */
+  private staysWhenEmpty(d: number): boolean {
+    const u32 = this.u32;
+    // Secure mode commits (and shuffles) whole pages when it formats them: keep its heads.
+    return u32[d + Desc.Units] === 1 && u32[this.headSlot(u32[d + Desc.Class])] === d &&
+      (this.committedExtent(d) <= KEPT_EMPTY_PAGE_BYTES || this.key !== 0);
+  }
+
+  /** A page that just emptied and does not stay: it leaves the list and retires. */
   private retireEmptied(d: number): void {
     this.unlinkAvailable(d, this.headSlot(this.u32[d + Desc.Class]));
     this.retire(d);
@@ -707,9 +727,7 @@ export class Pages {
     const wasFull = u32[d + Desc.Used] === u32[d + Desc.Capacity];
     if (!this.collectBlocks(d)) return;
     if (wasFull) this.readmit(d);
-    else if (u32[d + Desc.Used] === 0 && u32[this.headSlot(u32[d + Desc.Class])] !== d) {
-      this.retireEmptied(d);
-    }
+    else if (u32[d + Desc.Used] === 0 && !this.staysWhenEmpty(d)) this.retireEmptied(d);
   }
 
   /** Moves a page's thread-free blocks to its free list; false if there were none. */
@@ -823,6 +841,18 @@ export class Pages {
   private retireLocked(d: number): void {
     const u32 = this.u32;
     const f64 = this.arena.f64;
+    this.pushRetained(d);
+    while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) {
+      // The oldest page goes first; medium pages before small ones, as they hold more.
+      const oldest = u32[H_RETAINED_MEDIUM_TAIL] || u32[H_RETAINED_SMALL_TAIL];
+      this.unlinkRetained(oldest);
+      this.release(oldest);
+    }
+  }
+
+  /** Puts an empty page at the head of its kind's retained list. */
+  private pushRetained(d: number): void {
+    const u32 = this.u32;
     const medium = u32[d + Desc.Units] === MEDIUM_UNITS;
     const headSlot = medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD;
     const tailSlot = medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL;
@@ -833,13 +863,7 @@ export class Pages {
     if (head !== 0) u32[head + Desc.Prev] = d;
     else u32[tailSlot] = d;
     u32[headSlot] = d;
-    f64[S_RETAINED_BYTES] += this.committedExtent(d);
-    while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) {
-      // The oldest page goes first; medium pages before small ones, as they hold more.
-      const oldest = u32[H_RETAINED_MEDIUM_TAIL] || u32[H_RETAINED_SMALL_TAIL];
-      this.unlinkRetained(oldest);
-      this.release(oldest);
-    }
+    this.arena.f64[S_RETAINED_BYTES] += this.committedExtent(d);
   }
 
   private takeRetained(medium: boolean): number {
@@ -953,6 +977,37 @@ export class Pages {
       return Tables.DescriptorsU32 + first * Desc.Words;
     }
     return 0;
+  }
+
+  /**
+   * A small page is wanted and none is retained or released: rather than
+   * carve (and commit) new units, split an empty retained medium page into
+   * sixteen small ones, each keeping the committed memory it covers. Not in
+   * secure mode, whose small pages need guard pages of their own.
+   */
+  private splitRetainedMedium(): number {
+    if (this.key !== 0) return 0;
+    const d = this.takeRetained(true);
+    if (d === 0) return 0;
+    const u32 = this.u32;
+    const first = (d - Tables.DescriptorsU32) / Desc.Words;
+    const start = u32[d + Desc.PageStart];
+    const committedEnd = u32[d + Desc.CommitEnd];
+    for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
+      this.formatReleasedUnit(first + i, 1);
+      const c = d + i * Desc.Words;
+      const unitStart = start + i * UNIT_SIZE;
+      const end = Math.min(Math.max(committedEnd, unitStart), unitStart + UNIT_SIZE);
+      u32[c + Desc.CommitEnd] = end;
+      if (i === 0) continue;
+      if (end > unitStart) {
+        this.pushRetained(c);
+      } else {
+        u32[c + Desc.Next] = u32[H_RELEASED_SMALL_HEAD];
+        u32[H_RELEASED_SMALL_HEAD] = c;
+      }
+    }
+    return d;
   }
 
   /** Lays out released (empty, uncommitted) descriptors for a page of `units` units at `first`. */
