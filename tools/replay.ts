@@ -887,24 +887,28 @@ export function formatTable(results: readonly ReplayResult[]): string {
   for (const r of results) byAlloc.set(r.allocator, [...(byAlloc.get(r.allocator) ?? []), r]);
   const glibc = byAlloc.get("glibc");
   const glibcMs = glibc ? median(glibc.map((r) => r.ms)) : NaN;
+  const glibcMin = glibc ? Math.min(...glibc.map((r) => r.ms)) : NaN;
+  const ratio = (x: number, base: number) => Number.isNaN(base) ? "-" : (x / base).toFixed(2) + "x";
   const lines = [
-    "| allocator | time ms | Mops/s | time vs glibc | peak footprint | peak / live | " +
-    "end footprint | peak native RSS | RSS / live | end native RSS | verified | bad | failed |",
+    "| allocator | time ms: median [min] | Mops/s | vs glibc: median [min] | peak footprint | " +
+    "peak / live | end footprint | peak native RSS | RSS / live | end native RSS | verified | bad | " +
+    "failed |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const [name, rs] of byAlloc) {
     const ms = median(rs.map((r) => r.ms));
+    const min = Math.min(...rs.map((r) => r.ms));
     const r = rs.find((x) => x.ms === ms) ?? rs[0];
     lines.push(
-      `| ${name} | ${ms.toFixed(1)}${rs.length > 1 ? ` (${rs.length} runs)` : ""} | ${
-        (r.events / ms / 1000).toFixed(2)
-      } | ${Number.isNaN(glibcMs) ? "-" : (ms / glibcMs).toFixed(2) + "x"} | ${
-        mib(r.peakFootprint)
-      } | ${Number.isNaN(r.peakRatio) ? "-" : r.peakRatio.toFixed(2)} | ${mib(r.endFootprint)} | ${
-        mib(r.peakRssDelta)
-      } | ${(r.peakRssDelta / r.peakLiveBytes).toFixed(2)} | ${mib(r.endRssDelta)} | ${
-        fmtInt(r.verified)
-      } | ${r.mismatches} | ${r.failures} |`,
+      `| ${name} | ${ms.toFixed(1)} [${min.toFixed(1)}]${
+        rs.length > 1 ? ` (${rs.length} runs)` : ""
+      } | ${(r.events / ms / 1000).toFixed(2)} | ${ratio(ms, glibcMs)} [${
+        ratio(min, glibcMin)
+      }] | ${mib(r.peakFootprint)} | ${
+        Number.isNaN(r.peakRatio) ? "-" : r.peakRatio.toFixed(2)
+      } | ${mib(r.endFootprint)} | ${mib(r.peakRssDelta)} | ${
+        (r.peakRssDelta / r.peakLiveBytes).toFixed(2)
+      } | ${mib(r.endRssDelta)} | ${fmtInt(r.verified)} | ${r.mismatches} | ${r.failures} |`,
     );
   }
   return lines.join("\n");
@@ -1001,8 +1005,10 @@ export async function main(args: string[]): Promise<number> {
         await Deno.writeFile(snapshot, encodeTrace(trace));
         trace = undefined;
       }
-      for (const name of allocators) {
-        for (let run = 1; run <= (inProcess ? 1 : runs); run++) {
+      // Runs interleave (run 1 of every allocator, then run 2...), so that a
+      // burst of load from other processes does not land on one allocator only.
+      for (let run = 1; run <= (inProcess ? 1 : runs); run++) {
+        for (const name of allocators) {
           const label = `${path.split("/").pop()} | ${name}${
             runs > 1 ? ` run ${run}/${runs}` : ""
           }`;
