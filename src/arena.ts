@@ -54,8 +54,7 @@ import {
 export const MAGIC = 0x414d5354; // "TSMA"
 export const LAYOUT_VERSION = 1;
 
-export const UNIT_SHIFT = 16;
-export const UNIT_SIZE = 1 << UNIT_SHIFT; // 64 KiB
+export const UNIT_SIZE = 64 * 1024;
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
 const DESC_BYTES = 128;
 const BITMAP_BYTES = 512; // 4096 bits: one per 16-byte granule of a 64 KiB unit
@@ -84,7 +83,6 @@ export const H_RELEASED_SMALL_HEAD = 10;
 export const H_RELEASED_MEDIUM_HEAD = 11;
 export const H_LARGE_CAPACITY = 12; // slots in the large-block table
 export const H_LARGE_COUNT = 13; // live large blocks
-export const H_FLAGS = 14;
 export const H_RECENT_LARGE_NEXT = 15; // next slot of the recently-freed ring
 /** Secure mode's free-list key (0 = secure mode off). */
 export const H_SECURE_KEY = 16;
@@ -92,8 +90,6 @@ export const H_SECURE_KEY = 16;
 export const H_GLOBAL_LOCK = 17;
 /** 1 for a heap made with `shared: true`. */
 export const H_SHARED = 18;
-/** Bumped whenever the large-block table moves, so other Workers remake their view. */
-export const H_LARGE_TABLE_GENERATION = 19;
 /** Shared heaps: taken by check() before it stops the world (one checker at a time). */
 export const H_CHECK_LOCK = 20;
 

@@ -57,7 +57,7 @@ export class HeapError extends Error {
 }
 
 /** `0x7f...` form used in every message. */
-export function hex(address: number): string {
+function hex(address: number): string {
   return Number.isFinite(address) ? "0x" + address.toString(16) : String(address);
 }
 

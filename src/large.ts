@@ -47,12 +47,12 @@ import {
 } from "./os.ts";
 
 const SLOT_WORDS = 4;
-export const L_ADDRESS = 0;
-export const L_MAP_LENGTH = 1;
-export const L_REQUESTED = 2;
+const L_ADDRESS = 0;
+const L_MAP_LENGTH = 1;
+const L_REQUESTED = 2;
 const INITIAL_CAPACITY = 256;
 /** Beyond this no mapping is attempted (x86_64 user space is 2^47 bytes). */
-export const MAX_LARGE_SIZE = 2 ** 46;
+const MAX_LARGE_SIZE = 2 ** 46;
 
 /** The large-block registry and the mappings it tracks. */
 export class LargeBlocks {

@@ -26,7 +26,6 @@ export const MAP_NORESERVE = IS_DARWIN ? 0x40 : 0x4000;
 export const MADV_DONTNEED = IS_DARWIN ? 5 : 4;
 export const MREMAP_MAYMOVE = 1;
 export const OS_PAGE_SIZE = 4096;
-export const ENOMEM = 12;
 
 /** `(void *)-1` as the unsigned integer `mmap`/`mremap` return on failure. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;

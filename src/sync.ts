@@ -108,7 +108,7 @@ export function lock(arena: Arena, index: number, owner: number): void {
 }
 
 /** Releases a lock taken with lock(). */
-export function unlock(arena: Arena, index: number): void {
+function unlock(arena: Arena, index: number): void {
   Atomics.store(arena.i32, index, 0);
 }
 
