@@ -255,6 +255,7 @@ export class Heap {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
       const block = takeBlockFast(this.#u32, cls);
       if (block !== 0) {
+        // #allocFromClass's bookkeeping, written out: one call less keeps malloc inlinable.
         const allocated = this.#allocated + this.#classes[cls << 2];
         this.#allocated = allocated;
         if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
