@@ -219,6 +219,34 @@ function fillView(u8: Uint8Array, o: number, size: number, byte: number): void {
   } else u8.fill(byte, o, o + size);
 }
 
+/**
+ * Loads `name` once more with RTLD_NODELETE, so that it stays mapped after
+ * Deno closes its own handle. mimalloc and jemalloc register pthread-key
+ * destructors; `deno bench` runs each file on a thread that exits after the
+ * file's libraries were closed, and the exiting thread then called into the
+ * unmapped library (SIGSEGV in __nptl_deallocate_tsd, seen here with
+ * `deno bench bench/`). Throws when the library cannot be loaded.
+ */
+function pinLibrary(name: string): void {
+  const RTLD_NOW = 2, RTLD_NODELETE = 0x1000;
+  const libdl = Deno.dlopen("libc.so.6", {
+    dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+    dlerror: { parameters: [], result: "pointer" },
+  });
+  try {
+    const handle = libdl.symbols.dlopen(
+      new TextEncoder().encode(name + "\0"),
+      RTLD_NOW | RTLD_NODELETE,
+    );
+    if (handle === null) {
+      const e = libdl.symbols.dlerror();
+      throw new Error(e === null ? `cannot load ${name}` : Deno.UnsafePointerView.getCString(e));
+    }
+  } finally {
+    libdl.close();
+  }
+}
+
 /** Largest size the "u32" bindings can pass. */
 const U32_MAX = 0xffff_ffff;
 
@@ -361,6 +389,7 @@ export function createGlibc(): Allocator {
 /** mimalloc 2 through FFI (mi_ prefixed API); footprint from mi_process_info. */
 export function createMimalloc(): Allocator {
   const B = "buffer" as const;
+  pinLibrary("libmimalloc.so.2");
   const lib = Deno.dlopen("libmimalloc.so.2", {
     mi_malloc: { parameters: ["u32"], result: "usize" },
     mi_free: { parameters: ["usize"], result: "void" },
@@ -415,6 +444,7 @@ const MALLOCX_ZERO = 0x40;
 /** jemalloc 5 through FFI (mallocx/dallocx/rallocx); footprint = mallctl stats.resident. */
 export function createJemalloc(): Allocator {
   const B = "buffer" as const;
+  pinLibrary("libjemalloc.so.2");
   const lib = Deno.dlopen("libjemalloc.so.2", {
     mallocx: { parameters: ["u32", "i32"], result: "usize" },
     dallocx: { parameters: ["usize", "i32"], result: "void" },
