@@ -1,0 +1,97 @@
+/**
+ * Remote-control Worker for tests/shared.test.ts: runs one heap call per
+ * message on its attached heap and answers with the result, or with the
+ * error it threw (HeapError code and address kept).
+ *
+ * Request:  { id, op, ...arguments }
+ * Answer:   { id, ok: true, value } or { id, ok: false, error: ErrorReport }
+ */
+
+import { Heap } from "../../mod.ts";
+import { patternMismatch, report, scope, threadId, writePattern } from "./common.ts";
+
+export type OpsRequest =
+  | { op: "attach"; handle: unknown; debug?: boolean }
+  | { op: "malloc"; size: number; tag: number }
+  | { op: "mallocMany"; sizes: number[]; tagBase: number }
+  | { op: "realloc"; address: number; size: number; oldSize: number; tag: number; newTag: number }
+  | { op: "verify"; address: number; size: number; tag: number }
+  | { op: "free"; address: number }
+  | { op: "freeAll"; blocks: number[] }
+  | { op: "stats" }
+  | { op: "check" }
+  | { op: "trim" }
+  | { op: "close" }
+  | { op: "exit" };
+
+let heap: Heap | null = null;
+
+function call(req: OpsRequest): unknown {
+  switch (req.op) {
+    case "attach":
+      // deno-lint-ignore no-explicit-any
+      heap = Heap.attach(req.handle as any, req.debug ? { debug: { stacks: false } } : {});
+      return { tid: threadId() };
+    case "malloc": {
+      const p = heap!.malloc(req.size);
+      if (p !== 0) writePattern(heap!, p, req.size, req.tag);
+      return p;
+    }
+    case "mallocMany": {
+      // Triples address, size, tag.
+      const blocks: number[] = [];
+      req.sizes.forEach((size, i) => {
+        const p = heap!.malloc(size);
+        if (p === 0) throw new Error(`malloc(${size}) returned 0`);
+        writePattern(heap!, p, size, req.tagBase + i);
+        blocks.push(p, size, req.tagBase + i);
+      });
+      return blocks;
+    }
+    case "realloc": {
+      const q = heap!.realloc(req.address, req.size);
+      const kept = Math.min(req.size, req.oldSize);
+      const damage = patternMismatch(heap!, q, req.oldSize, req.tag, kept);
+      if (damage !== null) throw new Error(`realloc lost the contents: ${damage}`);
+      writePattern(heap!, q, req.size, req.newTag);
+      return q;
+    }
+    case "verify":
+      return patternMismatch(heap!, req.address, req.size, req.tag);
+    case "free":
+      heap!.free(req.address);
+      return null;
+    case "freeAll": {
+      for (let i = 0; i < req.blocks.length; i += 3) {
+        const damage = patternMismatch(heap!, req.blocks[i], req.blocks[i + 1], req.blocks[i + 2]);
+        if (damage !== null) throw new Error(`pattern damaged: ${damage}`);
+        heap!.free(req.blocks[i]);
+      }
+      return null;
+    }
+    case "stats":
+      return heap!.stats();
+    case "check":
+      heap!.check();
+      return null;
+    case "trim":
+      return heap!.trim();
+    case "close":
+      heap!.close();
+      heap = null;
+      return null;
+    case "exit":
+      // Leaves without detaching: the heap keeps this Worker's pages until adopted.
+      setTimeout(() => scope.close(), 0);
+      return null;
+  }
+}
+
+scope.onmessage = (event: MessageEvent) => {
+  const { id, ...req } = event.data;
+  try {
+    scope.postMessage({ id, ok: true, value: call(req as OpsRequest) });
+  } catch (e) {
+    scope.postMessage({ id, ok: false, error: report(e) });
+  }
+};
