@@ -404,7 +404,7 @@ describe("shared heap in debug mode", () => {
   // had just unmapped, and the whole process died of SIGSEGV.
   it("DEBUG MODE: check() in a debug-mode Worker while debug-mode Workers churn passes every time", async () => {
     const heap = new Heap({ shared: true, debug: { stacks: false } });
-    const ops = [100_000, 100_000, 100_000, 100_000];
+    const ops = [200_000, 200_000, 200_000, 200_000];
     const debug = { stacks: false };
     let checks = 0;
     const result = await withRemotes(1, async ([checker]) => {
