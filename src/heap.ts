@@ -39,13 +39,14 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
+import { isMapped, lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
 import { HeapError } from "./errors.ts";
 import {
   type HeapStats,
   publishCounters,
   publishOwnerCounters,
+  readOwnerCounters,
   readStats,
   sumOwnerCounters,
 } from "./stats.ts";
@@ -177,11 +178,12 @@ export class Heap {
       throw new RangeError(`retainBytes must be a non-negative integer, got ${retainBytes}`);
     }
     const shared = options.shared === true || attach !== undefined;
-    const secure = attach?.secure ?? options.secure === true;
+    let secure = options.secure === true;
     let arena: Arena | null;
     if (attach !== undefined) {
       arena = Arena.attach(attach.base, attach.size);
-      if (arena === null) {
+      secure = arena !== null && arena.u32[H_SECURE_KEY] !== 0;
+      if (arena === null || secure !== attach.secure) {
         throw new TypeError("Heap.attach: the handle does not name a shared heap");
       }
       this.#creator = false;
@@ -198,9 +200,24 @@ export class Heap {
         if (this.#creator) arena.unmap();
         throw new RangeError(`a shared heap serves at most ${MAX_OWNERS - 1} Workers at once`);
       }
+      // A slot taken over from a Worker that detached brings its counters along.
+      const inherited = readOwnerCounters(arena, this.#owner);
+      this.#allocated = inherited.allocated;
+      this.#peakAllocated = inherited.peakAllocated;
+      this.#allocs = inherited.allocs;
+      this.#frees = inherited.frees;
+      this.#requested = inherited.requested;
     }
     this.#arena = arena;
     this.#pages = new Pages(arena, this.#owner);
+    this.#pages.onAdopt = (orphan) => {
+      const taken = readOwnerCounters(arena, orphan);
+      this.#allocated += taken.allocated;
+      this.#peakAllocated += taken.peakAllocated;
+      this.#allocs += taken.allocs;
+      this.#frees += taken.frees;
+      this.#requested += taken.requested;
+    };
     this.#large = new LargeBlocks(arena, secure, this.#owner);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
@@ -222,7 +239,12 @@ export class Heap {
    * address from any attached Worker is valid here. close() detaches.
    */
   static attach(handle: SharedHeapHandle, options: AttachOptions = {}): Heap {
-    if (handle?.tsmalloc !== "shared-heap") {
+    const valid = handle?.tsmalloc === "shared-heap" &&
+      Number.isSafeInteger(handle.base) && handle.base > 0 && handle.base % 65536 === 0 &&
+      Number.isSafeInteger(handle.size) && handle.size >= MIN_ARENA_BYTES &&
+      handle.size <= MAX_ARENA_BYTES && handle.size % UNIT_SIZE === 0 &&
+      isMapped(handle.base);
+    if (!valid) {
       throw new TypeError("Heap.attach: expected the object returned by heap.share()");
     }
     return new Heap({ debug: options.debug, [attachKey]: handle } as HeapOptions);
@@ -451,7 +473,9 @@ export class Heap {
       stopTheWorld(this.#arena, this.#owner, () => {
         sumOwnerCounters(this.#arena);
         checkHeap(this.#arena, this.#pages, this.#large);
+        this.#debug?.check();
       });
+      return;
     }
     this.#debug?.check();
   }
@@ -466,20 +490,22 @@ export class Heap {
   /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
   close(): void {
     if (this.#closed) throw closedError("close");
+    if (this.#owner === 0) return this.#closeNow();
+    // Detach, under this Worker's lock so that a check() elsewhere sees it whole:
+    // the quarantine (debug mode) goes back, the counters are published, and the
+    // pages this Worker owns wait for the next Worker that needs memory.
+    lockOwner(this.#arena, this.#owner);
     try {
-      // A detaching Worker's quarantined blocks go back to the shared heap.
       if (!this.#creator) this.#debug?.flushQuarantine("close");
     } finally {
+      this.#publish();
+      detachOwner(this.#arena, this.#owner);
+      unlockOwner(this.#arena, this.#owner);
       this.#closeNow();
     }
   }
 
   #closeNow(): void {
-    if (this.#owner !== 0) {
-      // Detach: the pages this Worker owns are adopted by the next Worker that needs memory.
-      this.#publish();
-      detachOwner(this.#arena, this.#owner);
-    }
     this.#closed = true;
     this.#special = true;
     if (!this.#creator) return;

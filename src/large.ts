@@ -275,9 +275,9 @@ export class LargeBlocks {
     this.tableAddress = 0;
   }
 
-  /** Bytes of the table mapping (counted as metadata). */
+  /** Bytes of the table mapping (counted as metadata), as the header says: the same in every Worker. */
   get tableBytes(): number {
-    return this.table.length * 8;
+    return this.arena.u32[H_LARGE_CAPACITY] * SLOT_WORDS * 8;
   }
 
   // ---- table ----------------------------------------------------------------

@@ -46,6 +46,7 @@ const symbols = {
     result: "pointer",
   },
   sched_yield: { parameters: [], result: "i32" },
+  mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
 } as const;
 
 /** Thread identity and liveness (Linux: glibc 2.30+ has gettid and tgkill). */
@@ -180,6 +181,16 @@ export function threadAlive(tid: number): boolean {
   if (IS_DARWIN || tid === 0) return true;
   threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
   return threads.tgkill(threads.getpid(), tid, 0) === 0 || lastErrno() !== ESRCH;
+}
+
+/**
+ * True if the OS page at `address` is mapped in this process (mincore
+ * answers ENOMEM for an unmapped page), so that a view of it cannot fault.
+ */
+export function isMapped(address: number): boolean {
+  const vector = new Uint8Array(1);
+  return lib().mincore(BigInt(address - (address % OS_PAGE_SIZE)), BigInt(OS_PAGE_SIZE), vector) ===
+    0;
 }
 
 /** A typed-array-ready buffer over `[address, address + length)`; make one per mapping. */

@@ -94,7 +94,7 @@ import {
   releasePages,
 } from "./os.ts";
 import { HeapError } from "./errors.ts";
-import { claimOrphans, lockGlobal, Slot, slotOf, unlockGlobal } from "./sync.ts";
+import { claimOrphans, lockGlobal, OwnerState, Slot, slotOf, unlockGlobal } from "./sync.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -255,6 +255,8 @@ export class Pages {
   private shuffleState: number;
   /** Owner slot of this Heap object (0 for a heap that is not shared). */
   readonly owner: number;
+  /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
+  onAdopt: (orphan: number) => void = () => {};
   private readonly shared: boolean;
   /** Where this owner's available-list heads are: headBase + class * headStride. */
   private readonly headBase: number;
@@ -384,6 +386,8 @@ export class Pages {
   freeLive(d: number, offset: number): number {
     const u32 = this.u32;
     if (this.key !== 0) this.verifyChecksum(d);
+    // Read now: once the page retires, another Worker may reformat it.
+    const blockSize = u32[d + Desc.BlockSize];
     this.flipLiveBit(d, offset);
     u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
@@ -394,7 +398,7 @@ export class Pages {
     } else if (used + 1 === u32[d + Desc.Capacity]) {
       this.readmit(d);
     }
-    return u32[d + Desc.BlockSize];
+    return blockSize;
   }
 
   /** Calls `visit(offset, blockSize)` for every live block in a size-class page. */
@@ -624,6 +628,7 @@ export class Pages {
     if (this.shared) {
       this.collectRemoteFrees();
       this.adoptOrphans();
+      this.collectStranded();
     }
     this.lockShared();
     let released = 0;
@@ -666,6 +671,8 @@ export class Pages {
    */
   freeRemote(d: number, offset: number): number {
     const u32 = this.u32;
+    // Read now: once the block is pushed, its owner may collect it and the page may be reformatted.
+    const blockSize = u32[d + Desc.BlockSize];
     const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
     const word = this.pendingWord(d) + (granule >>> 5);
     const bit = 1 << (granule & 31);
@@ -691,7 +698,7 @@ export class Pages {
         Atomics.store(u32, d + Desc.PendingNext, top);
       } while (Atomics.compareExchange(u32, stack, top, d) !== top);
     }
-    return u32[d + Desc.BlockSize];
+    return blockSize;
   }
 
   /** True if the block was freed by another Worker and its owner has not collected it yet. */
@@ -703,21 +710,55 @@ export class Pages {
 
   /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
   collectRemoteFrees(): void {
+    for (const d of this.drainPendingStack(slotOf(this.arena, this.owner) + Slot.Pending)) {
+      this.collectIfMine(d);
+    }
+  }
+
+  /**
+   * Empties an owner's stack of pages with remote frees and returns them.
+   * The whole stack is read before any page is touched: a page whose
+   * thread-free list is emptied may be pushed again at once, rewriting its link.
+   */
+  private drainPendingStack(stack: number): number[] {
     const u32 = this.u32;
-    const stacks = [slotOf(this.arena, this.owner) + Slot.Pending];
-    for (const adopted of this.adoptedSlots) stacks.push(adopted + Slot.Pending);
-    for (const stack of stacks) {
-      // Read the whole stack before touching any page: a page whose thread-free
-      // list is emptied may be pushed again at once, rewriting its link.
-      const pages: number[] = [];
-      for (
-        let d = Atomics.exchange(u32, stack, 0);
-        d !== 0;
-        d = Atomics.load(u32, d + Desc.PendingNext)
+    const pages = new Set<number>();
+    // A stale entry (a page that changed hands) may link into another stack;
+    // stop at the first page seen twice rather than follow a merged chain round.
+    for (
+      let d = Atomics.exchange(u32, stack, 0);
+      d !== 0 && !pages.has(d);
+      d = Atomics.load(u32, d + Desc.PendingNext)
+    ) {
+      pages.add(d);
+    }
+    return [...pages];
+  }
+
+  /**
+   * Collects a page with remote frees if this owner owns it. A page listed
+   * here that another owner holds now (it changed hands after the freer
+   * looked) is left alone: touching another owner's page is never safe, and
+   * its blocks wait for that owner's collectStranded (trim, adoption).
+   */
+  private collectIfMine(d: number): void {
+    if (Atomics.load(this.u32, d + Desc.Owner) === this.owner) this.collectPage(d);
+  }
+
+  /** Collects every page of this owner whose thread-free list is not empty (trim, adoption). */
+  private collectStranded(): void {
+    const u32 = this.u32;
+    const top = u32[H_TOP_UNIT];
+    for (let unit = 0; unit < top; unit++) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (
+        (state === PageState.Small || state === PageState.Medium) &&
+        Atomics.load(u32, d + Desc.Owner) === this.owner &&
+        Atomics.load(u32, d + Desc.ThreadFree) !== 0
       ) {
-        pages.push(d);
+        this.collectPage(d);
       }
-      for (const d of pages) this.collectPage(d);
     }
   }
 
@@ -764,11 +805,15 @@ export class Pages {
     const orphans = claimOrphans(this.arena, this.owner);
     if (orphans.length === 0) return;
     const u32 = this.u32;
+    // Take the orphans' stacks of pages with remote frees first, while their
+    // links are stable (a page is pushed again only after it is collected).
+    const pending = orphans.flatMap((orphan) =>
+      this.drainPendingStack(slotOf(this.arena, orphan) + Slot.Pending)
+    );
     for (const orphan of orphans) {
       // The orphan's class lists are rebuilt here as this owner's: forget them.
       const slot = slotOf(this.arena, orphan);
       u32.fill(0, slot + Slot.Heads, slot + Slot.Heads + CLASS_COUNT);
-      this.adoptedSlots.push(slot);
     }
     this.lockShared();
     const top = u32[H_TOP_UNIT];
@@ -793,10 +838,14 @@ export class Pages {
       if (used === 0) this.retire(d);
       else if (used < u32[d + Desc.Capacity]) this.readmit(d);
     }
+    for (const d of pending) this.collectIfMine(d);
+    // The orphans' counters join this owner's and their slots go back for reuse.
+    for (const orphan of orphans) {
+      this.onAdopt(orphan);
+      Atomics.store(this.arena.i32, slotOf(this.arena, orphan) + Slot.State, OwnerState.Free);
+    }
+    this.collectStranded();
   }
-
-  /** Owner slots (u32 index) whose pages this owner adopted; their PENDING stacks are drained too. */
-  private readonly adoptedSlots: number[] = [];
 
   private pendingWord(d: number): number {
     return this.u32[d + Desc.Bitmap] + (this.arena.pendingU32 - this.arena.bitmapU32);

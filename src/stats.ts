@@ -100,6 +100,19 @@ export function publishOwnerCounters(arena: Arena, owner: number, c: HotCounters
   f64[f + Counter.Requested] = c.requested;
 }
 
+/** Shared heaps: the counters an owner slot holds (0 for a fresh slot). */
+export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
+  const f = (slotOf(arena, owner) + Slot.Counters) / 2;
+  const f64 = arena.f64;
+  return {
+    allocated: f64[f + Counter.Allocated],
+    peakAllocated: f64[f + Counter.PeakAllocated],
+    allocs: f64[f + Counter.Allocs],
+    frees: f64[f + Counter.Frees],
+    requested: f64[f + Counter.Requested],
+  };
+}
+
 /**
  * Shared heaps: adds up every owner slot's counters into the header. A
  * block freed by another Worker counts against the freeing Worker, so only

@@ -11,7 +11,6 @@
  *                 check() takes every owner's lock to stop the world
  *     3 PENDING   first page (descriptor index) whose blocks other Workers
  *                 freed; a lock-free stack linked through Desc.PendingNext
- *     4 ADOPTER   owner that took over this slot's pages, 0 = none
  *     8..17       f64 counters: allocated, peak allocated, allocs, frees,
  *                 bytes requested (published after each call)
  *    32..119      heads of this owner's available-page lists, one per class
@@ -42,7 +41,6 @@ export const enum Slot {
   Tid = 1,
   Lock = 2,
   Pending = 3,
-  Adopter = 4,
   /** f64 index (Slot.Counters / 2) from the slot's first word / 2. */
   Counters = 8,
   Heads = 32,
@@ -73,17 +71,21 @@ export function slotOf(arena: Arena, owner: number): number {
 }
 
 /**
- * Claims a free owner slot for the calling Worker and returns its id
- * (1..MAX_OWNERS-1), or 0 when all are taken.
+ * Claims an owner slot for the calling Worker and returns its id
+ * (1..MAX_OWNERS-1), or 0 when MAX_OWNERS-1 Workers are attached. A free
+ * slot comes first; failing that, the slot of a Worker that detached is
+ * taken over whole, with its pages and counters (the caller reads them).
  */
 export function registerOwner(arena: Arena): number {
   const i32 = arena.i32;
-  for (let owner = 1; owner < MAX_OWNERS; owner++) {
-    const slot = slotOf(arena, owner);
-    if (Atomics.compareExchange(i32, slot + Slot.State, OwnerState.Free, OwnerState.Active) === 0) {
-      arena.u32.fill(0, slot + 1, slot + OWNER_WORDS);
-      Atomics.store(i32, slot + Slot.Tid, currentThreadId());
-      return owner;
+  for (const from of [OwnerState.Free, OwnerState.Detached]) {
+    for (let owner = 1; owner < MAX_OWNERS; owner++) {
+      const slot = slotOf(arena, owner);
+      if (Atomics.compareExchange(i32, slot + Slot.State, from, OwnerState.Active) === from) {
+        if (from === OwnerState.Free) arena.u32.fill(0, slot + 1, slot + OWNER_WORDS);
+        Atomics.store(i32, slot + Slot.Tid, currentThreadId());
+        return owner;
+      }
     }
   }
   return 0;
@@ -187,7 +189,6 @@ export function claimOrphans(arena: Arena, adopter: number): number[] {
       orphaned &&
       Atomics.compareExchange(i32, slot + Slot.State, state, OwnerState.Abandoned) === state
     ) {
-      Atomics.store(i32, slot + Slot.Adopter, adopter);
       orphans.push(owner);
     }
   }
