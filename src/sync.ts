@@ -78,18 +78,27 @@ export function slotOf(arena: Arena, owner: number): number {
  */
 export function registerOwner(arena: Arena): number {
   const i32 = arena.i32;
-  for (const from of [OwnerState.Free, OwnerState.Detached]) {
-    for (let owner = 1; owner < MAX_OWNERS; owner++) {
-      const slot = slotOf(arena, owner);
-      if (Atomics.compareExchange(i32, slot + Slot.State, from, OwnerState.Active) === from) {
-        if (from === OwnerState.Free) arena.u32.fill(0, slot + 1, slot + OWNER_WORDS);
-        Atomics.store(i32, slot + Slot.Tid, currentThreadId());
-        return owner;
+  // Not while check() stops the world: it must stop every owner there is.
+  lock(arena, H_CHECK_LOCK, REGISTERING);
+  try {
+    for (const from of [OwnerState.Free, OwnerState.Detached]) {
+      for (let owner = 1; owner < MAX_OWNERS; owner++) {
+        const slot = slotOf(arena, owner);
+        if (Atomics.compareExchange(i32, slot + Slot.State, from, OwnerState.Active) === from) {
+          if (from === OwnerState.Free) arena.u32.fill(0, slot + 1, slot + OWNER_WORDS);
+          Atomics.store(i32, slot + Slot.Tid, currentThreadId());
+          return owner;
+        }
       }
     }
+    return 0;
+  } finally {
+    unlock(arena, H_CHECK_LOCK);
   }
-  return 0;
 }
+
+/** The lock tag of a Worker that has no owner slot yet. */
+const REGISTERING = MAX_OWNERS;
 
 /** Takes the lock word at `index`, tagged with `owner`. */
 export function lock(arena: Arena, index: number, owner: number): void {
