@@ -380,8 +380,8 @@ export class Heap {
       return moved;
     }
     const large = this.#large;
-    const usable = large.usableSize(address);
     let result = large.resize(address, size);
+    const usable = large.lengthBefore;
     if (result === 0 && size > usable && !large.canGrowInPlace) {
       // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
       result = this.#allocAny(size);
@@ -392,7 +392,7 @@ export class Heap {
     }
     if (result !== 0) {
       this.#requested += size;
-      this.#countAllocated(large.usableSize(result) - usable);
+      this.#countAllocated(large.lengthAfter - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
       if (result !== address) this.#allocs++, this.#frees++;
     }

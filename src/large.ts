@@ -143,6 +143,10 @@ export class LargeBlocks {
     return this.locked(() => this.resizeSlot(this.find(address), size));
   }
 
+  /** The block's usable length before and after the last resize() (its result's length). */
+  lengthBefore = 0;
+  lengthAfter = 0;
+
   private allocateLocked(size: number, alignment: number): number {
     if (size > MAX_LARGE_SIZE || !this.ensureRoom()) return 0;
     const length = roundUp(size, OS_PAGE_SIZE);
@@ -221,6 +225,8 @@ export class LargeBlocks {
     const address = table[slot + L_ADDRESS];
     const oldLength = table[slot + L_MAP_LENGTH];
     const length = roundUp(size, OS_PAGE_SIZE);
+    this.lengthBefore = oldLength;
+    this.lengthAfter = oldLength;
     const f64 = this.arena.f64;
     if (length === oldLength) {
       table[slot + L_REQUESTED] = size;
@@ -237,6 +243,7 @@ export class LargeBlocks {
       table[slot + L_MAP_LENGTH] = length;
       table[slot + L_REQUESTED] = size;
       this.account(length - oldLength);
+      this.lengthAfter = length;
       return address;
     }
     if (size > MAX_LARGE_SIZE || !this.canGrowInPlace) return 0;
@@ -247,6 +254,7 @@ export class LargeBlocks {
     this.remove(slot);
     this.insert(moved, length, size);
     this.account(length - oldLength);
+    this.lengthAfter = length;
     return moved;
   }
 
