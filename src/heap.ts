@@ -21,7 +21,6 @@ import {
   UNIT_SIZE,
 } from "./arena.ts";
 import {
-  type ClassEntry,
   Desc,
   freeBlockFast,
   Pages,
