@@ -12,7 +12,8 @@ const libc = Deno.dlopen("libc.so.6", {
   memset: { parameters: ["pointer", "i32", "usize"], result: "pointer" },
 });
 
-const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+const mib = (n: number) =>
+  n < 2 ** 20 ? `${(n / 1024).toFixed(0)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
 const rss = () => Deno.memoryUsage().rss;
 
 using heap = new Heap();
