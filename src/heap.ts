@@ -20,14 +20,7 @@ import {
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena.ts";
-import {
-  Desc,
-  freeBlockFast,
-  Pages,
-  PageState,
-  Tables,
-  takeBlockFast,
-} from "./pages.ts";
+import { Desc, freeBlockFast, Pages, PageState, Tables, takeBlockFast } from "./pages.ts";
 import { LargeBlocks } from "./large.ts";
 import {
   CLASS_COUNT,
@@ -690,6 +683,7 @@ export class Heap {
     if (typeof address !== "number") {
       throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
     }
+    if (address === 0) throw new HeapError("invalid-free", 0, `${op}: 0 is not a block`);
     const offset = address - this.#base;
     if (offset >= this.#dataStart && offset < this.#dataEnd && Number.isInteger(offset)) {
       const u32 = this.#u32;

@@ -177,7 +177,7 @@ export class LargeBlocks {
   /** The slot (f64 index) of the live block at `address`, or -1. */
   private find(address: number): number {
     const table = this.table;
-    if (table.length === 0 || address % OS_PAGE_SIZE !== 0) return -1;
+    if (table.length === 0 || address <= 0 || address % OS_PAGE_SIZE !== 0) return -1;
     const mask = this.arena.u32[H_LARGE_CAPACITY] - 1;
     for (let i = hash(address) & mask;; i = (i + 1) & mask) {
       const a = table[i * SLOT_WORDS + L_ADDRESS];

@@ -149,6 +149,30 @@ describe("addresses that are not live blocks", () => {
     heap.check();
   });
 
+  it("usableSize, bytes and pointer of address 0 are invalid frees, before and after large blocks", () => {
+    using heap = new Heap();
+    const lookups: [string, (h: Heap) => unknown][] = [
+      ["usableSize", (h) => h.usableSize(0)],
+      ["bytes", (h) => h.bytes(0)],
+      ["pointer", (h) => h.pointer(0)],
+    ];
+    const expectInvalid = () => {
+      for (const [name, call] of lookups) {
+        assert.throws(() => call(heap), (e: unknown) => {
+          assert.ok(e instanceof HeapError, `${name}(0) throws a HeapError`);
+          assert.equal(e.code, "invalid-free", `${name}(0)`);
+          return true;
+        });
+      }
+    };
+    expectInvalid();
+    const big = heap.malloc(200 * KiB); // the large-block table now exists, with empty slots
+    expectInvalid();
+    heap.free(big);
+    expectInvalid();
+    heap.check();
+  });
+
   it("addresses inside the arena that were never handed out are invalid frees", () => {
     const { heap, anchor, p } = fixture(20 * KiB);
     using _ = heap;
