@@ -823,10 +823,12 @@ describe("shared heap: share() and attach()", () => {
     assert.deepEqual(outcomes, cases.map(([name]) => `${name}: TypeError`));
   });
 
-  it.skip("Heap.attach() throws TypeError for a handle with a negative base (skipped: the process dies of SIGSEGV)", () => {
+  it("Heap.attach() throws TypeError for a handle whose base is negative or not mapped", () => {
     using heap = new Heap({ shared: true });
     // deno-lint-ignore no-explicit-any
     assert.throws(() => Heap.attach({ ...heap.share(), base: -64 * KiB } as any), TypeError);
+    // deno-lint-ignore no-explicit-any
+    assert.throws(() => Heap.attach({ ...heap.share(), base: 64 * KiB } as any), TypeError);
   });
 });
 
