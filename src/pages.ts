@@ -2,7 +2,7 @@
  * Small and medium pages: the blocks of one size class, carved from the arena.
  *
  * A page is one 64 KiB unit (blocks up to 8 KiB) or sixteen (a 1 MiB medium
- * page, blocks above 8 KiB). Each unit has a 64-byte descriptor in the arena's
+ * page, blocks above 8 KiB). Each unit has a 128-byte descriptor in the arena's
  * metadata; a medium page's descriptor is its first unit's, and the other
  * fifteen units point back to it (state CONTINUATION).
  *
@@ -22,7 +22,7 @@
  * bit per 8 KiB, which still separates blocks larger than 8 KiB). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
- * Descriptor, 16 u32 words:
+ * Descriptor, 32 u32 words:
  *
  *   0 FREE        offset of the first free block, 0 = none
  *   1 BUMP        offset of the next never-used block
@@ -49,14 +49,18 @@
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
  *    list. A full page is on no list; its first free puts it back at the head.
- *  - An in-use page with USED = 0 may only be the head of its class list
- *    (kept so that a malloc/free pair does not churn pages); any other page
- *    that empties is retired at once.
+ *  - An in-use page with USED = 0 may only be the head of its class list:
+ *    a small page that has committed at most 16 KiB (or any small page in
+ *    secure mode) stays there so that a malloc/free pair does not churn
+ *    pages; any other page that empties is retired at once (staysWhenEmpty).
+ *    With a shared heap, each owner (Worker) has its own class lists.
  *  - RETAINED: empty and still committed, on its kind's retained list (most
- *    recent first). Reused first. When retained bytes exceed the heap's
- *    `retainBytes`, the oldest are released.
+ *    recent first). Reused first; a retained medium page is split into
+ *    small ones when a small page is wanted. When retained bytes exceed the
+ *    heap's `retainBytes`, the oldest are released.
  *  - RELEASED: returned to the OS with madvise(MADV_DONTNEED), on its kind's
- *    released list; reads zero when reused.
+ *    released list; reads zero when reused. Once the arena is carved to the
+ *    top, released pages of one kind are split or merged into the other.
  */
 
 import {
