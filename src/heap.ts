@@ -694,14 +694,16 @@ export class Heap {
       const state = u32[d + Desc.State];
       const relative = offset - u32[d + Desc.PageStart];
       const blockSize = u32[d + Desc.BlockSize];
-      const blockStart = blockSize !== 0 && relative % blockSize === 0 &&
-        offset < u32[d + Desc.Bump];
+      const onBoundary = blockSize !== 0 && relative % blockSize === 0;
+      // The live bit alone proves a block: BUMP, which the page's owner keeps
+      // writing, is read only to tell a freed block from a never-used one.
       if (
-        blockStart && (state === PageState.Small || state === PageState.Medium) &&
+        onBoundary && (state === PageState.Small || state === PageState.Medium) &&
         this.#pages.isLive(d, offset)
       ) {
         return d;
       }
+      const blockStart = onBoundary && offset < u32[d + Desc.Bump];
       throw blockStart
         ? new HeapError("double-free", address, `${op}: the block was already freed`)
         : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
