@@ -21,6 +21,7 @@
  */
 
 import { Heap, type HeapOptions } from "../mod.ts";
+import { prng } from "./harness.ts";
 
 interface Mode {
   name: string;
@@ -48,19 +49,7 @@ const PAIRS = 1000;
 const MIXED_OPS = 100_000;
 const WINDOW = 1024;
 
-/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const random = mulberry32(0x6d0de5);
+const random = prng(0x6d0de5);
 const mixedSizes = Uint32Array.from({ length: MIXED_OPS }, () => 8 + Math.floor(random() * 1017));
 const mixedSlots = Uint32Array.from({ length: MIXED_OPS }, () => Math.floor(random() * WINDOW));
 

@@ -13,46 +13,14 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapErrorCode } from "../mod.ts";
 import { KiB, MiB, Rng } from "./helpers.ts";
+import { mapped, poke, readable } from "./native_memory.ts";
 
 // ---- native access ----------------------------------------------------------
-
-const libc = Deno.dlopen("libc.so.6", {
-  memset: { parameters: ["usize", "i32", "usize"], result: "usize" },
-  pipe: { parameters: ["buffer"], result: "i32" },
-  write: { parameters: ["i32", "usize", "usize"], result: "isize" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
-}).symbols;
-
-/** Writes `length` bytes of `byte` at `address` from native code, as a buggy C caller would. */
-function poke(address: number, length: number, byte = 0x41): void {
-  libc.memset(BigInt(address), byte, BigInt(length));
-}
 
 /** A view of raw native memory, outside what heap.bytes() lets a caller see. */
 function raw(address: number, length: number): Uint8Array {
   const p = Deno.UnsafePointer.create(BigInt(address))!;
   return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, length));
-}
-
-const pipeFds = new Int32Array(2);
-if (libc.pipe(pipeFds) !== 0) throw new Error("pipe() failed");
-const sink = new Uint8Array(1);
-
-/**
- * True if the byte at `address` can be read. The kernel reads it for
- * write(2) into a pipe and answers EFAULT instead of faulting the process.
- */
-function readable(address: number): boolean {
-  if (Number(libc.write(pipeFds[1], BigInt(address), 1n)) !== 1) return false;
-  libc.read(pipeFds[0], sink, 1n);
-  return true;
-}
-
-/** True if the OS page at `address` is mapped (with any protection). */
-function mapped(address: number): boolean {
-  const page = address - (address % 4096);
-  return libc.mincore(BigInt(page), 4096n, new Uint8Array(1)) === 0;
 }
 
 // ---- fixtures ---------------------------------------------------------------

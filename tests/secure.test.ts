@@ -17,43 +17,14 @@ import { Heap, HeapError } from "../mod.ts";
 import { DESCRIPTORS_BYTE, H_DATA_START, H_MAGIC, MAGIC } from "../src/arena.ts";
 import { Desc } from "../src/pages.ts";
 import { KiB, MiB, Rng } from "./helpers.ts";
+import { mapped, poke, readable } from "./native_memory.ts";
 
 // ---- native access ----------------------------------------------------------
-
-const libc = Deno.dlopen("libc.so.6", {
-  memset: { parameters: ["usize", "i32", "usize"], result: "usize" },
-  pipe: { parameters: ["buffer"], result: "i32" },
-  write: { parameters: ["i32", "usize", "usize"], result: "isize" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
-}).symbols;
-
-/** Writes `length` bytes of `byte` at `address` from native code. */
-function poke(address: number, length: number, byte = 0x41): void {
-  libc.memset(BigInt(address), byte, BigInt(length));
-}
 
 /** A u32 view of raw native memory. */
 function rawU32(address: number, words: number): Uint32Array {
   const p = Deno.UnsafePointer.create(BigInt(address))!;
   return new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(p, words * 4));
-}
-
-const pipeFds = new Int32Array(2);
-if (libc.pipe(pipeFds) !== 0) throw new Error("pipe() failed");
-const sink = new Uint8Array(1);
-
-/** True if the byte at `address` can be read (the kernel answers EFAULT instead of faulting). */
-function readable(address: number): boolean {
-  if (Number(libc.write(pipeFds[1], BigInt(address), 1n)) !== 1) return false;
-  libc.read(pipeFds[0], sink, 1n);
-  return true;
-}
-
-/** True if the OS page at `address` is mapped (with any protection). */
-function mapped(address: number): boolean {
-  const page = address - (address % 4096);
-  return libc.mincore(BigInt(page), 4096n, new Uint8Array(1)) === 0;
 }
 
 /** The byte at `address` is mapped but inaccessible: a guard page. */

@@ -1,0 +1,38 @@
+/**
+ * Native access for the death tests: writes that bypass the heap (as a buggy
+ * C caller's would) and probes that ask the kernel whether memory can be read,
+ * which answer instead of faulting the process.
+ */
+
+const libc = Deno.dlopen("libc.so.6", {
+  memset: { parameters: ["usize", "i32", "usize"], result: "usize" },
+  pipe: { parameters: ["buffer"], result: "i32" },
+  write: { parameters: ["i32", "usize", "usize"], result: "isize" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
+}).symbols;
+
+const pipeFds = new Int32Array(2);
+if (libc.pipe(pipeFds) !== 0) throw new Error("pipe() failed");
+const sink = new Uint8Array(1);
+
+/** Writes `length` bytes of `byte` at `address` from native code. */
+export function poke(address: number, length: number, byte = 0x41): void {
+  libc.memset(BigInt(address), byte, BigInt(length));
+}
+
+/**
+ * True if the byte at `address` can be read. The kernel reads it for
+ * write(2) into a pipe and answers EFAULT instead of faulting the process.
+ */
+export function readable(address: number): boolean {
+  if (Number(libc.write(pipeFds[1], BigInt(address), 1n)) !== 1) return false;
+  libc.read(pipeFds[0], sink, 1n);
+  return true;
+}
+
+/** True if the OS page at `address` is mapped (with any protection). */
+export function mapped(address: number): boolean {
+  const page = address - (address % 4096);
+  return libc.mincore(BigInt(page), 4096n, new Uint8Array(1)) === 0;
+}
