@@ -37,6 +37,7 @@ import { OwnerState, Slot, slotOf } from "./sync.ts";
 import type { LargeBlocks } from "./large.ts";
 import { CLASS_COUNT } from "./size_classes.ts";
 import { HeapError } from "./errors.ts";
+import { OS_PAGE_SIZE } from "./os.ts";
 
 /** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
 export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void {
@@ -76,7 +77,11 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
       fail(where, `page commit end ${commitEnd} out of range`);
     }
-    committed += commitEnd - start;
+    const purgedPages = u32[d + Desc.PurgedPages];
+    committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
+    if (state !== PageState.Small && state !== PageState.Medium && purgedPages !== 0) {
+      fail(where, "an empty page has OS pages counted as purged");
+    }
     if (state === PageState.Small || state === PageState.Medium) {
       const used = checkPage(arena, pages, d, start, fail);
       // Blocks other Workers freed count as freed, though their owner has not taken them back.
@@ -288,6 +293,35 @@ function checkPage(
       fail(arena.base + f, "free list link points outside the page's blocks");
     }
     if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
+    if (pages.touchesPurged(d, f)) {
+      fail(arena.base + f, "a listed free block touches a purged page");
+    }
+  }
+  // Purged OS pages: counted, below the bump pointer, free of live blocks.
+  let purged = 0;
+  let unlisted = 0;
+  for (let p = 0; p < (u32[d + Desc.Units] * UNIT_SIZE) / OS_PAGE_SIZE; p++) {
+    if (!pages.isPurged(d, p)) continue;
+    purged++;
+    if (start + (p + 1) * OS_PAGE_SIZE > bump) {
+      fail(where + p * OS_PAGE_SIZE, "a purged OS page above the bump pointer");
+    }
+  }
+  if (purged !== u32[d + Desc.PurgedPages]) {
+    fail(where, `page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
+  }
+  for (let block = start; block < bump; block += blockSize) {
+    if (!pages.touchesPurged(d, block)) continue;
+    if (isLive(block)) fail(arena.base + block, "a live block touches a purged OS page");
+    unlisted++;
+  }
+  if (unlisted > u32[d + Desc.Unlisted]) {
+    fail(
+      where,
+      `page has ${unlisted} free blocks on purged OS pages but counts ${
+        u32[d + Desc.Unlisted]
+      } unlisted`,
+    );
   }
   // Live bitmap: set bits mark block starts below the bump pointer.
   let used = 0;
@@ -311,7 +345,7 @@ function checkPage(
   if (used !== u32[d + Desc.Used]) {
     fail(where, `page counts ${u32[d + Desc.Used]} live blocks but its bitmap has ${used}`);
   }
-  if (used + free + (bumpEnd - bump) / blockSize !== capacity) {
+  if (used + free + u32[d + Desc.Unlisted] + (bumpEnd - bump) / blockSize !== capacity) {
     fail(where, "live + free + never-used blocks do not add up to the page's capacity");
   }
   return used;

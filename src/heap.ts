@@ -62,6 +62,19 @@ export interface HeapOptions {
    */
   retainBytes?: number;
   /**
+   * Idle memory the heap keeps, as a fraction of allocatedBytes. Idle memory
+   * is committed memory that holds no live block: free blocks and empty
+   * pages. When the heap is about to commit more memory and its idle memory
+   * is over this budget, it first gives idle memory back to the OS: the
+   * oldest retained empty pages, then the whole OS pages of in-use pages that
+   * hold no live block. `Infinity` turns this off (retainBytes still limits
+   * the empty pages kept). Shared and secure heaps keep to retainBytes.
+   * Default 0.125.
+   */
+  idleRatio?: number;
+  /** The idle budget is never below this many bytes, whatever idleRatio says. Default 256 KiB. */
+  idleFloorBytes?: number;
+  /**
    * Debug mode: red zones around every block, junk and poison fills, a
    * quarantine of freed blocks, and the JS stack of every allocation (see
    * debug.ts). `true` takes the defaults.
@@ -120,6 +133,8 @@ const attachKey = Symbol("attach");
 
 const DEFAULT_ARENA_BYTES = 2 ** 32;
 const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
+const DEFAULT_IDLE_RATIO = 0.125;
+const DEFAULT_IDLE_FLOOR_BYTES = 256 * 1024;
 
 /**
  * A heap of native memory. Addresses are plain numbers holding the real
@@ -169,6 +184,14 @@ export class Heap {
     if (!Number.isSafeInteger(retainBytes) || retainBytes < 0) {
       throw new RangeError(`retainBytes must be a non-negative integer, got ${retainBytes}`);
     }
+    const idleRatio = options.idleRatio ?? DEFAULT_IDLE_RATIO;
+    const idleFloorBytes = options.idleFloorBytes ?? DEFAULT_IDLE_FLOOR_BYTES;
+    if (typeof idleRatio !== "number" || !(idleRatio >= 0)) {
+      throw new RangeError(`idleRatio must be a number >= 0, got ${idleRatio}`);
+    }
+    if (!Number.isSafeInteger(idleFloorBytes) || idleFloorBytes < 0) {
+      throw new RangeError(`idleFloorBytes must be a non-negative integer, got ${idleFloorBytes}`);
+    }
     const shared = options.shared === true || attach !== undefined;
     let secure = options.secure === true;
     let arena: Arena | null;
@@ -210,6 +233,11 @@ export class Heap {
       this.#frees += taken.frees;
       this.#requested += taken.requested;
     };
+    if (!shared && !secure) {
+      this.#pages.idleRatio = idleRatio;
+      this.#pages.idleFloor = idleFloorBytes;
+      this.#pages.allocatedBytes = () => this.#allocated;
+    }
     this.#large = new LargeBlocks(arena, secure, this.#owner);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
@@ -300,7 +328,9 @@ export class Heap {
     }
     // The block will come from this page: free list first, then the bump area,
     // which is still zero from the OS above ZERO_FROM.
-    const fresh = u32[d + Desc.Free] === 0 && u32[d + Desc.Bump] >= u32[d + Desc.ZeroFrom];
+    const bump = u32[d + Desc.Bump];
+    const fresh = u32[d + Desc.Free] === 0 && bump >= u32[d + Desc.ZeroFrom] &&
+      bump + u32[d + Desc.BlockSize] <= u32[d + Desc.BumpEnd]; // else an unlisted block
     const address = this.#allocFromClass(cls, total);
     if (!fresh && address !== 0) {
       const offset = address - this.#base;
@@ -611,6 +641,7 @@ export class Heap {
   }
 
   #allocLarge(size: number, alignment: number): number {
+    this.#pages.giveBackIdle(size);
     const address = this.#large.allocate(size, alignment);
     if (address === 0) return 0;
     this.#countAllocated(this.#large.usableSize(address));

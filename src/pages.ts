@@ -27,7 +27,7 @@
  *   0 FREE        offset of the first free block, 0 = none
  *   1 BUMP        offset of the next never-used block
  *   2 BUMP_END    end of the last whole block that fits
- *   3 USED        live blocks                  invariant: USED + free + unbumped = CAPACITY
+ *   3 USED        live blocks      invariant: USED + free + UNLISTED + unbumped = CAPACITY
  *   4 BLOCK_SIZE  bytes per block
  *   5 CLASS       size class
  *   6 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
@@ -44,7 +44,11 @@
  *  17 OWNER       shared heaps: owner slot of the Worker that allocates here
  *  18 THREAD_FREE shared heaps: blocks other Workers freed (see sync.ts)
  *  19 PENDING_NEXT shared heaps: link in the owner's stack of such pages
- *  20-31          spare
+ *  20 UNLISTED    free blocks on no list: they touch a purged OS page
+ *  21 SCAN_FROM   block index where the search for an unlisted block resumes
+ *  22 PURGED_PAGES OS pages given back to the OS while the page is in use
+ *  23-30 PURGED_MASK one bit per 4 KiB OS page (256 of them in a medium page)
+ *  31             spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -76,8 +80,11 @@ import {
   H_TOP_UNIT,
   MEDIUM_UNITS,
   roundUp,
+  S_COMMITTED,
   S_MADVISE_CALLS,
+  S_META_COMMITTED,
   S_MPROTECT_CALLS,
+  S_PEAK_COMMITTED,
   S_RETAIN_LIMIT,
   S_RETAINED_BYTES,
   UNIT_SIZE,
@@ -126,6 +133,14 @@ export const enum Desc {
   ThreadFree = 18,
   /** Shared heaps: link in the owner's stack of pages with remote frees. */
   PendingNext = 19,
+  /** Free blocks that are on no list because they touch a purged OS page (see scavenge). */
+  Unlisted = 20,
+  /** Block index from which the next unlisted block is searched. */
+  ScanFrom = 21,
+  /** OS pages of the page given back to the OS while the page stays in use. */
+  PurgedPages = 22,
+  /** Bit per OS page of the page (8 words: 256 x 4 KiB): set = purged. */
+  PurgedMask = 23,
   /** Words per descriptor. */
   Words = 32,
 }
@@ -168,6 +183,11 @@ export const enum ClassEntry {
 
 /** An empty head page stays on its class list only while it has committed this much or less. */
 const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
+
+/** log2 of OS_PAGE_SIZE, for the purge masks (checked in formatTables). */
+const enum OsPage {
+  Shift = 12,
+}
 
 /** Bitmap granule shifts: one bit per 16 bytes (small pages), per 8 KiB (medium pages). */
 const enum Granule {
@@ -265,6 +285,21 @@ export class Pages {
   /** Where this owner's available-list heads are: headBase + class * headStride. */
   private readonly headBase: number;
   private readonly headStride: number;
+  /**
+   * The idle budget (see giveBackIdle): idle memory may reach
+   * max(idleFloor, idleRatio * allocated bytes) before the heap grows.
+   * Infinity (shared and secure heaps) turns purging of in-use pages off.
+   */
+  idleRatio = Infinity;
+  idleFloor = 0;
+  /** Whether OS pages of in-use pages may be purged: not with shared or secure heaps. */
+  private readonly purgesInUsePages: boolean;
+  /** The Heap's live bytes (its hot counters live in JS fields, not in the arena). */
+  allocatedBytes: () => number = () => 0;
+  /** committedBytes below which growth does not look at the idle budget again. */
+  private nextIdleCheck = 0;
+  /** Scratch for scavengePage: which OS pages of a page hold live bytes. */
+  private readonly pinned = new Uint8Array(MEDIUM_UNITS * UNIT_SIZE / OS_PAGE_SIZE);
 
   constructor(arena: Arena, owner = 0) {
     this.arena = arena;
@@ -277,6 +312,7 @@ export class Pages {
       ? Tables.ClassU32 + ClassEntry.AvailHead
       : slotOf(arena, owner) + Slot.Heads;
     this.headStride = owner === 0 ? ClassEntry.Words : 1;
+    this.purgesInUsePages = owner === 0 && this.key === 0;
   }
 
   /** Descriptor index of the unit that holds arena offset `offset`. */
@@ -315,6 +351,9 @@ export class Pages {
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
     u32[d + Desc.ThreadFree] = 0;
+    // A page with purged OS pages is released, never retained, so none are left here.
+    u32[d + Desc.Unlisted] = 0;
+    u32[d + Desc.ScanFrom] = 0;
     Atomics.store(u32, d + Desc.Owner, this.owner);
     if (this.key !== 0) {
       u32[d + Desc.Checksum] = this.checksum(d);
@@ -341,7 +380,11 @@ export class Pages {
     }
     // Secure mode keeps the last OS page of every page inaccessible.
     const guard = secure ? OS_PAGE_SIZE : 0;
-    if (Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE) throw new Error("arena layout mismatch");
+    if (
+      Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE || 1 << OsPage.Shift !== OS_PAGE_SIZE
+    ) {
+      throw new Error("arena layout mismatch");
+    }
     for (let c = 0; c < CLASS_COUNT; c++) {
       const e = Tables.ClassU32 + c * ClassEntry.Words;
       const blockSize = classBlockSize(c);
@@ -374,8 +417,16 @@ export class Pages {
     }
     if (this.key !== 0) this.verifyChecksum(d);
     let block = u32[d + Desc.Free];
-    if (block !== 0) u32[d + Desc.Free] = this.nextFree(d, block, true);
-    else block = this.bump(d);
+    if (block !== 0) {
+      u32[d + Desc.Free] = this.nextFree(d, block, true);
+    } else if (
+      u32[d + Desc.Unlisted] !== 0 &&
+      u32[d + Desc.Bump] + u32[d + Desc.BlockSize] > u32[d + Desc.BumpEnd]
+    ) {
+      block = this.takeUnlisted(d);
+    } else {
+      block = this.bump(d);
+    }
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
@@ -572,14 +623,17 @@ export class Pages {
     const u32 = this.u32;
     const block = u32[d + Desc.Bump];
     const end = block + u32[d + Desc.BlockSize];
-    u32[d + Desc.Bump] = end;
+    // Before BUMP moves: a scavenge pass must not see the block as free.
     if (end > u32[d + Desc.CommitEnd]) this.extendCommit(d, end);
+    u32[d + Desc.Bump] = end;
     return block;
   }
 
   /** Counts page `d` as committed up to the OS page that holds `end`. */
   private extendCommit(d: number, end: number): void {
     const newEnd = roundUp(end, OS_PAGE_SIZE);
+    // The heap is about to grow: idle memory over budget goes back first.
+    this.giveBackIdle(newEnd - this.u32[d + Desc.CommitEnd]);
     this.lockShared();
     this.arena.addCommitted(newEnd - this.u32[d + Desc.CommitEnd]);
     this.unlockShared();
@@ -644,13 +698,211 @@ export class Pages {
         released += this.release(head);
       }
     }
-    for (const medium of [false, true]) {
-      for (let d = this.takeRetained(medium); d !== 0; d = this.takeRetained(medium)) {
-        released += this.release(d);
-      }
-    }
+    released += this.releaseIdle(Infinity);
     this.unlockShared();
     return released;
+  }
+
+  // ---- idle memory ---------------------------------------------------------------
+  //
+  // Free blocks and retained pages keep memory committed that holds nothing:
+  // the heap's idle memory, committedBytes less allocatedBytes and metadata.
+  // Whenever the heap is about to commit more (a bump pointer reaches a new
+  // OS page, or a large block is mapped) and its idle memory exceeds the
+  // idle budget, it gives idle memory back first: the oldest retained pages,
+  // then, starting with the pages that hold the most, the OS pages of in-use
+  // pages that hold no live byte (madvise DONTNEED). The free blocks that
+  // touch a purged OS page leave the free list, since writing a link into
+  // them would fault the page back in: they are UNLISTED, and handed out
+  // again (their OS pages counted as committed again) once the page's free
+  // list and bump area are used up. A page with purged OS pages that empties
+  // is released rather than retained. So the footprint only grows when the
+  // idle memory is within budget or cannot be given back; trim() gives back
+  // all of it.
+
+  /** Called before committed memory grows: gives idle memory back while it is over budget. */
+  giveBackIdle(growth: number): void {
+    const f64 = this.arena.f64;
+    const committed = f64[S_COMMITTED];
+    if (
+      this.idleRatio === Infinity || committed < this.nextIdleCheck ||
+      committed + growth <= f64[S_PEAK_COMMITTED]
+    ) {
+      return;
+    }
+    const allocated = this.allocatedBytes();
+    const budget = Math.max(this.idleFloor, allocated * this.idleRatio);
+    const idle = committed - f64[S_META_COMMITTED] - allocated;
+    if (idle <= budget) return;
+    this.releaseIdle(idle - budget);
+    // What is still over budget cannot be given back now: look again after
+    // further growth rather than rescanning the pages on every OS page.
+    this.nextIdleCheck = f64[S_COMMITTED] + Math.max(budget / 2, 16 * OS_PAGE_SIZE);
+  }
+
+  /** Gives back at least `wanted` idle bytes if it can (Infinity: all); returns the bytes given back. */
+  releaseIdle(wanted: number): number {
+    const u32 = this.u32;
+    let released = 0;
+    while (released < wanted) {
+      const bytes = this.releaseOldestRetained();
+      if (bytes < 0) break;
+      released += bytes;
+    }
+    if (released >= wanted || !this.purgesInUsePages) return released;
+    // In-use pages, those with the most idle bytes first.
+    const candidates: number[] = [];
+    const top = u32[H_TOP_UNIT];
+    for (let unit = 0; unit < top;) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (
+        (state === PageState.Small || state === PageState.Medium) &&
+        this.committedExtent(d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize] >= OS_PAGE_SIZE
+      ) {
+        candidates.push(d);
+      }
+      unit += u32[d + Desc.Units];
+    }
+    const idleOf = (d: number) =>
+      this.committedExtent(d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize];
+    candidates.sort((a, b) => idleOf(b) - idleOf(a));
+    for (const d of candidates) {
+      if (released >= wanted) break;
+      released += this.scavengePage(d);
+    }
+    return released;
+  }
+
+  /**
+   * Gives back the OS pages of in-use page `d` that hold no live byte: the
+   * committed tail past the bump pointer, and whole OS pages below it.
+   * Relinks the free list without the blocks that touch a purged OS page.
+   * Returns the bytes given back.
+   */
+  private scavengePage(d: number): number {
+    const u32 = this.u32;
+    const base = this.arena.base;
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[d + Desc.BlockSize];
+    const bump = u32[d + Desc.Bump];
+    let released = 0;
+    // The tail: committed (a reused page's earlier life) but past the bump pointer.
+    const bumpEnd = roundUp(bump, OS_PAGE_SIZE);
+    const commitEnd = u32[d + Desc.CommitEnd];
+    if (commitEnd > bumpEnd) {
+      releasePages(base + bumpEnd, commitEnd - bumpEnd);
+      this.arena.f64[S_MADVISE_CALLS]++;
+      // (Purged OS pages all lie below the bump pointer, which only moves up.)
+      released += commitEnd - bumpEnd;
+      u32[d + Desc.CommitEnd] = bumpEnd;
+      if (u32[d + Desc.ZeroFrom] > bumpEnd) u32[d + Desc.ZeroFrom] = bumpEnd;
+    }
+    // Whole OS pages below the bump pointer that no live block touches.
+    const osPages = Math.floor((bump - start) / OS_PAGE_SIZE);
+    const pinned = this.pinned;
+    pinned.fill(0, 0, osPages);
+    const blocks = (bump - start) / blockSize;
+    for (let i = 0; i < blocks; i++) {
+      const relative = i * blockSize;
+      if (!this.isLive(d, start + relative)) continue;
+      const last = Math.min((relative + blockSize - 1) >>> OsPage.Shift, osPages - 1);
+      for (let p = relative >>> OsPage.Shift; p <= last; p++) pinned[p] = 1;
+    }
+    let purged = 0;
+    for (let p = 0, run = -1; p <= osPages; p++) {
+      const candidate = p < osPages && pinned[p] === 0 && !this.isPurged(d, p);
+      if (candidate) {
+        if (run < 0) run = p;
+        this.markPurged(d, p, true);
+        continue;
+      }
+      if (run < 0) continue;
+      releasePages(base + start + run * OS_PAGE_SIZE, (p - run) * OS_PAGE_SIZE);
+      this.arena.f64[S_MADVISE_CALLS]++;
+      purged += p - run;
+      run = -1;
+    }
+    released += purged * OS_PAGE_SIZE;
+    this.arena.addCommitted(-released);
+    if (purged === 0) return released;
+    u32[d + Desc.PurgedPages] += purged;
+    // Relink the free blocks that touch no purged OS page, lowest address first.
+    let next = 0;
+    let listed = 0;
+    for (let i = blocks - 1; i >= 0; i--) {
+      const block = start + i * blockSize;
+      if (this.isLive(d, block) || this.touchesPurged(d, block)) continue;
+      u32[block >>> 2] = next;
+      next = block;
+      listed++;
+    }
+    u32[d + Desc.Free] = next;
+    u32[d + Desc.Unlisted] = blocks - u32[d + Desc.Used] - listed;
+    u32[d + Desc.ScanFrom] = 0;
+    return released;
+  }
+
+  /**
+   * The page's free list and bump area are used up: hands out its first
+   * unlisted block, counting the purged OS pages it touches as committed.
+   */
+  private takeUnlisted(d: number): number {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[d + Desc.BlockSize];
+    const blocks = (u32[d + Desc.Bump] - start) / blockSize;
+    // The free list is empty, so every free block below the bump pointer is
+    // unlisted; those below SCAN_FROM were taken since the last scavenge.
+    for (let i = u32[d + Desc.ScanFrom]; i < blocks; i++) {
+      const block = start + i * blockSize;
+      if (this.isLive(d, block)) continue;
+      u32[d + Desc.ScanFrom] = i + 1;
+      u32[d + Desc.Unlisted]--;
+      let recommitted = 0;
+      const first = (block - start) >>> OsPage.Shift;
+      const last = (block - start + blockSize - 1) >>> OsPage.Shift;
+      for (let p = first; p <= last; p++) {
+        if (this.isPurged(d, p)) this.markPurged(d, p, false), recommitted++;
+      }
+      u32[d + Desc.PurgedPages] -= recommitted;
+      this.arena.addCommitted(recommitted * OS_PAGE_SIZE);
+      return block;
+    }
+    throw new HeapError(
+      "corrupt",
+      this.arena.base + start,
+      "page counts unlisted free blocks but has none",
+    );
+  }
+
+  /** Whether OS page `p` (counted from the page start) of page `d` is purged. */
+  isPurged(d: number, p: number): boolean {
+    return (this.u32[d + Desc.PurgedMask + (p >>> 5)] & (1 << (p & 31))) !== 0;
+  }
+
+  private markPurged(d: number, p: number, purged: boolean): void {
+    const word = d + Desc.PurgedMask + (p >>> 5);
+    if (purged) this.u32[word] |= 1 << (p & 31);
+    else this.u32[word] &= ~(1 << (p & 31));
+  }
+
+  /** Whether the block at `block` of page `d` touches a purged OS page. */
+  touchesPurged(d: number, block: number): boolean {
+    const relative = block - this.u32[d + Desc.PageStart];
+    const last = (relative + this.u32[d + Desc.BlockSize] - 1) >>> OsPage.Shift;
+    for (let p = relative >>> OsPage.Shift; p <= last; p++) {
+      if (this.isPurged(d, p)) return true;
+    }
+    return false;
+  }
+
+  private clearPurged(d: number): void {
+    const u32 = this.u32;
+    u32.fill(0, d + Desc.PurgedMask, d + Desc.PurgedMask + 8);
+    u32[d + Desc.PurgedPages] = 0;
+    u32[d + Desc.Unlisted] = 0;
+    u32[d + Desc.ScanFrom] = 0;
   }
 
   /** The u32 index of this owner's available-list head for class `cls`. */
@@ -894,13 +1146,21 @@ export class Pages {
   private retireLocked(d: number): void {
     const u32 = this.u32;
     const f64 = this.arena.f64;
-    this.pushRetained(d);
-    while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) {
-      // The oldest page goes first; medium pages before small ones, as they hold more.
-      const oldest = u32[H_RETAINED_MEDIUM_TAIL] || u32[H_RETAINED_SMALL_TAIL];
-      this.unlinkRetained(oldest);
-      this.release(oldest);
+    if (u32[d + Desc.PurgedPages] !== 0) {
+      // Partly given back already: reused, its holes would fault in uncounted.
+      this.release(d);
+      return;
     }
+    this.pushRetained(d);
+    while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) this.releaseOldestRetained();
+  }
+
+  /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
+  private releaseOldestRetained(): number {
+    const oldest = this.u32[H_RETAINED_MEDIUM_TAIL] || this.u32[H_RETAINED_SMALL_TAIL];
+    if (oldest === 0) return -1;
+    this.unlinkRetained(oldest);
+    return this.release(oldest);
   }
 
   /** Puts an empty page at the head of its kind's retained list. */
@@ -959,12 +1219,14 @@ export class Pages {
     const start = u32[d + Desc.PageStart];
     const extent = this.committedExtent(d);
     if (extent > 0) {
-      releasePages(arena.base + start, extent);
+      // Up to COMMIT_END, over any purged OS pages, so that all of it reads zero.
+      releasePages(arena.base + start, u32[d + Desc.CommitEnd] - start);
       arena.f64[S_MADVISE_CALLS]++;
       arena.addCommitted(-extent);
     }
     u32[d + Desc.CommitEnd] = start;
     u32[d + Desc.State] = PageState.Released;
+    this.clearPurged(d);
     const slot = u32[d + Desc.Units] === MEDIUM_UNITS
       ? H_RELEASED_MEDIUM_HEAD
       : H_RELEASED_SMALL_HEAD;
@@ -973,8 +1235,11 @@ export class Pages {
     return extent;
   }
 
+  /** Bytes of page `d` counted in committedBytes: up to COMMIT_END, less the purged OS pages. */
   private committedExtent(d: number): number {
-    return this.u32[d + Desc.CommitEnd] - this.u32[d + Desc.PageStart];
+    const u32 = this.u32;
+    return u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart] -
+      u32[d + Desc.PurgedPages] * OS_PAGE_SIZE;
   }
 
   /**

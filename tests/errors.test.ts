@@ -127,6 +127,10 @@ describe("size and count validation", () => {
         { retainBytes: -1 },
         { retainBytes: 1.5 },
         { retainBytes: Infinity },
+        { idleRatio: -0.5 },
+        { idleRatio: NaN },
+        { idleFloorBytes: -1 },
+        { idleFloorBytes: 0.5 },
       ]
     ) {
       assert.throws(() => new Heap(options), RangeError, JSON.stringify(options));

@@ -71,6 +71,12 @@ describe("randomized operations against a shadow model", () => {
       trimEvery: 7_000,
       label: "512 MiB arena, retainBytes 1 MiB, trim() every 7000 operations",
     },
+    {
+      seed: 0x7e57_0004,
+      options: { idleRatio: 0, idleFloorBytes: 0 },
+      trimEvery: 0,
+      label: "idle budget 0: free OS pages purged whenever the heap grows",
+    },
   ];
   for (const { seed, options, trimEvery, label } of runs) {
     it(`${OPERATIONS} seeded malloc/calloc/realloc/free/alignedAlloc operations keep every block intact and every counter exact (${label}, seed ${seed})`, () => {

@@ -1,0 +1,132 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Heap } from "../mod.ts";
+import { assertZero, checked, endsMismatch, KiB, MiB, rss, writeEnds } from "./helpers.ts";
+
+const PAGE = 64 * KiB;
+
+/**
+ * Fills `pages` small pages with `size`-byte blocks, then frees all but the
+ * first block of each page: the pages stay in use, almost all of their
+ * memory idle. Returns the kept blocks (pattern written with seed = index).
+ */
+function fragment(heap: Heap, size: number, pages: number): number[] {
+  const perPage = Math.floor(PAGE / size);
+  const all: number[] = [];
+  for (let i = 0; i < pages * perPage; i++) all.push(heap.malloc(size));
+  const kept: number[] = [];
+  for (const p of all) {
+    if (kept.length === 0 || Math.floor(p / PAGE) !== Math.floor(kept[kept.length - 1] / PAGE)) {
+      kept.push(p);
+    } else {
+      heap.free(p);
+    }
+  }
+  kept.forEach((p, i) => writeEnds(heap, p, size, i));
+  return kept;
+}
+
+function assertKeptIntact(heap: Heap, kept: number[], size: number): void {
+  kept.forEach((p, i) => {
+    const bad = endsMismatch(heap, p, size, i);
+    assert.equal(bad, null, `kept block 0x${p.toString(16)}: ${bad}`);
+  });
+}
+
+describe("idle memory goes back to the OS before the heap grows", () => {
+  it("free OS pages of pages in use are purged when the heap would grow past its peak", () => {
+    using heap = new Heap({ idleRatio: 0.125, idleFloorBytes: 256 * KiB });
+    const kept = fragment(heap, 256, 64); // 4 MiB committed, 64 blocks live
+    const before = checked(heap);
+    assert.ok(before.committedBytes >= 4 * MiB);
+    // New growth in another class: the idle 4 MiB must go first.
+    const big: number[] = [];
+    for (let i = 0; i < 512; i++) big.push(heap.malloc(4000)); // 2 MiB of live blocks
+    const after = checked(heap);
+    assert.ok(after.madviseCalls > before.madviseCalls, "no madvise call was made");
+    const budget = Math.max(256 * KiB, after.allocatedBytes * 0.125);
+    // Each kept block pins one OS page of its page; metadata is counted too.
+    const pinned = kept.length * 4096;
+    // (New units' descriptors and bitmaps add a few metadata pages.)
+    assert.ok(
+      after.peakCommittedBytes <= before.committedBytes + 16 * KiB,
+      `peak grew from ${before.committedBytes} to ${after.peakCommittedBytes}`,
+    );
+    assert.ok(
+      after.committedBytes <= after.allocatedBytes + budget + pinned + 256 * KiB,
+      `committed ${after.committedBytes} for ${after.allocatedBytes} allocated`,
+    );
+    assertKeptIntact(heap, kept, 256);
+    for (const p of big) heap.free(p);
+    checked(heap);
+  });
+
+  it("blocks on purged OS pages are handed out again, without overlap, and calloc zeroes them", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const size = 256;
+    const kept = fragment(heap, size, 16);
+    assert.ok(heap.trim() > 0, "trim() gave nothing back");
+    const trimmed = checked(heap);
+    // Take every block back: first through calloc (some from purged OS pages), then malloc.
+    const taken: number[] = [];
+    for (let i = 0; i < 16 * (PAGE / size) - kept.length; i++) {
+      const p = i % 2 === 0 ? heap.calloc(1, size) : heap.malloc(size);
+      assert.notEqual(p, 0);
+      if (i % 2 === 0) assertZero(heap, p, size, `calloc #${i}`);
+      writeEnds(heap, p, size, 1000 + i);
+      taken.push(p);
+    }
+    const all = [...kept, ...taken].sort((a, b) => a - b);
+    for (let i = 1; i < all.length; i++) assert.ok(all[i - 1] + size <= all[i], "blocks overlap");
+    assert.equal(new Set(all).size, all.length);
+    const full = checked(heap);
+    assert.ok(full.committedBytes > trimmed.committedBytes, "reused OS pages were not recounted");
+    assertKeptIntact(heap, kept, size);
+    taken.forEach((p, i) => assert.equal(endsMismatch(heap, p, size, 1000 + i), null));
+    for (const p of [...kept, ...taken]) heap.free(p);
+    assert.equal(checked(heap).allocatedBytes, 0);
+  });
+
+  it("trim() purges the free OS pages of pages in use, and the process RSS drops", () => {
+    using heap = new Heap();
+    const size = 512;
+    const kept = fragment(heap, size, 128); // 8 MiB touched, 128 blocks live
+    const before = checked(heap);
+    const rssBefore = rss();
+    const released = heap.trim();
+    const after = checked(heap);
+    const rssAfter = rss();
+    assert.ok(released >= 6 * MiB, `trim() released ${released} bytes`);
+    assert.equal(before.committedBytes - after.committedBytes, released);
+    assert.ok(rssBefore - rssAfter >= 4 * MiB, `RSS fell by ${rssBefore - rssAfter} bytes only`);
+    assertKeptIntact(heap, kept, size);
+  });
+
+  it("free blocks of medium pages are purged too", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const blocks: number[] = [];
+    for (let i = 0; i < 12; i++) blocks.push(heap.malloc(64 * KiB));
+    writeEnds(heap, blocks[0], 64 * KiB, 1);
+    writeEnds(heap, blocks[11], 64 * KiB, 2);
+    for (let i = 1; i < 11; i++) heap.free(blocks[i]);
+    const before = checked(heap);
+    const released = heap.trim();
+    assert.ok(released >= 10 * 60 * KiB, `trim() released ${released} bytes`);
+    assert.equal(checked(heap).committedBytes, before.committedBytes - released);
+    assert.equal(endsMismatch(heap, blocks[0], 64 * KiB, 1), null);
+    assert.equal(endsMismatch(heap, blocks[11], 64 * KiB, 2), null);
+    const again = heap.calloc(1, 64 * KiB);
+    assertZero(heap, again, 64 * KiB, "calloc after purge");
+    checked(heap);
+  });
+
+  it("idleRatio Infinity leaves pages in use alone when the heap grows", () => {
+    using heap = new Heap({ idleRatio: Infinity });
+    fragment(heap, 256, 32);
+    const before = checked(heap);
+    for (let i = 0; i < 256; i++) heap.malloc(4000);
+    const after = checked(heap);
+    assert.equal(after.madviseCalls, before.madviseCalls);
+    assert.ok(after.committedBytes >= before.committedBytes + MiB);
+  });
+});
