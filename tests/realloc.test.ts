@@ -90,6 +90,35 @@ describe("realloc", () => {
     heap.check();
   });
 
+  it("a large block grown a little at a time is remapped once per eighth of growth, not per page", () => {
+    using heap = new Heap();
+    let size = 200 * KiB;
+    let p = heap.malloc(size);
+    fill(heap, p, 64, 3);
+    const before = heap.stats();
+    while (size < 8 * MiB) {
+      size += 100;
+      p = heap.realloc(p, size);
+      assert.notEqual(p, 0);
+    }
+    const after = heap.stats();
+    // 200 KiB -> 8 MiB is 5.4 doublings: about 43 steps of 1/8, against ~2000 pages.
+    const remaps = after.mmapCalls - before.mmapCalls;
+    assert.ok(remaps <= 48, `${remaps} mremap calls`);
+    assert.equal(after.munmapCalls, before.munmapCalls, "growth shrank the block on the way");
+    assert.ok(heap.usableSize(p) >= size && heap.usableSize(p) <= size * 1.125 + 4 * KiB);
+    assert.equal(after.allocatedBytes, heap.usableSize(p));
+    assertPattern(heap, p, 64, 3, "appended block");
+    // Shrinking by less than an eighth keeps the mapping; by more gives the tail back.
+    const usable = heap.usableSize(p);
+    assert.equal(heap.realloc(p, usable - 64 * KiB), p);
+    assert.equal(heap.usableSize(p), usable);
+    assert.equal(heap.realloc(p, usable / 2), p);
+    assert.ok(heap.usableSize(p) < usable * 0.6);
+    heap.free(p);
+    assert.equal(heap.check(), undefined);
+  });
+
   it("growing within usableSize is in place", () => {
     using heap = new Heap();
     for (const size of [1, 17, 100, 300, 5000, 20_000, 100_000, 200_000, 3 * MiB + 1]) {
