@@ -184,6 +184,13 @@ export const enum ClassEntry {
 /** An empty head page stays on its class list only while it has committed this much or less. */
 const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
 
+/**
+ * Purging in-use pages gives back runs of at least this many free OS pages:
+ * one madvise call costs 80 to 400 us on this project's VM, so a lone free
+ * OS page is not worth one.
+ */
+const MIN_PURGE_PAGES = 4;
+
 /** log2 of OS_PAGE_SIZE, for the purge masks (checked in formatTables). */
 const enum OsPage {
   Shift = 12,
@@ -790,7 +797,7 @@ export class Pages {
     // The tail: committed (a reused page's earlier life) but past the bump pointer.
     const bumpEnd = roundUp(bump, OS_PAGE_SIZE);
     const commitEnd = u32[d + Desc.CommitEnd];
-    if (commitEnd > bumpEnd) {
+    if (commitEnd - bumpEnd >= MIN_PURGE_PAGES * OS_PAGE_SIZE) {
       releasePages(base + bumpEnd, commitEnd - bumpEnd);
       this.arena.f64[S_MADVISE_CALLS]++;
       // (Purged OS pages all lie below the bump pointer, which only moves up.)
@@ -810,17 +817,19 @@ export class Pages {
       for (let p = relative >>> OsPage.Shift; p <= last; p++) pinned[p] = 1;
     }
     let purged = 0;
-    for (let p = 0, run = -1; p <= osPages; p++) {
-      const candidate = p < osPages && pinned[p] === 0 && !this.isPurged(d, p);
-      if (candidate) {
-        if (run < 0) run = p;
-        this.markPurged(d, p, true);
+    for (let p = 0, run = -1, fresh = 0; p <= osPages; p++) {
+      if (p < osPages && pinned[p] === 0) {
+        // Purged pages inside a run go along: one call for the whole stretch.
+        if (run < 0) run = p, fresh = 0;
+        if (!this.isPurged(d, p)) fresh++;
         continue;
       }
-      if (run < 0) continue;
-      releasePages(base + start + run * OS_PAGE_SIZE, (p - run) * OS_PAGE_SIZE);
-      this.arena.f64[S_MADVISE_CALLS]++;
-      purged += p - run;
+      if (run >= 0 && fresh >= MIN_PURGE_PAGES) {
+        releasePages(base + start + run * OS_PAGE_SIZE, (p - run) * OS_PAGE_SIZE);
+        this.arena.f64[S_MADVISE_CALLS]++;
+        for (let q = run; q < p; q++) this.markPurged(d, q, true);
+        purged += fresh;
+      }
       run = -1;
     }
     released += purged * OS_PAGE_SIZE;
