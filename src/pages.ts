@@ -61,7 +61,8 @@
  *  - RETAINED: empty and still committed, on its kind's retained list (most
  *    recent first). Reused first; a retained medium page is split into
  *    small ones when a small page is wanted. When retained bytes exceed the
- *    heap's `retainBytes`, the oldest are released.
+ *    heap's `retainBytes`, or the idle budget (see "idle memory" below), the
+ *    oldest are released. A page with purged OS pages is never retained.
  *  - RELEASED: returned to the OS with madvise(MADV_DONTNEED), on its kind's
  *    released list; reads zero when reused. Once the arena is carved to the
  *    top, released pages of one kind are split or merged into the other.
