@@ -319,7 +319,9 @@ export class Heap {
     if (debug) return Number.isSafeInteger(total) ? debug.allocate(total, 16, true) : 0;
     if (!Number.isSafeInteger(total)) return 0;
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
-    const cls = classOfSize(total);
+    const cls = total <= LOOKUP_MAX_SIZE
+      ? this.#sizeToClass[(total + 15) >>> 4]
+      : classOfSize(total);
     const u32 = this.#u32;
     let d = u32[this.#pages.headSlot(cls)];
     if (d === 0) {
@@ -329,13 +331,21 @@ export class Heap {
     // The block will come from this page: free list first, then the bump area,
     // which is still zero from the OS above ZERO_FROM.
     const bump = u32[d + Desc.Bump];
+    const blockSize = u32[d + Desc.BlockSize];
     const fresh = u32[d + Desc.Free] === 0 && bump >= u32[d + Desc.ZeroFrom] &&
-      bump + u32[d + Desc.BlockSize] <= u32[d + Desc.BumpEnd]; // else an unlisted block
-    const address = this.#allocFromClass(cls, total);
-    if (!fresh && address !== 0) {
-      const offset = address - this.#base;
-      this.#u8.fill(0, offset, offset + u32[d + Desc.BlockSize]);
+      bump + blockSize <= u32[d + Desc.BumpEnd]; // else an unlisted block
+    const block = this.#special ? 0 : takeBlockFast(u32, cls);
+    let address: number;
+    if (block !== 0) {
+      this.#countAllocated(blockSize);
+      this.#allocs++;
+      this.#requested += total;
+      address = this.#base + block;
+    } else {
+      address = this.#allocFromClass(cls, total);
+      if (address === 0) return 0;
     }
+    if (!fresh) zeroBlock(this.#u8, u32, address - this.#base, blockSize);
     return address;
   }
 
@@ -755,6 +765,17 @@ export class Heap {
     } else {
       moveMemory(dst, src, length);
     }
+  }
+}
+
+/** Zeroes a block (16-byte aligned, a multiple of 16 long): small ones without a fill() call. */
+function zeroBlock(u8: Uint8Array, u32: Uint32Array, offset: number, length: number): void {
+  if (length > 256) {
+    u8.fill(0, offset, offset + length);
+    return;
+  }
+  for (let i = offset >>> 2, end = (offset + length) >>> 2; i < end; i += 4) {
+    u32[i] = 0, u32[i + 1] = 0, u32[i + 2] = 0, u32[i + 3] = 0;
   }
 }
 
