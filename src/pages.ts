@@ -47,8 +47,9 @@
  *  20 UNLISTED    free blocks on no list: they touch a purged OS page
  *  21 SCAN_FROM   block index where the search for an unlisted block resumes
  *  22 PURGED_PAGES OS pages given back to the OS while the page is in use
- *  23-30 PURGED_MASK one bit per 4 KiB OS page (256 of them in a medium page)
- *  31             spare
+ *  23 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
+ *                 continuation descriptors hold the bits of their units)
+ *  24-31          spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -140,7 +141,10 @@ export const enum Desc {
   ScanFrom = 21,
   /** OS pages of the page given back to the OS while the page stays in use. */
   PurgedPages = 22,
-  /** Bit per OS page of the page (8 words: 256 x 4 KiB): set = purged. */
+  /**
+   * Bit per OS page of this 64 KiB unit, set = purged. Every unit of a medium
+   * page keeps the bits of its own 16 OS pages (in its CONTINUATION descriptor).
+   */
   PurgedMask = 23,
   /** Words per descriptor. */
   Words = 32,
@@ -191,6 +195,11 @@ const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
  * OS page is not worth one.
  */
 const MIN_PURGE_PAGES = 4;
+
+/** The u32 index of the purge-mask word that holds OS page `p` of page `d` (16 per unit). */
+function purgedMaskWord(d: number, p: number): number {
+  return d + (p >>> 4) * Desc.Words + Desc.PurgedMask;
+}
 
 /** log2 of OS_PAGE_SIZE, for the purge masks (checked in formatTables). */
 const enum OsPage {
@@ -888,13 +897,13 @@ export class Pages {
 
   /** Whether OS page `p` (counted from the page start) of page `d` is purged. */
   isPurged(d: number, p: number): boolean {
-    return (this.u32[d + Desc.PurgedMask + (p >>> 5)] & (1 << (p & 31))) !== 0;
+    return (this.u32[purgedMaskWord(d, p)] & (1 << (p & 15))) !== 0;
   }
 
   private markPurged(d: number, p: number, purged: boolean): void {
-    const word = d + Desc.PurgedMask + (p >>> 5);
-    if (purged) this.u32[word] |= 1 << (p & 31);
-    else this.u32[word] &= ~(1 << (p & 31));
+    const word = purgedMaskWord(d, p);
+    if (purged) this.u32[word] |= 1 << (p & 15);
+    else this.u32[word] &= ~(1 << (p & 15));
   }
 
   /** Whether the block at `block` of page `d` touches a purged OS page. */
@@ -909,7 +918,9 @@ export class Pages {
 
   private clearPurged(d: number): void {
     const u32 = this.u32;
-    u32.fill(0, d + Desc.PurgedMask, d + Desc.PurgedMask + 8);
+    for (let unit = 0; unit < u32[d + Desc.Units]; unit++) {
+      u32[d + unit * Desc.Words + Desc.PurgedMask] = 0;
+    }
     u32[d + Desc.PurgedPages] = 0;
     u32[d + Desc.Unlisted] = 0;
     u32[d + Desc.ScanFrom] = 0;
