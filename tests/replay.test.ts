@@ -21,6 +21,7 @@ import {
   OP_MALLOC,
   OP_MEMALIGN,
   OP_REALLOC,
+  parseHeapOptions,
   parseTrace,
   renderSvg,
   replay,
@@ -244,6 +245,28 @@ describe("replay tool: engine", () => {
     assert.ok(r.peakRatio >= 1, `peak ratio ${r.peakRatio}`);
     assert.ok(r.endFootprint > 0);
     a.close?.();
+  });
+
+  it("--heap-options sets the heap's options; a zero idle budget peaks no higher than none", async () => {
+    const t = await tracePromise;
+    assert.deepEqual(parseHeapOptions("idleRatio=Infinity, retainBytes=0,secure=false"), {
+      idleRatio: Infinity,
+      retainBytes: 0,
+      secure: false,
+    });
+    assert.deepEqual(parseHeapOptions(""), {});
+    for (const bad of ["idleRatio", "idleRatio=x", "bogus=1", "secure=1", "a=b=c"]) {
+      assert.throws(() => parseHeapOptions(bad), Error, bad);
+    }
+    const lean = createAllocator("heap", {
+      heap: parseHeapOptions("idleRatio=0,idleFloorBytes=0"),
+    })!;
+    const loose = createAllocator("heap", { heap: parseHeapOptions("idleRatio=Infinity") })!;
+    const leanRun = assertCleanReplay(t, lean);
+    const looseRun = assertCleanReplay(t, loose);
+    assert.ok(leanRun.peakFootprint <= looseRun.peakFootprint);
+    lean.close?.();
+    loose.close?.();
   });
 
   it("replays through glibc (FFI) with the same checks", async () => {

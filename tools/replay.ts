@@ -51,6 +51,7 @@ import {
   jemallocEnvPresent,
 } from "../bench/comparators.ts";
 import { specialize } from "../bench/harness.ts";
+import type { HeapOptions } from "../mod.ts";
 
 // ---- trace model -----------------------------------------------------------------------
 
@@ -930,6 +931,7 @@ function usage(): string {
     "  --warmup N            replay N times before the measured run (steady-state time)",
     "  --in-process          replay everything in this process (one run, shared state)",
     "  --json FILE           write every result (with samples) as JSON",
+    "  --heap-options K=V,.. options for the heap, e.g. idleRatio=Infinity,retainBytes=0",
   ].join("\n");
 }
 
@@ -949,6 +951,7 @@ export async function main(args: string[]): Promise<number> {
         warmup: { type: "string", default: "0" },
         "in-process": { type: "boolean", default: false },
         json: { type: "string" },
+        "heap-options": { type: "string", default: "" },
         child: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -968,8 +971,18 @@ export async function main(args: string[]): Promise<number> {
   const sampleEvery = Math.max(1, Number(v.sample) | 0);
   const touch = !v["no-touch"];
   const warmup = Math.max(0, Number(v.warmup) | 0);
+  const heapText = v["heap-options"];
+  let heap: HeapOptions;
+  try {
+    heap = parseHeapOptions(heapText);
+  } catch (e) {
+    console.error(`${e instanceof Error ? e.message : e}\n${usage()}`);
+    return 2;
+  }
 
-  if (v.child) return await child(traces[0], allocators[0], { touch, sampleEvery, warmup });
+  if (v.child) {
+    return await child(traces[0], allocators[0], { touch, sampleEvery, warmup, heap, heapText });
+  }
 
   const inProcess = v["in-process"];
   if (inProcess && allocators.includes("jemalloc") && !jemallocEnvPresent()) {
@@ -1014,17 +1027,17 @@ export async function main(args: string[]): Promise<number> {
           }`;
           let r: ReplayResult | null;
           if (inProcess) {
-            const a = createAllocator(name);
+            const a = createAllocator(name, { heap });
             if (a === null) continue;
             for (let w = 0; w < warmup; w++) {
-              const wa = createAllocator(name)!;
+              const wa = createAllocator(name, { heap })!;
               replay(trace!, wa, { touch, sampleEvery });
               wa.close?.();
             }
             r = replay(trace!, a, { touch, sampleEvery });
             a.close?.();
           } else {
-            r = await spawnChild(snapshot, name, { touch, sampleEvery, warmup });
+            r = await spawnChild(snapshot, name, { touch, sampleEvery, warmup, heap, heapText });
           }
           if (r === null) {
             console.error(`${label}: skipped`);
@@ -1046,7 +1059,8 @@ export async function main(args: string[]): Promise<number> {
       if (traceResults.length > 0) {
         console.log(
           `\n### ${traceResults[0].trace} (${fmtInt(traceResults[0].events)} events, ` +
-            `peak live ${mib(traceResults[0].peakLiveBytes)}${touch ? "" : ", no byte writes"})\n`,
+            `peak live ${mib(traceResults[0].peakLiveBytes)}${touch ? "" : ", no byte writes"}` +
+            `${heapText === "" ? "" : `, heap options ${heapText}`})\n`,
         );
         console.log(formatTable(traceResults));
       }
@@ -1082,11 +1096,56 @@ function runArgs(forMain: boolean): string[] {
   ];
 }
 
+/** What a child replay is told (heapText: --heap-options as given, passed on verbatim). */
+interface ChildOptions {
+  touch: boolean;
+  sampleEvery: number;
+  warmup: number;
+  heap: HeapOptions;
+  heapText: string;
+}
+
+/** Numeric Heap options that --heap-options may set. */
+const HEAP_NUMBER_OPTIONS = ["arenaBytes", "retainBytes", "idleRatio", "idleFloorBytes"] as const;
+
+/**
+ * Parses --heap-options: comma-separated key=value pairs of HeapOptions;
+ * numbers (Infinity too) for the sizes and ratios, true/false for secure and debug.
+ */
+export function parseHeapOptions(text: string): HeapOptions {
+  const options: Record<string, number | boolean> = {};
+  for (const pair of text.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    const [key, value, extra] = pair.split("=");
+    if (value === undefined || extra !== undefined) {
+      throw new Error(`--heap-options: expected key=value, got "${pair}"`);
+    }
+    if ((HEAP_NUMBER_OPTIONS as readonly string[]).includes(key)) {
+      const n = Number(value);
+      if (value.trim() === "" || Number.isNaN(n)) {
+        throw new Error(`--heap-options: ${key} must be a number, got "${value}"`);
+      }
+      options[key] = n;
+    } else if (key === "secure" || key === "debug") {
+      if (value !== "true" && value !== "false") {
+        throw new Error(`--heap-options: ${key} must be true or false, got "${value}"`);
+      }
+      options[key] = value === "true";
+    } else {
+      throw new Error(
+        `--heap-options: unknown option "${key}" (known: ${
+          [...HEAP_NUMBER_OPTIONS, "secure", "debug"].join(", ")
+        })`,
+      );
+    }
+  }
+  return options as HeapOptions;
+}
+
 /** Replays one trace with one allocator in a fresh process and returns its result. */
 async function spawnChild(
   path: string,
   allocator: string,
-  o: { touch: boolean; sampleEvery: number; warmup: number },
+  o: ChildOptions,
 ): Promise<ReplayResult | null> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: [
@@ -1100,6 +1159,7 @@ async function spawnChild(
       "--warmup",
       String(o.warmup),
       ...(o.touch ? [] : ["--no-touch"]),
+      ...(o.heapText === "" ? [] : ["--heap-options", o.heapText]),
     ],
     env: JEMALLOC_ENV,
     stdin: "null",
@@ -1116,18 +1176,14 @@ async function spawnChild(
 }
 
 /** The child side: parse, replay once, print the result as one JSON line. */
-async function child(
-  path: string,
-  allocator: string,
-  o: { touch: boolean; sampleEvery: number; warmup: number },
-): Promise<number> {
+async function child(path: string, allocator: string, o: ChildOptions): Promise<number> {
   const trace = path.endsWith(".bin")
     ? decodeTrace(await Deno.readFile(path))
     : await readTraceFile(path);
-  const a = createAllocator(allocator);
+  const a = createAllocator(allocator, { heap: o.heap });
   if (a === null) return 0; // the note says why
   for (let w = 0; w < o.warmup; w++) {
-    const wa = createAllocator(allocator)!;
+    const wa = createAllocator(allocator, { heap: o.heap })!;
     replay(trace, wa, o);
     wa.close?.();
   }
