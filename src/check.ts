@@ -78,12 +78,13 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     }
     committed += commitEnd - start;
     if (state === PageState.Small || state === PageState.Medium) {
-      const used = checkPage(arena, pages, d, start, fail);
-      // Blocks other Workers freed count as freed, though their owner has not taken them back.
-      const pending = checkThreadFree(arena, pages, d, fail);
-      allocated += (used - pending) * u32[d + Desc.BlockSize];
-      live += used - pending;
-      if (used < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
+      // Blocks other Workers freed are freed (their live bits are clear), though
+      // their owner has not taken them back: USED still counts them.
+      const threadFree = checkThreadFree(arena, pages, d, fail);
+      const used = checkPage(arena, pages, d, start, threadFree, fail);
+      allocated += used * u32[d + Desc.BlockSize];
+      live += used;
+      if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
       retained.add(d);
@@ -209,42 +210,43 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
 }
 
 /**
- * Shared heaps: checks the blocks other Workers freed on page `d` (each is
- * live and marked pending, and the pending marks match the list); returns
- * how many there are.
+ * Shared heaps: checks the blocks other Workers freed on page `d` and its
+ * owner has not taken back (each a block of the page below BUMP, not live,
+ * listed once) and returns them.
  */
 function checkThreadFree(
   arena: Arena,
   pages: Pages,
   d: number,
   fail: (address: number, what: string) => never,
-): number {
+): Set<number> {
   const u32 = arena.u32;
-  let count = 0;
+  const blocks = new Set<number>();
+  const start = u32[d + Desc.PageStart];
   for (let b = u32[d + Desc.ThreadFree]; b !== 0; b = u32[b >>> 2]) {
-    if (++count > u32[d + Desc.Capacity]) fail(arena.base + b, "thread-free list has a cycle");
-    if (!pages.isLive(d, b) || !pages.isPending(d, b)) {
-      fail(arena.base + b, "a block freed by another Worker is not live and pending");
+    if (blocks.has(b) || blocks.size >= u32[d + Desc.Capacity]) {
+      fail(arena.base + b, "thread-free list has a cycle");
     }
+    if (b < start || b >= u32[d + Desc.Bump] || (b - start) % u32[d + Desc.BlockSize] !== 0) {
+      fail(arena.base + b, "thread-free list link points outside the page's blocks");
+    }
+    if (pages.isLive(d, b)) fail(arena.base + b, "a block freed by another Worker is still live");
+    blocks.add(b);
   }
-  let marked = 0;
-  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
-  const pending = u32[d + Desc.Bitmap] + (arena.pendingU32 - arena.bitmapU32);
-  for (let w = 0; w < words; w++) {
-    for (let bits = u32[pending + w]; bits !== 0; bits &= bits - 1) marked++;
-  }
-  if (marked !== count) {
-    fail(arena.base + u32[d + Desc.PageStart], "pending marks do not match the thread-free list");
-  }
-  return count;
+  return blocks;
 }
 
-/** Checks one in-use page; returns its live block count. */
+/**
+ * Checks one in-use page, whose `threadFree` blocks wait for their owner
+ * (counted in USED, neither live nor on the free list); returns its live
+ * block count.
+ */
 function checkPage(
   arena: Arena,
   pages: Pages,
   d: number,
   start: number,
+  threadFree: Set<number>,
   fail: (address: number, what: string) => never,
 ): number {
   const u32 = arena.u32;
@@ -288,6 +290,7 @@ function checkPage(
       fail(arena.base + f, "free list link points outside the page's blocks");
     }
     if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
+    if (threadFree.has(f)) fail(arena.base + f, "a block is on the free and thread-free lists");
   }
   // Live bitmap: set bits mark block starts below the bump pointer.
   let used = 0;
@@ -308,10 +311,14 @@ function checkPage(
       used++;
     }
   }
-  if (used !== u32[d + Desc.Used]) {
-    fail(where, `page counts ${u32[d + Desc.Used]} live blocks but its bitmap has ${used}`);
+  if (used + threadFree.size !== u32[d + Desc.Used]) {
+    fail(
+      where,
+      `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} ` +
+        `and its thread-free list ${threadFree.size}`,
+    );
   }
-  if (used + free + (bumpEnd - bump) / blockSize !== capacity) {
+  if (u32[d + Desc.Used] + free + (bumpEnd - bump) / blockSize !== capacity) {
     fail(where, "live + free + never-used blocks do not add up to the page's capacity");
   }
   return used;

@@ -640,17 +640,13 @@ export class Heap {
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
     const offset = address - this.#base;
-    if (where > 0 && this.#owner !== 0) {
+    if (
+      where > 0 && this.#owner !== 0 && Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner
+    ) {
       // Shared heap: another Worker's page takes the block through its thread-free list.
-      const pages = this.#pages;
-      if (Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner) {
-        this.#allocated -= pages.freeRemote(where, offset);
-        this.#frees++;
-        return;
-      }
-      if (pages.isPending(where, offset)) {
-        throw new HeapError("double-free", address, "free: the block was already freed");
-      }
+      this.#allocated -= this.#pages.freeRemote(where, offset);
+      this.#frees++;
+      return;
     }
     this.#allocated -= where > 0 ? this.#pages.freeLive(where, offset) : this.#large.free(address);
     this.#frees++;

@@ -379,7 +379,8 @@ export class Pages {
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
-    this.flipLiveBit(d, block);
+    if (this.shared) this.setLiveBitAtomic(d, block);
+    else this.flipLiveBit(d, block);
     return block;
   }
 
@@ -392,7 +393,8 @@ export class Pages {
     if (this.key !== 0) this.verifyChecksum(d);
     // Read now: once the page retires, another Worker may reformat it.
     const blockSize = u32[d + Desc.BlockSize];
-    this.flipLiveBit(d, offset);
+    if (this.shared) this.clearLiveBitAtomic(d, offset);
+    else this.flipLiveBit(d, offset);
     u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
@@ -561,6 +563,35 @@ export class Pages {
     u32[u32[d + Desc.Bitmap] + (granule >>> 5)] ^= 1 << (granule & 31);
   }
 
+  /**
+   * Shared heaps: other Workers clear live bits of this owner's pages (see
+   * freeRemote), so the owner changes its bitmap words with atomic operations
+   * only: a plain read-modify-write would undo a remote free.
+   */
+  private setLiveBitAtomic(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    Atomics.or(u32, u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31));
+  }
+
+  /**
+   * Shared heaps: clears a live bit and throws "double-free", changing
+   * nothing, if it was clear already: whoever clears the bit first owns the
+   * free, so a block two Workers free at once is freed exactly once.
+   */
+  private clearLiveBitAtomic(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    const bit = 1 << (granule & 31);
+    if ((Atomics.and(u32, u32[d + Desc.Bitmap] + (granule >>> 5), ~bit) & bit) === 0) {
+      throw new HeapError(
+        "double-free",
+        this.arena.base + offset,
+        "free: the block was already freed",
+      );
+    }
+  }
+
   // ---- page transitions ---------------------------------------------------------
 
   /**
@@ -669,25 +700,15 @@ export class Pages {
   }
 
   /**
-   * Frees a live block of a page that another Worker owns: marks it pending
-   * (an atomic or on the page's pending bitmap, which also finds a second
-   * free) and pushes it on the page's thread-free list. Returns its size.
+   * Frees a live block of a page that another Worker owns: clears its live
+   * bit (an atomic and, which also settles a race with a second free of the
+   * same block) and pushes it on the page's thread-free list. Returns its size.
    */
   freeRemote(d: number, offset: number): number {
     const u32 = this.u32;
     // Read now: once the block is pushed, its owner may collect it and the page may be reformatted.
     const blockSize = u32[d + Desc.BlockSize];
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = this.pendingWord(d) + (granule >>> 5);
-    const bit = 1 << (granule & 31);
-    if ((Atomics.or(u32, word, bit) & bit) !== 0 || !this.isLiveAtomic(d, offset)) {
-      if (!this.isLiveAtomic(d, offset)) Atomics.and(u32, word, ~bit);
-      throw new HeapError(
-        "double-free",
-        this.arena.base + offset,
-        "free: the block was already freed",
-      );
-    }
+    this.clearLiveBitAtomic(d, offset);
     let head: number;
     do {
       head = Atomics.load(u32, d + Desc.ThreadFree);
@@ -703,13 +724,6 @@ export class Pages {
       } while (Atomics.compareExchange(u32, stack, top, d) !== top);
     }
     return blockSize;
-  }
-
-  /** True if the block was freed by another Worker and its owner has not collected it yet. */
-  isPending(d: number, offset: number): boolean {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    return (Atomics.load(u32, this.pendingWord(d) + (granule >>> 5)) & (1 << (granule & 31))) !== 0;
   }
 
   /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
@@ -775,23 +789,17 @@ export class Pages {
     else if (u32[d + Desc.Used] === 0 && !this.staysWhenEmpty(d)) this.retireEmptied(d);
   }
 
-  /** Moves a page's thread-free blocks to its free list; false if there were none. */
+  /**
+   * Moves a page's thread-free blocks to its free list; false if there were
+   * none. Their live bits are clear already: the freer cleared them.
+   */
   private collectBlocks(d: number): boolean {
     const u32 = this.u32;
     let block = Atomics.exchange(u32, d + Desc.ThreadFree, 0);
     if (block === 0) return false;
-    const start = u32[d + Desc.PageStart];
-    const shift = u32[d + Desc.Shift];
-    const bitmap = u32[d + Desc.Bitmap];
-    const pending = this.pendingWord(d);
     let used = u32[d + Desc.Used];
     while (block !== 0) {
       const next = u32[block >>> 2];
-      const granule = (block - start) >>> shift;
-      const bit = 1 << (granule & 31);
-      // Live bit first, pending bit second: a racing second free then sees a dead block.
-      Atomics.and(u32, bitmap + (granule >>> 5), ~bit);
-      Atomics.and(u32, pending + (granule >>> 5), ~bit);
       u32[block >>> 2] = this.encodeNext(block, u32[d + Desc.Free]);
       u32[d + Desc.Free] = block;
       used--;
@@ -849,17 +857,6 @@ export class Pages {
       Atomics.store(this.arena.i32, slotOf(this.arena, orphan) + Slot.State, OwnerState.Free);
     }
     this.collectStranded();
-  }
-
-  private pendingWord(d: number): number {
-    return this.u32[d + Desc.Bitmap] + (this.arena.pendingU32 - this.arena.bitmapU32);
-  }
-
-  private isLiveAtomic(d: number, offset: number): boolean {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    return (Atomics.load(u32, u32[d + Desc.Bitmap] + (granule >>> 5)) & (1 << (granule & 31))) !==
-      0;
   }
 
   // ---- lists ---------------------------------------------------------------

@@ -17,10 +17,13 @@
  *
  * Pages belong to the owner that formatted them (Desc.Owner). Only the owner
  * allocates from a page and changes its free list; another Worker frees a
- * block by setting its bit in the page's pending bitmap (an atomic or, which
- * also catches a second free) and pushing it on the page's thread-free list
- * with a compare-and-swap; the first push also puts the page on its owner's
- * PENDING stack. The owner takes those blocks back in its slow path.
+ * block by clearing its live bit (an atomic and: of two Workers that free
+ * the same block at once, one finds the bit clear and reports a double
+ * free) and pushing it on the page's thread-free list with a
+ * compare-and-swap; the first push also puts the page on its owner's PENDING
+ * stack. The owner takes those blocks back in its slow path. Since others
+ * clear bits in its live bitmaps, the owner of a shared heap's page changes
+ * them with atomic operations too.
  *
  * Everything the Workers share beyond their pages (carving the arena, the
  * retained and released page lists, commit counters, large blocks) is done

@@ -895,6 +895,40 @@ describe("shared heap: frees and reallocs across Workers", () => {
     heap.close();
   });
 
+  it("two Workers that free the same blocks at once: each block is freed once and reported as a double free once, whoever owns its page", async () => {
+    const heap = new Heap({ shared: true });
+    await withRemotes(2, async ([a, b]) => {
+      const handle = heap.share();
+      await a.attach(handle);
+      await b.attach(handle);
+      const sizes = Array.from({ length: 3000 }, (_, i) => i % 50 === 0 ? 20 * KiB : 16 + i % 500);
+      // Blocks of the main thread's pages (both racers free remotely), then of
+      // A's pages (A frees locally while B frees remotely).
+      const mine = sizes.map((size) => heap.malloc(size));
+      const triples = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: 1 });
+      const theirs = triples.filter((_, i) => i % 3 === 0);
+      for (const [blocks, left] of [[mine, theirs.length], [theirs, 0]] as const) {
+        const gate = new SharedArrayBuffer(8);
+        const race = (r: Remote) =>
+          r.call<{ freed: number; doubles: number }>({ op: "freeRacing", blocks, gate, racers: 2 });
+        const [ra, rb] = await Promise.all([race(a), race(b)]);
+        assert.equal(ra.freed + rb.freed, blocks.length, "every block freed once");
+        assert.equal(ra.doubles + rb.doubles, blocks.length, "every second free reported");
+        heap.check();
+        assert.equal(heap.stats().liveBlocks, left, "each block counted as freed once");
+      }
+      assert.equal(heap.stats().allocatedBytes, 0);
+      // The blocks are reused: every Worker allocates and frees again.
+      for (const r of [a, b]) {
+        const again = await r.call<number[]>({ op: "mallocMany", sizes, tagBase: 9 });
+        await r.call({ op: "freeAll", blocks: again });
+      }
+      heap.check();
+      assert.equal(heap.stats().liveBlocks, 0);
+    });
+    heap.close();
+  });
+
   it("DEBUG MODE: a double free across debug-mode Workers throws HeapError double-free in the second Worker", async () => {
     const heap = new Heap({ shared: true, debug: { stacks: false } });
     await withRemotes(2, async ([a, b]) => {
