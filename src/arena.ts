@@ -26,6 +26,10 @@
  *                    +-----------------------------------------------+
  *                    | live bitmaps: 512 B per unit (1 bit a granule)|
  *                    +-----------------------------------------------+
+ *                    | handed-out bitmaps: 512 B per unit (shared    |
+ *                    | heaps: blocks the page's owner handed out and |
+ *                    | has not seen freed; see pages.ts)             |
+ *                    +-----------------------------------------------+
  *                    | owner slots: 64 x 1 KiB (shared heaps; see    |
  *                    | sync.ts)                                      |
  *   dataStart        +-----------------------------------------------+  64 KiB-aligned address
@@ -142,6 +146,8 @@ export class Arena {
   readonly unitCount: number;
   /** u32 index where the live bitmaps start (BITMAP_BYTES per unit). */
   readonly bitmapU32: number;
+  /** Shared heaps: u32 index where the handed-out bitmaps start (BITMAP_BYTES per unit). */
+  readonly handedOutU32: number;
   /** u32 index of the owner slots (shared heaps). */
   readonly ownersU32: number;
   /** An Int32Array over the arena, for Atomics. */
@@ -157,11 +163,13 @@ export class Arena {
     this.u32 = new Uint32Array(this.buffer);
     this.f64 = new Float64Array(this.buffer);
     this.i32 = new Int32Array(this.buffer);
-    const perUnit = UNIT_SIZE + DESC_BYTES + BITMAP_BYTES;
+    const perUnit = UNIT_SIZE + DESC_BYTES + 2 * BITMAP_BYTES;
     this.unitCount = Math.floor((size - DESCRIPTORS_BYTE - OWNERS_BYTES - UNIT_SIZE) / perUnit);
     const bitmapStart = DESCRIPTORS_BYTE + this.unitCount * DESC_BYTES;
     this.bitmapU32 = bitmapStart >>> 2;
-    const ownersStart = bitmapStart + this.unitCount * BITMAP_BYTES;
+    const handedOutStart = bitmapStart + this.unitCount * BITMAP_BYTES;
+    this.handedOutU32 = handedOutStart >>> 2;
+    const ownersStart = handedOutStart + this.unitCount * BITMAP_BYTES;
     this.ownersU32 = ownersStart >>> 2;
     const metaEnd = ownersStart + OWNERS_BYTES;
     this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;
@@ -237,8 +245,9 @@ export class Arena {
 
   /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
   private setMetaCommitted(topUnit: number): void {
+    const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
     const meta = DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
-      roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
+      bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
       (this.u32[H_SHARED] === 1 ? OWNERS_BYTES : 0);
     this.addCommitted(meta - this.f64[S_META_COMMITTED]);
     this.f64[S_META_COMMITTED] = meta;

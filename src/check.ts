@@ -17,6 +17,7 @@ import {
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
   H_SECURE_KEY,
+  H_SHARED,
   H_TOP_UNIT,
   H_VERSION,
   LAYOUT_VERSION,
@@ -80,8 +81,8 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     if (state === PageState.Small || state === PageState.Medium) {
       // Blocks other Workers freed are freed (their live bits are clear), though
       // their owner has not taken them back: USED still counts them.
-      const threadFree = checkThreadFree(arena, pages, d, fail);
-      const used = checkPage(arena, pages, d, start, threadFree, fail);
+      const remotelyFreed = checkHandedOut(arena, pages, d, fail);
+      const used = checkPage(arena, pages, d, start, remotelyFreed, fail);
       allocated += used * u32[d + Desc.BlockSize];
       live += used;
       if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
@@ -210,34 +211,45 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
 }
 
 /**
- * Shared heaps: checks the blocks other Workers freed on page `d` and its
- * owner has not taken back (each a block of the page below BUMP, not live,
- * listed once) and returns them.
+ * Shared heaps: checks page `d`'s handed-out bitmap against its live bitmap
+ * (every live block was handed out; a block handed out and no longer live,
+ * freed by another Worker, is on a flagged page) and returns the blocks
+ * other Workers freed that the owner has not taken back. Empty for a heap
+ * that is not shared.
  */
-function checkThreadFree(
+function checkHandedOut(
   arena: Arena,
   pages: Pages,
   d: number,
   fail: (address: number, what: string) => never,
 ): Set<number> {
   const u32 = arena.u32;
-  const blocks = new Set<number>();
-  const start = u32[d + Desc.PageStart];
-  for (let b = u32[d + Desc.ThreadFree]; b !== 0; b = u32[b >>> 2]) {
-    if (blocks.has(b) || blocks.size >= u32[d + Desc.Capacity]) {
-      fail(arena.base + b, "thread-free list has a cycle");
+  const freed = new Set<number>();
+  if (u32[H_SHARED] !== 1) return freed;
+  const bitmap = u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
+  for (let w = 0; w < words; w++) {
+    const live = u32[bitmap + w];
+    const handed = u32[handedOut + w];
+    if ((live & ~handed) !== 0) {
+      fail(arena.base + u32[d + Desc.PageStart], "a live block was not handed out by its owner");
     }
-    if (b < start || b >= u32[d + Desc.Bump] || (b - start) % u32[d + Desc.BlockSize] !== 0) {
-      fail(arena.base + b, "thread-free list link points outside the page's blocks");
+    for (let bits = handed & ~live; bits !== 0; bits &= bits - 1) {
+      freed.add(pages.blockAtGranule(d, w * 32 + 31 - Math.clz32(bits & -bits)));
     }
-    if (pages.isLive(d, b)) fail(arena.base + b, "a block freed by another Worker is still live");
-    blocks.add(b);
   }
-  return blocks;
+  if (freed.size > 0 && u32[d + Desc.RemoteFreed] === 0) {
+    fail(
+      arena.base + u32[d + Desc.PageStart],
+      "blocks other Workers freed wait on an unflagged page",
+    );
+  }
+  return freed;
 }
 
 /**
- * Checks one in-use page, whose `threadFree` blocks wait for their owner
+ * Checks one in-use page, whose `remotelyFreed` blocks wait for their owner
  * (counted in USED, neither live nor on the free list); returns its live
  * block count.
  */
@@ -246,7 +258,7 @@ function checkPage(
   pages: Pages,
   d: number,
   start: number,
-  threadFree: Set<number>,
+  remotelyFreed: Set<number>,
   fail: (address: number, what: string) => never,
 ): number {
   const u32 = arena.u32;
@@ -290,7 +302,9 @@ function checkPage(
       fail(arena.base + f, "free list link points outside the page's blocks");
     }
     if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
-    if (threadFree.has(f)) fail(arena.base + f, "a block is on the free and thread-free lists");
+    if (remotelyFreed.has(f)) {
+      fail(arena.base + f, "a block another Worker freed is on the free list already");
+    }
   }
   // Live bitmap: set bits mark block starts below the bump pointer.
   let used = 0;
@@ -311,11 +325,11 @@ function checkPage(
       used++;
     }
   }
-  if (used + threadFree.size !== u32[d + Desc.Used]) {
+  if (used + remotelyFreed.size !== u32[d + Desc.Used]) {
     fail(
       where,
-      `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} ` +
-        `and its thread-free list ${threadFree.size}`,
+      `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} live ` +
+        `and ${remotelyFreed.size} freed by other Workers`,
     );
   }
   if (u32[d + Desc.Used] + free + (bumpEnd - bump) / blockSize !== capacity) {
@@ -330,7 +344,13 @@ function checkBitmapEmpty(
   where: number,
   fail: (address: number, what: string) => never,
 ): void {
+  const bitmap = arena.u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const shared = arena.u32[H_SHARED] === 1;
   for (let w = 0; w < 128; w++) {
-    if (arena.u32[arena.u32[d + Desc.Bitmap] + w] !== 0) fail(where, "an empty page has live bits");
+    if (arena.u32[bitmap + w] !== 0) fail(where, "an empty page has live bits");
+    if (shared && arena.u32[handedOut + w] !== 0) {
+      fail(where, "an empty page has blocks handed out");
+    }
   }
 }

@@ -643,7 +643,7 @@ export class Heap {
     if (
       where > 0 && this.#owner !== 0 && Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner
     ) {
-      // Shared heap: another Worker's page takes the block through its thread-free list.
+      // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
       this.#allocated -= this.#pages.freeRemote(where, offset);
       this.#frees++;
       return;

@@ -22,12 +22,23 @@
  * bit per 8 KiB, which still separates blocks larger than 8 KiB). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
+ * Shared heaps: a page belongs to one Worker, its owner (see sync.ts), and
+ * each unit has a second bitmap, the handed-out bitmap, that only the owner
+ * writes: the blocks it handed out and has not seen freed. Another Worker
+ * frees a block of the page by clearing its live bit alone (an atomic and:
+ * of two Workers freeing the same block at once, one finds the bit clear),
+ * and flags the page REMOTE_FREED, pushing it on its owner's stack of such
+ * pages if the flag was clear. The owner, in its slow path, clears the flag
+ * and takes back every block handed out but no longer live. The freer never
+ * touches the block nor a word the owner writes on its fast path.
+ *
  * Descriptor, 32 u32 words:
  *
  *   0 FREE        offset of the first free block, 0 = none
  *   1 BUMP        offset of the next never-used block
  *   2 BUMP_END    end of the last whole block that fits
- *   3 USED        live blocks                  invariant: USED + free + unbumped = CAPACITY
+ *   3 USED        blocks handed out, less those the page's owner saw freed
+ *                                              invariant: USED + free + unbumped = CAPACITY
  *   4 BLOCK_SIZE  bytes per block
  *   5 CLASS       size class
  *   6 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
@@ -42,7 +53,8 @@
  *  15 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
  *  16 CHECKSUM    secure mode: a keyed hash of words 4, 5, 9, 12, 13, 15
  *  17 OWNER       shared heaps: owner slot of the Worker that allocates here
- *  18 THREAD_FREE shared heaps: blocks other Workers freed (see sync.ts)
+ *  18 REMOTE_FREED shared heaps: 1 once another Worker freed a block here,
+ *                 until the owner takes the blocks back
  *  19 PENDING_NEXT shared heaps: link in the owner's stack of such pages
  *  20-31          spare
  *
@@ -122,8 +134,8 @@ export const enum Desc {
   Checksum = 16,
   /** Shared heaps: the owner slot whose Worker allocates from this page (0 = not shared). */
   Owner = 17,
-  /** Shared heaps: blocks freed by other Workers, a lock-free stack through their first word. */
-  ThreadFree = 18,
+  /** Shared heaps: 1 from another Worker's free of a block here until the owner takes it back. */
+  RemoteFreed = 18,
   /** Shared heaps: link in the owner's stack of pages with remote frees. */
   PendingNext = 19,
   /** Words per descriptor. */
@@ -262,6 +274,8 @@ export class Pages {
   /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
   onAdopt: (orphan: number) => void = () => {};
   private readonly shared: boolean;
+  /** Shared heaps: words from a live bitmap to the same unit's handed-out bitmap. */
+  private readonly handedOutDelta: number;
   /** Where this owner's available-list heads are: headBase + class * headStride. */
   private readonly headBase: number;
   private readonly headStride: number;
@@ -273,6 +287,7 @@ export class Pages {
     this.shuffleState = this.key | 1;
     this.owner = owner;
     this.shared = owner !== 0;
+    this.handedOutDelta = arena.handedOutU32 - arena.bitmapU32;
     this.headBase = owner === 0
       ? Tables.ClassU32 + ClassEntry.AvailHead
       : slotOf(arena, owner) + Slot.Heads;
@@ -314,7 +329,7 @@ export class Pages {
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
-    u32[d + Desc.ThreadFree] = 0;
+    u32[d + Desc.RemoteFreed] = 0;
     Atomics.store(u32, d + Desc.Owner, this.owner);
     if (this.key !== 0) {
       u32[d + Desc.Checksum] = this.checksum(d);
@@ -379,7 +394,7 @@ export class Pages {
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
-    if (this.shared) this.setLiveBitAtomic(d, block);
+    if (this.shared) this.handOut(d, block);
     else this.flipLiveBit(d, block);
     return block;
   }
@@ -393,7 +408,7 @@ export class Pages {
     if (this.key !== 0) this.verifyChecksum(d);
     // Read now: once the page retires, another Worker may reformat it.
     const blockSize = u32[d + Desc.BlockSize];
-    if (this.shared) this.clearLiveBitAtomic(d, offset);
+    if (this.shared) this.takeBackLocal(d, offset);
     else this.flipLiveBit(d, offset);
     u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
@@ -564,14 +579,28 @@ export class Pages {
   }
 
   /**
-   * Shared heaps: other Workers clear live bits of this owner's pages (see
-   * freeRemote), so the owner changes its bitmap words with atomic operations
-   * only: a plain read-modify-write would undo a remote free.
+   * Shared heaps: sets a block's live and handed-out bits. Other Workers
+   * clear live bits of this owner's pages (see freeRemote), so the owner
+   * changes its live bitmap words with atomic operations only: a plain
+   * read-modify-write would undo a remote free.
    */
-  private setLiveBitAtomic(d: number, offset: number): void {
+  private handOut(d: number, offset: number): void {
     const u32 = this.u32;
     const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    Atomics.or(u32, u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31));
+    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+    const bit = 1 << (granule & 31);
+    Atomics.or(u32, word, bit);
+    u32[word + this.handedOutDelta] |= bit;
+  }
+
+  /** Shared heaps: the owner frees a block of its own page (live and handed-out bits). */
+  private takeBackLocal(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+    const bit = 1 << (granule & 31);
+    this.clearLiveBit(word, bit, offset);
+    u32[word + this.handedOutDelta] &= ~bit;
   }
 
   /**
@@ -579,11 +608,8 @@ export class Pages {
    * nothing, if it was clear already: whoever clears the bit first owns the
    * free, so a block two Workers free at once is freed exactly once.
    */
-  private clearLiveBitAtomic(d: number, offset: number): void {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const bit = 1 << (granule & 31);
-    if ((Atomics.and(u32, u32[d + Desc.Bitmap] + (granule >>> 5), ~bit) & bit) === 0) {
+  private clearLiveBit(word: number, bit: number, offset: number): void {
+    if ((Atomics.and(this.u32, word, ~bit) & bit) === 0) {
       throw new HeapError(
         "double-free",
         this.arena.base + offset,
@@ -701,21 +727,20 @@ export class Pages {
 
   /**
    * Frees a live block of a page that another Worker owns: clears its live
-   * bit (an atomic and, which also settles a race with a second free of the
-   * same block) and pushes it on the page's thread-free list. Returns its size.
+   * bit, and flags the page for its owner (see the top of this file).
+   * Returns its size.
    */
   freeRemote(d: number, offset: number): number {
     const u32 = this.u32;
-    // Read now: once the block is pushed, its owner may collect it and the page may be reformatted.
+    // Read now: once the bit is clear, the owner may take the block back and retire the page.
     const blockSize = u32[d + Desc.BlockSize];
-    this.clearLiveBitAtomic(d, offset);
-    let head: number;
-    do {
-      head = Atomics.load(u32, d + Desc.ThreadFree);
-      u32[offset >>> 2] = head;
-    } while (Atomics.compareExchange(u32, d + Desc.ThreadFree, head, offset) !== head);
-    if (head === 0) {
-      // The page's first pending block: tell its owner.
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    this.clearLiveBit(u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31), offset);
+    // A page already flagged is already on its owner's stack: a load, no write.
+    if (
+      Atomics.load(u32, d + Desc.RemoteFreed) === 0 &&
+      Atomics.exchange(u32, d + Desc.RemoteFreed, 1) === 0
+    ) {
       const stack = slotOf(this.arena, Atomics.load(u32, d + Desc.Owner)) + Slot.Pending;
       let top: number;
       do {
@@ -735,8 +760,8 @@ export class Pages {
 
   /**
    * Empties an owner's stack of pages with remote frees and returns them.
-   * The whole stack is read before any page is touched: a page whose
-   * thread-free list is emptied may be pushed again at once, rewriting its link.
+   * The whole stack is read before any page is touched: a page whose flag is
+   * cleared may be pushed again at once, rewriting its link.
    */
   private drainPendingStack(stack: number): number[] {
     const u32 = this.u32;
@@ -763,7 +788,7 @@ export class Pages {
     if (Atomics.load(this.u32, d + Desc.Owner) === this.owner) this.collectPage(d);
   }
 
-  /** Collects every page of this owner whose thread-free list is not empty (trim, adoption). */
+  /** Collects every page of this owner flagged REMOTE_FREED (trim, adoption). */
   private collectStranded(): void {
     const u32 = this.u32;
     const top = u32[H_TOP_UNIT];
@@ -773,14 +798,14 @@ export class Pages {
       if (
         (state === PageState.Small || state === PageState.Medium) &&
         Atomics.load(u32, d + Desc.Owner) === this.owner &&
-        Atomics.load(u32, d + Desc.ThreadFree) !== 0
+        Atomics.load(u32, d + Desc.RemoteFreed) !== 0
       ) {
         this.collectPage(d);
       }
     }
   }
 
-  /** Moves a page's thread-free blocks to its free list (owner only), with the page transition that follows. */
+  /** Takes back a page's remotely freed blocks (owner only), with the page transition that follows. */
   private collectPage(d: number): void {
     const u32 = this.u32;
     const wasFull = u32[d + Desc.Used] === u32[d + Desc.Capacity];
@@ -790,21 +815,42 @@ export class Pages {
   }
 
   /**
-   * Moves a page's thread-free blocks to its free list; false if there were
-   * none. Their live bits are clear already: the freer cleared them.
+   * Puts the blocks of page `d` that other Workers freed (handed out, no
+   * longer live) on its free list; false if there were none. The flag is
+   * cleared before the bitmaps are read: a free that clears a live bit after
+   * that read finds the flag clear and flags the page again. A flag may also
+   * come late, after the owner took the block back on an earlier flag and
+   * even retired the page: then there is nothing to take, and the page is
+   * left as it is.
    */
   private collectBlocks(d: number): boolean {
     const u32 = this.u32;
-    let block = Atomics.exchange(u32, d + Desc.ThreadFree, 0);
-    if (block === 0) return false;
+    if (Atomics.exchange(u32, d + Desc.RemoteFreed, 0) === 0) return false;
+    const start = u32[d + Desc.PageStart];
+    const shift = u32[d + Desc.Shift];
+    const bitmap = u32[d + Desc.Bitmap];
+    const words = (((u32[d + Desc.Bump] - start) >>> shift) + 31) >>> 5;
+    const small = shift === Granule.SmallShift;
     let used = u32[d + Desc.Used];
-    while (block !== 0) {
-      const next = u32[block >>> 2];
-      u32[block >>> 2] = this.encodeNext(block, u32[d + Desc.Free]);
-      u32[d + Desc.Free] = block;
-      used--;
-      block = next;
+    let free = u32[d + Desc.Free];
+    for (let w = 0; w < words; w++) {
+      const handedOut = u32[bitmap + this.handedOutDelta + w];
+      if (handedOut === 0) continue;
+      const freed = handedOut & ~Atomics.load(u32, bitmap + w);
+      if (freed === 0) continue;
+      u32[bitmap + this.handedOutDelta + w] = handedOut ^ freed;
+      for (let bits = freed; bits !== 0; bits &= bits - 1) {
+        const granule = (w << 5) + (31 - Math.clz32(bits & -bits));
+        const block = small
+          ? start + (granule << Granule.SmallShift)
+          : this.blockAtGranule(d, granule);
+        u32[block >>> 2] = this.encodeNext(block, free);
+        free = block;
+        used--;
+      }
     }
+    if (used === u32[d + Desc.Used]) return false;
+    u32[d + Desc.Free] = free;
     u32[d + Desc.Used] = used;
     return true;
   }

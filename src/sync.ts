@@ -19,9 +19,9 @@
  * allocates from a page and changes its free list; another Worker frees a
  * block by clearing its live bit (an atomic and: of two Workers that free
  * the same block at once, one finds the bit clear and reports a double
- * free) and pushing it on the page's thread-free list with a
- * compare-and-swap; the first push also puts the page on its owner's PENDING
- * stack. The owner takes those blocks back in its slow path. Since others
+ * free) and, unless the page is flagged REMOTE_FREED already, flags it and
+ * pushes it on its owner's PENDING stack with a compare-and-swap. The owner
+ * takes those blocks back in its slow path (see pages.ts). Since others
  * clear bits in its live bitmaps, the owner of a shared heap's page changes
  * them with atomic operations too.
  *
