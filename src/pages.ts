@@ -836,7 +836,8 @@ export class Pages {
     for (let w = 0; w < words; w++) {
       const handedOut = u32[bitmap + this.handedOutDelta + w];
       if (handedOut === 0) continue;
-      const freed = handedOut & ~Atomics.load(u32, bitmap + w);
+      // A plain load: the exchange above orders it (and an Atomics call costs more than the rest).
+      const freed = handedOut & ~u32[bitmap + w];
       if (freed === 0) continue;
       u32[bitmap + this.handedOutDelta + w] = handedOut ^ freed;
       for (let bits = freed; bits !== 0; bits &= bits - 1) {
