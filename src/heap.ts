@@ -37,12 +37,19 @@ import { HeapError } from "./errors.ts";
 import {
   type HeapStats,
   publishCounters,
-  publishOwnerCounters,
   readOwnerCounters,
   readStats,
   sumOwnerCounters,
 } from "./stats.ts";
-import { detachOwner, lockOwner, registerOwner, stopTheWorld, unlockOwner } from "./sync.ts";
+import {
+  detachOwner,
+  lockOwner,
+  ownerCountersF64,
+  ownerLockIndex,
+  registerOwner,
+  stopTheWorld,
+  unlockOwner,
+} from "./sync.ts";
 import { checkHeap } from "./check.ts";
 
 /** Options for `new Heap()`. */
@@ -100,13 +107,14 @@ export interface AttachOptions {
   debug?: boolean | DebugOptions;
 }
 
-/** The public methods a shared heap runs under its Worker's owner lock. */
+/**
+ * The public methods a shared heap runs under its Worker's owner lock
+ * through a wrapper; malloc and free take it themselves, more cheaply.
+ */
 const LOCKED_METHODS = [
-  "malloc",
   "calloc",
   "alignedAlloc",
   "realloc",
-  "free",
   "usableSize",
   "bytes",
   "pointer",
@@ -152,6 +160,10 @@ export class Heap {
   #owner = 0;
   #creator = true;
   #lockDepth = 0;
+  /** Shared heaps: i32 index of this Worker's owner lock, and f64 index of its published counters. */
+  #lockIndex = 0;
+  #countersF64 = 0;
+  #plainStoreReleases = Deno.build.arch === "x86_64";
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -222,7 +234,11 @@ export class Heap {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
     this.#special = this.#debug !== null || secure || shared;
-    if (shared) this.#lockEveryCall();
+    if (shared) {
+      this.#lockIndex = ownerLockIndex(arena, this.#owner);
+      this.#countersF64 = ownerCountersF64(arena, this.#owner);
+      this.#lockEveryCall();
+    }
   }
 
   /**
@@ -261,6 +277,7 @@ export class Heap {
   /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
   malloc(size: number): number {
     if (this.#special) {
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
       const debug = this.#specialMode("malloc");
       checkSize(size, "malloc");
       return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
@@ -396,6 +413,7 @@ export class Heap {
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
     if (this.#special) {
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#freeLocked(address);
       const debug = this.#specialMode("free");
       if (address === 0) return;
       if (debug) debug.free(address, "free");
@@ -626,22 +644,35 @@ export class Heap {
   }
 
   #publish(): void {
-    const counters = {
-      allocated: this.#allocated,
-      peakAllocated: this.#peakAllocated,
-      allocs: this.#allocs,
-      frees: this.#frees,
-      requested: this.#requested,
-    };
-    if (this.#owner === 0) publishCounters(this.#arena, counters);
-    else publishOwnerCounters(this.#arena, this.#owner, counters);
+    if (this.#owner === 0) {
+      publishCounters(this.#arena, {
+        allocated: this.#allocated,
+        peakAllocated: this.#peakAllocated,
+        allocs: this.#allocs,
+        frees: this.#frees,
+        requested: this.#requested,
+      });
+      return;
+    }
+    // Shared heaps: into this Worker's owner slot, in Counter order (sync.ts),
+    // where stats() in any Worker adds them up.
+    const f64 = this.#arena.f64;
+    const f = this.#countersF64;
+    f64[f] = this.#allocated;
+    f64[f + 1] = this.#peakAllocated;
+    f64[f + 2] = this.#allocs;
+    f64[f + 3] = this.#frees;
+    f64[f + 4] = this.#requested;
   }
 
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
     const offset = address - this.#base;
+    // A plain read of OWNER decides: only this Worker writes its own id there
+    // (formatting or adopting a page), and a page of this Worker changes
+    // hands only when this Worker retires it or is gone.
     if (
-      where > 0 && this.#owner !== 0 && Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner
+      where > 0 && this.#owner !== 0 && this.#u32[where + Desc.Owner] !== this.#owner
     ) {
       // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
       this.#allocated -= this.#pages.freeRemote(where, offset);
@@ -652,23 +683,69 @@ export class Heap {
     this.#frees++;
   }
 
-  /** Shared heaps: wraps each public call in this Worker's owner lock. */
+  /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
   #lockEveryCall(): void {
     const self = this as unknown as Record<string, (...args: unknown[]) => unknown>;
     for (const name of LOCKED_METHODS) {
       const method = self[name];
       self[name] = (...args: unknown[]) => {
-        if (this.#lockDepth++ === 0 && !this.#closed) lockOwner(this.#arena, this.#owner);
+        this.#enter();
         try {
           return method.apply(this, args);
         } finally {
-          if (--this.#lockDepth === 0 && !this.#closed) {
-            this.#publish();
-            unlockOwner(this.#arena, this.#owner);
-          }
+          this.#leave();
         }
       };
     }
+  }
+
+  /** Shared heaps: malloc under this Worker's owner lock. */
+  #mallocLocked(size: number): number {
+    this.#enter();
+    try {
+      return this.malloc(size);
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /** Shared heaps: free under this Worker's owner lock. */
+  #freeLocked(address: number): void {
+    this.#enter();
+    try {
+      this.free(address);
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /**
+   * Shared heaps: a public call begins. The owner lock is taken by the
+   * outermost call only (calls nest: leakReport calls leaks); an
+   * uncontended lock is one compare-and-swap, tried here before lockOwner's
+   * loop.
+   */
+  #enter(): void {
+    if (this.#lockDepth++ !== 0 || this.#closed) return;
+    if (Atomics.compareExchange(this.#arena.i32, this.#lockIndex, 0, this.#owner) !== 0) {
+      lockOwner(this.#arena, this.#owner);
+    }
+  }
+
+  /**
+   * Shared heaps: a public call ends; the outermost publishes the counters
+   * and unlocks. On x86-64 a plain store releases the lock: the CPU makes
+   * no store visible before an earlier load or store (and V8 emits typed
+   * array accesses in program order), so whoever takes the lock next sees
+   * every write made under it. That halves the lock's cost: Atomics.store
+   * is an xchg, as costly as the compare-and-swap that took the lock.
+   * Elsewhere a weaker memory model needs the release store.
+   */
+  #leave(): void {
+    if (--this.#lockDepth !== 0 || this.#closed) return;
+    this.#publish();
+    if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
+    else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
   }
 
   /**
@@ -689,16 +766,20 @@ export class Heap {
       }
       const state = u32[d + Desc.State];
       const relative = offset - u32[d + Desc.PageStart];
-      const blockSize = u32[d + Desc.BlockSize];
-      const onBoundary = blockSize !== 0 && relative % blockSize === 0;
       // The live bit alone proves a block: BUMP, which the page's owner keeps
-      // writing, is read only to tell a freed block from a never-used one.
+      // writing, is read only to tell a freed block from a never-used one. A
+      // small page has one bit per 16 bytes, set only where a block starts,
+      // so a 16-byte-aligned offset needs no division by the block size.
       if (
-        onBoundary && (state === PageState.Small || state === PageState.Medium) &&
+        (state === PageState.Small
+          ? (relative & 15) === 0
+          : state === PageState.Medium && relative % u32[d + Desc.BlockSize] === 0) &&
         this.#pages.isLive(d, offset)
       ) {
         return d;
       }
+      const blockSize = u32[d + Desc.BlockSize];
+      const onBoundary = blockSize !== 0 && relative % blockSize === 0;
       const blockStart = onBoundary && offset < u32[d + Desc.Bump];
       throw blockStart
         ? new HeapError("double-free", address, `${op}: the block was already freed`)

@@ -135,6 +135,16 @@ export function unlockGlobal(arena: Arena): void {
   if (--arena.globalLockDepth === 0) unlock(arena, H_GLOBAL_LOCK);
 }
 
+/** i32 index of owner `owner`'s lock word. */
+export function ownerLockIndex(arena: Arena, owner: number): number {
+  return slotOf(arena, owner) + Slot.Lock;
+}
+
+/** f64 index of owner `owner`'s counters (Counter order). */
+export function ownerCountersF64(arena: Arena, owner: number): number {
+  return (slotOf(arena, owner) + Slot.Counters) / 2;
+}
+
 /** Takes owner `owner`'s lock (held around each call of that Worker). */
 export function lockOwner(arena: Arena, owner: number): void {
   lock(arena, slotOf(arena, owner) + Slot.Lock, owner);
