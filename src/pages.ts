@@ -30,7 +30,7 @@
  * and flags the page REMOTE_FREED, pushing it on its owner's stack of such
  * pages if the flag was clear. The owner, in its slow path, clears the flag
  * and takes back every block handed out but no longer live. The freer never
- * touches the block nor a word the owner writes on its fast path.
+ * touches the block itself nor the page's free list.
  *
  * Descriptor, 32 u32 words:
  *
