@@ -32,31 +32,41 @@
  * and takes back every block handed out but no longer live. The freer never
  * touches the block itself nor the page's free list.
  *
- * Descriptor, 32 u32 words:
+ * Descriptor, 32 u32 words on two cache lines. The first holds what the
+ * page's owner writes as it allocates and frees; the second what stays fixed
+ * while the page is in use, which every Worker that frees a block of the page
+ * reads (shared heaps): a remote free then does not pull the line the owner
+ * keeps writing away from it.
  *
+ *   line 0 (bytes 0..63), written on the owner's malloc and free
  *   0 FREE        offset of the first free block, 0 = none
  *   1 BUMP        offset of the next never-used block
- *   2 BUMP_END    end of the last whole block that fits
- *   3 USED        blocks handed out, less those the page's owner saw freed
+ *   2 USED        blocks handed out, less those the page's owner saw freed
  *                                              invariant: USED + free + unbumped = CAPACITY
- *   4 BLOCK_SIZE  bytes per block
- *   5 CLASS       size class
- *   6 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
- *   7 NEXT        list link (descriptor index, 0 = none)
- *   8 PREV        list link (descriptor index, 0 = none)
- *   9 PAGE_START  offset of the page's first byte
- *  10 COMMIT_END  bytes below this offset are counted in committedBytes (4 KiB-rounded)
- *  11 ZERO_FROM   memory at or above this offset is still zero from the OS
- *  12 CAPACITY    blocks the page holds
- *  13 BITMAP      u32 index of the live bitmap
- *  14 UNITS       1 or 16
- *  15 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
- *  16 CHECKSUM    secure mode: a keyed hash of words 4, 5, 9, 12, 13, 15
- *  17 OWNER       shared heaps: owner slot of the Worker that allocates here
- *  18 REMOTE_FREED shared heaps: 1 once another Worker freed a block here,
- *                 until the owner takes the blocks back
- *  19 PENDING_NEXT shared heaps: link in the owner's stack of such pages
- *  20-31          spare
+ *   3 NEXT        list link (descriptor index, 0 = none)
+ *   4 PREV        list link (descriptor index, 0 = none)
+ *   5 COMMIT_END  bytes below this offset are counted in committedBytes (4 KiB-rounded)
+ *   6 ZERO_FROM   memory at or above this offset is still zero from the OS
+ *   7-15          spare
+ *
+ *   line 1 (bytes 64..127), fixed while the page is in use
+ *  16 BLOCK_SIZE  bytes per block
+ *  17 CLASS       size class
+ *  18 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
+ *  19 PAGE_START  offset of the page's first byte
+ *  20 BUMP_END    end of the last whole block that fits
+ *  21 CAPACITY    blocks the page holds
+ *  22 BITMAP      u32 index of the live bitmap
+ *  23 UNITS       1 or 16
+ *  24 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
+ *  25 CHECKSUM    secure mode: a keyed hash of BLOCK_SIZE, CLASS, PAGE_START,
+ *                 CAPACITY, BITMAP and SHIFT
+ *  26 OWNER       shared heaps: owner slot of the Worker that allocates here
+ *  27 REMOTE_FREED shared heaps: 1 once another Worker freed a block here,
+ *                 until the owner takes the blocks back (written once per
+ *                 such round, not per free)
+ *  28 PENDING_NEXT shared heaps: link in the owner's stack of such pages
+ *  29-31          spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -114,30 +124,32 @@ import { claimOrphans, lockGlobal, OwnerState, Slot, slotOf, unlockGlobal } from
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
+  // Line 0: written by the page's owner as it allocates and frees.
   Free = 0,
   Bump = 1,
-  BumpEnd = 2,
-  Used = 3,
-  BlockSize = 4,
-  Class = 5,
-  State = 6,
-  Next = 7,
-  Prev = 8,
-  PageStart = 9,
-  CommitEnd = 10,
-  ZeroFrom = 11,
-  Capacity = 12,
-  Bitmap = 13,
-  Units = 14,
-  Shift = 15,
+  Used = 2,
+  Next = 3,
+  Prev = 4,
+  CommitEnd = 5,
+  ZeroFrom = 6,
+  // Line 1: fixed while the page is in use (read by Workers that free its blocks).
+  BlockSize = 16,
+  Class = 17,
+  State = 18,
+  PageStart = 19,
+  BumpEnd = 20,
+  Capacity = 21,
+  Bitmap = 22,
+  Units = 23,
+  Shift = 24,
   /** Secure mode: checksum of the words that stay fixed while the page is in use. */
-  Checksum = 16,
+  Checksum = 25,
   /** Shared heaps: the owner slot whose Worker allocates from this page (0 = not shared). */
-  Owner = 17,
+  Owner = 26,
   /** Shared heaps: 1 from another Worker's free of a block here until the owner takes it back. */
-  RemoteFreed = 18,
+  RemoteFreed = 27,
   /** Shared heaps: link in the owner's stack of pages with remote frees. */
-  PendingNext = 19,
+  PendingNext = 28,
   /** Words per descriptor. */
   Words = 32,
 }
