@@ -390,10 +390,15 @@ export class Pages {
     const slot = this.headSlot(cls);
     let d = u32[slot];
     if (d === 0 && this.shared) {
-      // Blocks other Workers freed, and pages of Workers that are gone, come first.
+      // Blocks other Workers freed come first, then pages of Workers that are
+      // gone: looking for those costs two system calls per attached Worker
+      // (see claimOrphans), so only when a page would be acquired otherwise.
       this.collectRemoteFrees();
-      this.adoptOrphans();
       d = u32[slot];
+      if (d === 0) {
+        this.adoptOrphans();
+        d = u32[slot];
+      }
     }
     if (d === 0) {
       d = this.acquire(cls);
@@ -765,7 +770,9 @@ export class Pages {
 
   /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
   collectRemoteFrees(): void {
-    for (const d of this.drainPendingStack(slotOf(this.arena, this.owner) + Slot.Pending)) {
+    const stack = slotOf(this.arena, this.owner) + Slot.Pending;
+    if (Atomics.load(this.u32, stack) === 0) return;
+    for (const d of this.drainPendingStack(stack)) {
       this.collectIfMine(d);
     }
   }
