@@ -48,6 +48,7 @@ import {
   ownerLockIndex,
   registerOwner,
   stopTheWorld,
+  TOTAL_STORE_ORDER,
   unlockOwner,
 } from "./sync.ts";
 import { checkHeap } from "./check.ts";
@@ -163,7 +164,7 @@ export class Heap {
   /** Shared heaps: i32 index of this Worker's owner lock, and f64 index of its published counters. */
   #lockIndex = 0;
   #countersF64 = 0;
-  #plainStoreReleases = Deno.build.arch === "x86_64";
+  #plainStoreReleases = TOTAL_STORE_ORDER;
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -278,9 +279,7 @@ export class Heap {
   malloc(size: number): number {
     if (this.#special) {
       if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
-      const debug = this.#specialMode("malloc");
-      checkSize(size, "malloc");
-      return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
+      return this.#mallocSpecial(size);
     }
     if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
@@ -414,11 +413,7 @@ export class Heap {
   free(address: number): void {
     if (this.#special) {
       if (this.#lockDepth === 0 && this.#owner !== 0) return this.#freeLocked(address);
-      const debug = this.#specialMode("free");
-      if (address === 0) return;
-      if (debug) debug.free(address, "free");
-      else this.#freeLocated(address, this.#locate(address, "free"));
-      return;
+      return this.#freeSpecial(address);
     }
     const offset = address - this.#base;
     if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
@@ -703,20 +698,35 @@ export class Heap {
   #mallocLocked(size: number): number {
     this.#enter();
     try {
-      return this.malloc(size);
+      return this.#mallocSpecial(size);
     } finally {
       this.#leave();
     }
+  }
+
+  /** malloc() when closed, in debug, secure or shared mode. */
+  #mallocSpecial(size: number): number {
+    const debug = this.#specialMode("malloc");
+    checkSize(size, "malloc");
+    return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
   }
 
   /** Shared heaps: free under this Worker's owner lock. */
   #freeLocked(address: number): void {
     this.#enter();
     try {
-      this.free(address);
+      this.#freeSpecial(address);
     } finally {
       this.#leave();
     }
+  }
+
+  /** free() when closed, in debug, secure or shared mode. */
+  #freeSpecial(address: number): void {
+    const debug = this.#specialMode("free");
+    if (address === 0) return;
+    if (debug) debug.free(address, "free");
+    else this.#freeLocated(address, this.#locate(address, "free"));
   }
 
   /**
@@ -734,12 +744,11 @@ export class Heap {
 
   /**
    * Shared heaps: a public call ends; the outermost publishes the counters
-   * and unlocks. On x86-64 a plain store releases the lock: the CPU makes
-   * no store visible before an earlier load or store (and V8 emits typed
-   * array accesses in program order), so whoever takes the lock next sees
-   * every write made under it. That halves the lock's cost: Atomics.store
-   * is an xchg, as costly as the compare-and-swap that took the lock.
-   * Elsewhere a weaker memory model needs the release store.
+   * and unlocks. With total store order (x86-64, see sync.ts) a plain store
+   * releases the lock (V8 emits typed array accesses in program order), so
+   * whoever takes the lock next sees every write made under it. That halves
+   * the lock's cost: Atomics.store is an xchg, as costly as the
+   * compare-and-swap that took the lock.
    */
   #leave(): void {
     if (--this.#lockDepth !== 0 || this.#closed) return;

@@ -120,7 +120,15 @@ import {
   releasePages,
 } from "./os.ts";
 import { HeapError } from "./errors.ts";
-import { claimOrphans, lockGlobal, OwnerState, Slot, slotOf, unlockGlobal } from "./sync.ts";
+import {
+  claimOrphans,
+  lockGlobal,
+  OwnerState,
+  Slot,
+  slotOf,
+  TOTAL_STORE_ORDER,
+  unlockGlobal,
+} from "./sync.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -286,6 +294,8 @@ export class Pages {
   /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
   onAdopt: (orphan: number) => void = () => {};
   private readonly shared: boolean;
+  /** See TOTAL_STORE_ORDER (sync.ts). */
+  private readonly totalStoreOrder = TOTAL_STORE_ORDER;
   /** Shared heaps: words from a live bitmap to the same unit's handed-out bitmap. */
   private readonly handedOutDelta: number;
   /** Where this owner's available-list heads are: headBase + class * headStride. */
@@ -753,11 +763,12 @@ export class Pages {
     const blockSize = u32[d + Desc.BlockSize];
     const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
     this.clearLiveBit(u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31), offset);
-    // A page already flagged is already on its owner's stack: a load, no write.
-    if (
-      Atomics.load(u32, d + Desc.RemoteFreed) === 0 &&
-      Atomics.exchange(u32, d + Desc.RemoteFreed, 1) === 0
-    ) {
+    // A page already flagged is already on its owner's stack: a load, no write
+    // (a plain one with total store order: the atomic and above orders it).
+    const flagged = this.totalStoreOrder
+      ? u32[d + Desc.RemoteFreed]
+      : Atomics.load(u32, d + Desc.RemoteFreed);
+    if (flagged === 0 && Atomics.exchange(u32, d + Desc.RemoteFreed, 1) === 0) {
       const stack = slotOf(this.arena, Atomics.load(u32, d + Desc.Owner)) + Slot.Pending;
       let top: number;
       do {
