@@ -5,14 +5,17 @@
  * its own Heap object (Heap.attach). Each of them registers an owner slot:
  *
  *   owner slot (1 KiB, u32 words from Arena.ownersU32 + owner * OWNER_WORDS)
+ *     line 0, written by the owner on every call:
  *     0 STATE     FREE | ACTIVE | DETACHED | ABANDONED
  *     1 TID       OS thread id of the Worker, to notice when it has exited
  *     2 LOCK      i32 owner lock: held by the owner around each of its calls;
  *                 check() takes every owner's lock to stop the world
- *     3 PENDING   first page (descriptor index) whose blocks other Workers
- *                 freed; a lock-free stack linked through Desc.PendingNext
- *     8..17       f64 counters: allocated, peak allocated, allocs, frees,
+ *     4..13       f64 counters: allocated, peak allocated, allocs, frees,
  *                 bytes requested (published after each call)
+ *     line 1, written by other Workers (a line of its own, so that their
+ *     pushes do not take the owner's lock word away from it):
+ *    16 PENDING   first page (descriptor index) whose blocks other Workers
+ *                 freed; a lock-free stack linked through Desc.PendingNext
  *    32..119      heads of this owner's available-page lists, one per class
  *
  * Pages belong to the owner that formatted them (Desc.Owner). Only the owner
@@ -43,9 +46,9 @@ export const enum Slot {
   State = 0,
   Tid = 1,
   Lock = 2,
-  Pending = 3,
   /** f64 index (Slot.Counters / 2) from the slot's first word / 2. */
-  Counters = 8,
+  Counters = 4,
+  Pending = 16,
   Heads = 32,
 }
 
