@@ -498,14 +498,24 @@ export class Pages {
     return next;
   }
 
-  /** Relinks every block below the bump pointer that is not live: repairs a damaged list. */
+  /**
+   * Relinks every block below the bump pointer that is not live: repairs a
+   * damaged list. In a shared heap, blocks another Worker freed that this
+   * owner has not taken back yet (still handed out) stay off the list: the
+   * owner's collection links them.
+   */
   private rebuildFreeList(d: number): void {
     const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[d + Desc.BlockSize];
+    const shift = u32[d + Desc.Shift];
+    const handedOut = u32[d + Desc.Bitmap] + this.handedOutDelta;
     let next = 0;
     for (let block = u32[d + Desc.Bump] - blockSize; block >= start; block -= blockSize) {
-      if (!this.isLive(d, block)) {
+      const granule = (block - start) >>> shift;
+      const waiting = this.shared &&
+        (u32[handedOut + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
+      if (!this.isLive(d, block) && !waiting) {
         u32[block >>> 2] = this.encodeNext(block, next);
         next = block;
       }

@@ -15,6 +15,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
 import { KiB } from "./helpers.ts";
+import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
   type ErrorReport,
@@ -490,6 +491,29 @@ describe("shared heap in secure mode", () => {
     const ops = [100_000, 100_000, 100_000];
     const result = await runChurn(heap, { ops, seed: 31, checkEvery: 16 });
     assertChurnLeftHeapEmpty(heap, result, ops);
+    heap.close();
+  });
+
+  it("a free list rebuilt after a corrupted link leaves out the blocks another Worker freed; the owner takes them back once", () => {
+    const heap = new Heap({ shared: true, secure: true });
+    // A second owner in the same thread frees like another Worker, deterministically.
+    const other = Heap.attach(heap.share());
+    const blocks = Array.from({ length: 40 }, () => heap.malloc(64));
+    for (let i = 10; i < 20; i++) other.free(blocks[i]); // wait for the owner to take them back
+    heap.free(blocks[5]);
+    poke(blocks[5], 4); // the encoded free-list link is the block's first 4 bytes
+    assert.throws(() => heap.malloc(64), (e) => e instanceof HeapError && e.code === "corrupt");
+    heap.check(); // the rebuilt list holds no block that still waits for its owner
+    const again = Array.from({ length: 2000 }, () => heap.malloc(64));
+    assert.equal(new Set([...blocks.slice(20), ...blocks.slice(0, 5), ...again]).size, 2025);
+    for (const p of [...blocks.slice(0, 5), ...blocks.slice(6, 10), ...blocks.slice(20)]) {
+      other.free(p);
+    }
+    for (const p of again) heap.free(p);
+    heap.check();
+    assert.equal(heap.stats().allocatedBytes, 0);
+    assert.equal(heap.stats().liveBlocks, 0);
+    other.close();
     heap.close();
   });
 });
