@@ -26,9 +26,9 @@
  *                    +-----------------------------------------------+
  *                    | live bitmaps: 512 B per unit (1 bit a granule)|
  *                    +-----------------------------------------------+
- *                    | pending bitmaps: 512 B per unit (shared heaps:|
- *                    | blocks freed by a Worker that does not own    |
- *                    | their page, not yet collected by the owner)   |
+ *                    | handed-out bitmaps: 512 B per unit (shared    |
+ *                    | heaps: blocks the page's owner handed out and |
+ *                    | has not seen freed; see pages.ts)             |
  *                    +-----------------------------------------------+
  *                    | owner slots: 64 x 1 KiB (shared heaps; see    |
  *                    | sync.ts)                                      |
@@ -52,7 +52,7 @@ import {
 } from "./os.ts";
 
 export const MAGIC = 0x414d5354; // "TSMA"
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 export const UNIT_SIZE = 64 * 1024;
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
@@ -146,8 +146,8 @@ export class Arena {
   readonly unitCount: number;
   /** u32 index where the live bitmaps start (BITMAP_BYTES per unit). */
   readonly bitmapU32: number;
-  /** u32 index where the pending bitmaps start: pendingU32 - bitmapU32 words past a live bitmap. */
-  readonly pendingU32: number;
+  /** Shared heaps: u32 index where the handed-out bitmaps start (BITMAP_BYTES per unit). */
+  readonly handedOutU32: number;
   /** u32 index of the owner slots (shared heaps). */
   readonly ownersU32: number;
   /** An Int32Array over the arena, for Atomics. */
@@ -167,9 +167,9 @@ export class Arena {
     this.unitCount = Math.floor((size - DESCRIPTORS_BYTE - OWNERS_BYTES - UNIT_SIZE) / perUnit);
     const bitmapStart = DESCRIPTORS_BYTE + this.unitCount * DESC_BYTES;
     this.bitmapU32 = bitmapStart >>> 2;
-    const pendingStart = bitmapStart + this.unitCount * BITMAP_BYTES;
-    this.pendingU32 = pendingStart >>> 2;
-    const ownersStart = pendingStart + this.unitCount * BITMAP_BYTES;
+    const handedOutStart = bitmapStart + this.unitCount * BITMAP_BYTES;
+    this.handedOutU32 = handedOutStart >>> 2;
+    const ownersStart = handedOutStart + this.unitCount * BITMAP_BYTES;
     this.ownersU32 = ownersStart >>> 2;
     const metaEnd = ownersStart + OWNERS_BYTES;
     this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;

@@ -17,6 +17,7 @@ import {
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
   H_SECURE_KEY,
+  H_SHARED,
   H_TOP_UNIT,
   H_VERSION,
   LAYOUT_VERSION,
@@ -83,12 +84,13 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
       fail(where, "an empty page has OS pages counted as purged");
     }
     if (state === PageState.Small || state === PageState.Medium) {
-      const used = checkPage(arena, pages, d, start, fail);
-      // Blocks other Workers freed count as freed, though their owner has not taken them back.
-      const pending = checkThreadFree(arena, pages, d, fail);
-      allocated += (used - pending) * u32[d + Desc.BlockSize];
-      live += used - pending;
-      if (used < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
+      // Blocks other Workers freed are freed (their live bits are clear), though
+      // their owner has not taken them back: USED still counts them.
+      const remotelyFreed = checkHandedOut(arena, pages, d, fail);
+      const used = checkPage(arena, pages, d, start, remotelyFreed, fail);
+      allocated += used * u32[d + Desc.BlockSize];
+      live += used;
+      if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
       retained.add(d);
@@ -214,42 +216,54 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
 }
 
 /**
- * Shared heaps: checks the blocks other Workers freed on page `d` (each is
- * live and marked pending, and the pending marks match the list); returns
- * how many there are.
+ * Shared heaps: checks page `d`'s handed-out bitmap against its live bitmap
+ * (every live block was handed out; a block handed out and no longer live,
+ * freed by another Worker, is on a flagged page) and returns the blocks
+ * other Workers freed that the owner has not taken back. Empty for a heap
+ * that is not shared.
  */
-function checkThreadFree(
+function checkHandedOut(
   arena: Arena,
   pages: Pages,
   d: number,
   fail: (address: number, what: string) => never,
-): number {
+): Set<number> {
   const u32 = arena.u32;
-  let count = 0;
-  for (let b = u32[d + Desc.ThreadFree]; b !== 0; b = u32[b >>> 2]) {
-    if (++count > u32[d + Desc.Capacity]) fail(arena.base + b, "thread-free list has a cycle");
-    if (!pages.isLive(d, b) || !pages.isPending(d, b)) {
-      fail(arena.base + b, "a block freed by another Worker is not live and pending");
+  const freed = new Set<number>();
+  if (u32[H_SHARED] !== 1) return freed;
+  const bitmap = u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
+  for (let w = 0; w < words; w++) {
+    const live = u32[bitmap + w];
+    const handed = u32[handedOut + w];
+    if ((live & ~handed) !== 0) {
+      fail(arena.base + u32[d + Desc.PageStart], "a live block was not handed out by its owner");
+    }
+    for (let bits = handed & ~live; bits !== 0; bits &= bits - 1) {
+      freed.add(pages.blockAtGranule(d, w * 32 + 31 - Math.clz32(bits & -bits)));
     }
   }
-  let marked = 0;
-  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
-  const pending = u32[d + Desc.Bitmap] + (arena.pendingU32 - arena.bitmapU32);
-  for (let w = 0; w < words; w++) {
-    for (let bits = u32[pending + w]; bits !== 0; bits &= bits - 1) marked++;
+  if (freed.size > 0 && u32[d + Desc.RemoteFreed] === 0) {
+    fail(
+      arena.base + u32[d + Desc.PageStart],
+      "blocks other Workers freed wait on an unflagged page",
+    );
   }
-  if (marked !== count) {
-    fail(arena.base + u32[d + Desc.PageStart], "pending marks do not match the thread-free list");
-  }
-  return count;
+  return freed;
 }
 
-/** Checks one in-use page; returns its live block count. */
+/**
+ * Checks one in-use page, whose `remotelyFreed` blocks wait for their owner
+ * (counted in USED, neither live nor on the free list); returns its live
+ * block count.
+ */
 function checkPage(
   arena: Arena,
   pages: Pages,
   d: number,
   start: number,
+  remotelyFreed: Set<number>,
   fail: (address: number, what: string) => never,
 ): number {
   const u32 = arena.u32;
@@ -293,6 +307,9 @@ function checkPage(
       fail(arena.base + f, "free list link points outside the page's blocks");
     }
     if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
+    if (remotelyFreed.has(f)) {
+      fail(arena.base + f, "a block another Worker freed is on the free list already");
+    }
     if (pages.touchesPurged(d, f)) {
       fail(arena.base + f, "a listed free block touches a purged page");
     }
@@ -342,10 +359,16 @@ function checkPage(
       used++;
     }
   }
-  if (used !== u32[d + Desc.Used]) {
-    fail(where, `page counts ${u32[d + Desc.Used]} live blocks but its bitmap has ${used}`);
+  if (used + remotelyFreed.size !== u32[d + Desc.Used]) {
+    fail(
+      where,
+      `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} live ` +
+        `and ${remotelyFreed.size} freed by other Workers`,
+    );
   }
-  if (used + free + u32[d + Desc.Unlisted] + (bumpEnd - bump) / blockSize !== capacity) {
+  if (
+    u32[d + Desc.Used] + free + u32[d + Desc.Unlisted] + (bumpEnd - bump) / blockSize !== capacity
+  ) {
     fail(where, "live + free + never-used blocks do not add up to the page's capacity");
   }
   return used;
@@ -357,7 +380,13 @@ function checkBitmapEmpty(
   where: number,
   fail: (address: number, what: string) => never,
 ): void {
+  const bitmap = arena.u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const shared = arena.u32[H_SHARED] === 1;
   for (let w = 0; w < 128; w++) {
-    if (arena.u32[arena.u32[d + Desc.Bitmap] + w] !== 0) fail(where, "an empty page has live bits");
+    if (arena.u32[bitmap + w] !== 0) fail(where, "an empty page has live bits");
+    if (shared && arena.u32[handedOut + w] !== 0) {
+      fail(where, "an empty page has blocks handed out");
+    }
   }
 }

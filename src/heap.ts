@@ -37,12 +37,20 @@ import { HeapError } from "./errors.ts";
 import {
   type HeapStats,
   publishCounters,
-  publishOwnerCounters,
   readOwnerCounters,
   readStats,
   sumOwnerCounters,
 } from "./stats.ts";
-import { detachOwner, lockOwner, registerOwner, stopTheWorld, unlockOwner } from "./sync.ts";
+import {
+  detachOwner,
+  lockOwner,
+  ownerCountersF64,
+  ownerLockIndex,
+  registerOwner,
+  stopTheWorld,
+  TOTAL_STORE_ORDER,
+  unlockOwner,
+} from "./sync.ts";
 import { checkHeap } from "./check.ts";
 
 /** Options for `new Heap()`. */
@@ -113,13 +121,14 @@ export interface AttachOptions {
   debug?: boolean | DebugOptions;
 }
 
-/** The public methods a shared heap runs under its Worker's owner lock. */
+/**
+ * The public methods a shared heap runs under its Worker's owner lock
+ * through a wrapper; malloc and free take it themselves, more cheaply.
+ */
 const LOCKED_METHODS = [
-  "malloc",
   "calloc",
   "alignedAlloc",
   "realloc",
-  "free",
   "usableSize",
   "bytes",
   "pointer",
@@ -167,6 +176,10 @@ export class Heap {
   #owner = 0;
   #creator = true;
   #lockDepth = 0;
+  /** Shared heaps: i32 index of this Worker's owner lock, and f64 index of its published counters. */
+  #lockIndex = 0;
+  #countersF64 = 0;
+  #plainStoreReleases = TOTAL_STORE_ORDER;
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -250,7 +263,11 @@ export class Heap {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
     this.#special = this.#debug !== null || secure || shared;
-    if (shared) this.#lockEveryCall();
+    if (shared) {
+      this.#lockIndex = ownerLockIndex(arena, this.#owner);
+      this.#countersF64 = ownerCountersF64(arena, this.#owner);
+      this.#lockEveryCall();
+    }
   }
 
   /**
@@ -289,9 +306,8 @@ export class Heap {
   /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
   malloc(size: number): number {
     if (this.#special) {
-      const debug = this.#specialMode("malloc");
-      checkSize(size, "malloc");
-      return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
+      return this.#mallocSpecial(size);
     }
     if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
@@ -436,11 +452,8 @@ export class Heap {
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
     if (this.#special) {
-      const debug = this.#specialMode("free");
-      if (address === 0) return;
-      if (debug) debug.free(address, "free");
-      else this.#freeLocated(address, this.#locate(address, "free"));
-      return;
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#freeLocked(address);
+      return this.#freeSpecial(address);
     }
     const offset = address - this.#base;
     if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
@@ -667,53 +680,122 @@ export class Heap {
   }
 
   #publish(): void {
-    const counters = {
-      allocated: this.#allocated,
-      peakAllocated: this.#peakAllocated,
-      allocs: this.#allocs,
-      frees: this.#frees,
-      requested: this.#requested,
-    };
-    if (this.#owner === 0) publishCounters(this.#arena, counters);
-    else publishOwnerCounters(this.#arena, this.#owner, counters);
+    if (this.#owner === 0) {
+      publishCounters(this.#arena, {
+        allocated: this.#allocated,
+        peakAllocated: this.#peakAllocated,
+        allocs: this.#allocs,
+        frees: this.#frees,
+        requested: this.#requested,
+      });
+      return;
+    }
+    // Shared heaps: into this Worker's owner slot, in Counter order (sync.ts),
+    // where stats() in any Worker adds them up.
+    const f64 = this.#arena.f64;
+    const f = this.#countersF64;
+    f64[f] = this.#allocated;
+    f64[f + 1] = this.#peakAllocated;
+    f64[f + 2] = this.#allocs;
+    f64[f + 3] = this.#frees;
+    f64[f + 4] = this.#requested;
   }
 
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
     const offset = address - this.#base;
-    if (where > 0 && this.#owner !== 0) {
-      // Shared heap: another Worker's page takes the block through its thread-free list.
-      const pages = this.#pages;
-      if (Atomics.load(this.#u32, where + Desc.Owner) !== this.#owner) {
-        this.#allocated -= pages.freeRemote(where, offset);
-        this.#frees++;
-        return;
-      }
-      if (pages.isPending(where, offset)) {
-        throw new HeapError("double-free", address, "free: the block was already freed");
-      }
+    // A plain read of OWNER decides: only this Worker writes its own id there
+    // (formatting or adopting a page), and a page of this Worker changes
+    // hands only when this Worker retires it or is gone.
+    if (
+      where > 0 && this.#owner !== 0 && this.#u32[where + Desc.Owner] !== this.#owner
+    ) {
+      // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
+      this.#allocated -= this.#pages.freeRemote(where, offset);
+      this.#frees++;
+      return;
     }
     this.#allocated -= where > 0 ? this.#pages.freeLive(where, offset) : this.#large.free(address);
     this.#frees++;
   }
 
-  /** Shared heaps: wraps each public call in this Worker's owner lock. */
+  /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
   #lockEveryCall(): void {
     const self = this as unknown as Record<string, (...args: unknown[]) => unknown>;
     for (const name of LOCKED_METHODS) {
       const method = self[name];
       self[name] = (...args: unknown[]) => {
-        if (this.#lockDepth++ === 0 && !this.#closed) lockOwner(this.#arena, this.#owner);
+        this.#enter();
         try {
           return method.apply(this, args);
         } finally {
-          if (--this.#lockDepth === 0 && !this.#closed) {
-            this.#publish();
-            unlockOwner(this.#arena, this.#owner);
-          }
+          this.#leave();
         }
       };
     }
+  }
+
+  /** Shared heaps: malloc under this Worker's owner lock. */
+  #mallocLocked(size: number): number {
+    this.#enter();
+    try {
+      return this.#mallocSpecial(size);
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /** malloc() when closed, in debug, secure or shared mode. */
+  #mallocSpecial(size: number): number {
+    const debug = this.#specialMode("malloc");
+    checkSize(size, "malloc");
+    return debug ? debug.allocate(size, 16, false) : this.#allocAny(size);
+  }
+
+  /** Shared heaps: free under this Worker's owner lock. */
+  #freeLocked(address: number): void {
+    this.#enter();
+    try {
+      this.#freeSpecial(address);
+    } finally {
+      this.#leave();
+    }
+  }
+
+  /** free() when closed, in debug, secure or shared mode. */
+  #freeSpecial(address: number): void {
+    const debug = this.#specialMode("free");
+    if (address === 0) return;
+    if (debug) debug.free(address, "free");
+    else this.#freeLocated(address, this.#locate(address, "free"));
+  }
+
+  /**
+   * Shared heaps: a public call begins. The owner lock is taken by the
+   * outermost call only (calls nest: leakReport calls leaks); an
+   * uncontended lock is one compare-and-swap, tried here before lockOwner's
+   * loop.
+   */
+  #enter(): void {
+    if (this.#lockDepth++ !== 0 || this.#closed) return;
+    if (Atomics.compareExchange(this.#arena.i32, this.#lockIndex, 0, this.#owner) !== 0) {
+      lockOwner(this.#arena, this.#owner);
+    }
+  }
+
+  /**
+   * Shared heaps: a public call ends; the outermost publishes the counters
+   * and unlocks. With total store order (x86-64, see sync.ts) a plain store
+   * releases the lock (V8 emits typed array accesses in program order), so
+   * whoever takes the lock next sees every write made under it. That halves
+   * the lock's cost: Atomics.store is an xchg, as costly as the
+   * compare-and-swap that took the lock.
+   */
+  #leave(): void {
+    if (--this.#lockDepth !== 0 || this.#closed) return;
+    this.#publish();
+    if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
+    else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
   }
 
   /**
@@ -734,16 +816,20 @@ export class Heap {
       }
       const state = u32[d + Desc.State];
       const relative = offset - u32[d + Desc.PageStart];
-      const blockSize = u32[d + Desc.BlockSize];
-      const onBoundary = blockSize !== 0 && relative % blockSize === 0;
       // The live bit alone proves a block: BUMP, which the page's owner keeps
-      // writing, is read only to tell a freed block from a never-used one.
+      // writing, is read only to tell a freed block from a never-used one. A
+      // small page has one bit per 16 bytes, set only where a block starts,
+      // so a 16-byte-aligned offset needs no division by the block size.
       if (
-        onBoundary && (state === PageState.Small || state === PageState.Medium) &&
+        (state === PageState.Small
+          ? (relative & 15) === 0
+          : state === PageState.Medium && relative % u32[d + Desc.BlockSize] === 0) &&
         this.#pages.isLive(d, offset)
       ) {
         return d;
       }
+      const blockSize = u32[d + Desc.BlockSize];
+      const onBoundary = blockSize !== 0 && relative % blockSize === 0;
       const blockStart = onBoundary && offset < u32[d + Desc.Bump];
       throw blockStart
         ? new HeapError("double-free", address, `${op}: the block was already freed`)

@@ -69,6 +69,8 @@ type Mremap = Deno.DynamicLibrary<typeof mremapSymbol>["symbols"]["mremap"];
 
 let libc: Libc | undefined;
 let threads: Deno.DynamicLibrary<typeof threadSymbols>["symbols"] | undefined;
+/** This process's id, asked for once (every Worker of the process shares it). */
+let processId = 0;
 let mremapFn: Mremap | undefined;
 
 /** Opens libc once per process (per Worker) on first use. */
@@ -180,7 +182,8 @@ export function currentThreadId(): number {
 export function threadAlive(tid: number): boolean {
   if (IS_DARWIN || tid === 0) return true;
   threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
-  return threads.tgkill(threads.getpid(), tid, 0) === 0 || lastErrno() !== ESRCH;
+  processId ||= threads.getpid();
+  return threads.tgkill(processId, tid, 0) === 0 || lastErrno() !== ESRCH;
 }
 
 /**

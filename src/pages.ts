@@ -22,34 +22,56 @@
  * bit per 8 KiB, which still separates blocks larger than 8 KiB). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
- * Descriptor, 32 u32 words:
+ * Shared heaps: a page belongs to one Worker, its owner (see sync.ts), and
+ * each unit has a second bitmap, the handed-out bitmap, that only the owner
+ * writes: the blocks it handed out and has not seen freed. Another Worker
+ * frees a block of the page by clearing its live bit alone (an atomic and:
+ * of two Workers freeing the same block at once, one finds the bit clear),
+ * and flags the page REMOTE_FREED, pushing it on its owner's stack of such
+ * pages if the flag was clear. The owner, in its slow path, clears the flag
+ * and takes back every block handed out but no longer live. The freer never
+ * touches the block itself nor the page's free list.
  *
+ * Descriptor, 32 u32 words on two cache lines. The first holds what the
+ * page's owner writes as it allocates and frees; the second what stays fixed
+ * while the page is in use, which every Worker that frees a block of the page
+ * reads (shared heaps): a remote free then does not pull the line the owner
+ * keeps writing away from it.
+ *
+ *   line 0 (bytes 0..63), written on the owner's malloc and free
  *   0 FREE        offset of the first free block, 0 = none
  *   1 BUMP        offset of the next never-used block
- *   2 BUMP_END    end of the last whole block that fits
- *   3 USED        live blocks      invariant: USED + free + UNLISTED + unbumped = CAPACITY
- *   4 BLOCK_SIZE  bytes per block
- *   5 CLASS       size class
- *   6 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
- *   7 NEXT        list link (descriptor index, 0 = none)
- *   8 PREV        list link (descriptor index, 0 = none)
- *   9 PAGE_START  offset of the page's first byte
- *  10 COMMIT_END  bytes below this offset are counted in committedBytes (4 KiB-rounded)
- *  11 ZERO_FROM   memory at or above this offset is still zero from the OS
- *  12 CAPACITY    blocks the page holds
- *  13 BITMAP      u32 index of the live bitmap
- *  14 UNITS       1 or 16
- *  15 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
- *  16 CHECKSUM    secure mode: a keyed hash of words 4, 5, 9, 12, 13, 15
- *  17 OWNER       shared heaps: owner slot of the Worker that allocates here
- *  18 THREAD_FREE shared heaps: blocks other Workers freed (see sync.ts)
- *  19 PENDING_NEXT shared heaps: link in the owner's stack of such pages
- *  20 UNLISTED    free blocks on no list: they touch a purged OS page
- *  21 SCAN_FROM   block index where the search for an unlisted block resumes
- *  22 PURGED_PAGES OS pages given back to the OS while the page is in use
- *  23 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
+ *   2 USED        blocks handed out, less those the page's owner saw freed
+ *                        invariant: USED + free + UNLISTED + unbumped = CAPACITY
+ *   3 NEXT        list link (descriptor index, 0 = none)
+ *   4 PREV        list link (descriptor index, 0 = none)
+ *   5 COMMIT_END  bytes below this offset are counted in committedBytes (4 KiB-rounded)
+ *   6 ZERO_FROM   memory at or above this offset is still zero from the OS
+ *   7 UNLISTED    free blocks on no list: they touch a purged OS page
+ *   8 SCAN_FROM   block index where the search for an unlisted block resumes
+ *   9 PURGED_PAGES OS pages given back to the OS while the page is in use
+ *  10 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
  *                 continuation descriptors hold the bits of their units)
- *  24-31          spare
+ *  11-15          spare
+ *
+ *   line 1 (bytes 64..127), fixed while the page is in use
+ *  16 BLOCK_SIZE  bytes per block
+ *  17 CLASS       size class
+ *  18 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
+ *  19 PAGE_START  offset of the page's first byte
+ *  20 BUMP_END    end of the last whole block that fits
+ *  21 CAPACITY    blocks the page holds
+ *  22 BITMAP      u32 index of the live bitmap
+ *  23 UNITS       1 or 16
+ *  24 SHIFT       granule shift of the bitmap: 4 (small) or 13 (medium)
+ *  25 CHECKSUM    secure mode: a keyed hash of BLOCK_SIZE, CLASS, PAGE_START,
+ *                 CAPACITY, BITMAP and SHIFT
+ *  26 OWNER       shared heaps: owner slot of the Worker that allocates here
+ *  27 REMOTE_FREED shared heaps: 1 once another Worker freed a block here,
+ *                 until the owner takes the blocks back (written once per
+ *                 such round, not per free)
+ *  28 PENDING_NEXT shared heaps: link in the owner's stack of such pages
+ *  29-31          spare
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
@@ -107,45 +129,55 @@ import {
   releasePages,
 } from "./os.ts";
 import { HeapError } from "./errors.ts";
-import { claimOrphans, lockGlobal, OwnerState, Slot, slotOf, unlockGlobal } from "./sync.ts";
+import {
+  claimOrphans,
+  lockGlobal,
+  OwnerState,
+  Slot,
+  slotOf,
+  TOTAL_STORE_ORDER,
+  unlockGlobal,
+} from "./sync.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
+  // Line 0: written by the page's owner as it allocates and frees.
   Free = 0,
   Bump = 1,
-  BumpEnd = 2,
-  Used = 3,
-  BlockSize = 4,
-  Class = 5,
-  State = 6,
-  Next = 7,
-  Prev = 8,
-  PageStart = 9,
-  CommitEnd = 10,
-  ZeroFrom = 11,
-  Capacity = 12,
-  Bitmap = 13,
-  Units = 14,
-  Shift = 15,
-  /** Secure mode: checksum of the words that stay fixed while the page is in use. */
-  Checksum = 16,
-  /** Shared heaps: the owner slot whose Worker allocates from this page (0 = not shared). */
-  Owner = 17,
-  /** Shared heaps: blocks freed by other Workers, a lock-free stack through their first word. */
-  ThreadFree = 18,
-  /** Shared heaps: link in the owner's stack of pages with remote frees. */
-  PendingNext = 19,
-  /** Free blocks that are on no list because they touch a purged OS page (see scavenge). */
-  Unlisted = 20,
+  Used = 2,
+  Next = 3,
+  Prev = 4,
+  CommitEnd = 5,
+  ZeroFrom = 6,
+  /** Free blocks that are on no list because they touch a purged OS page (see scavengePage). */
+  Unlisted = 7,
   /** Block index from which the next unlisted block is searched. */
-  ScanFrom = 21,
+  ScanFrom = 8,
   /** OS pages of the page given back to the OS while the page stays in use. */
-  PurgedPages = 22,
+  PurgedPages = 9,
   /**
    * Bit per OS page of this 64 KiB unit, set = purged. Every unit of a medium
    * page keeps the bits of its own 16 OS pages (in its CONTINUATION descriptor).
    */
-  PurgedMask = 23,
+  PurgedMask = 10,
+  // Line 1: fixed while the page is in use (read by Workers that free its blocks).
+  BlockSize = 16,
+  Class = 17,
+  State = 18,
+  PageStart = 19,
+  BumpEnd = 20,
+  Capacity = 21,
+  Bitmap = 22,
+  Units = 23,
+  Shift = 24,
+  /** Secure mode: checksum of the words that stay fixed while the page is in use. */
+  Checksum = 25,
+  /** Shared heaps: the owner slot whose Worker allocates from this page (0 = not shared). */
+  Owner = 26,
+  /** Shared heaps: 1 from another Worker's free of a block here until the owner takes it back. */
+  RemoteFreed = 27,
+  /** Shared heaps: link in the owner's stack of pages with remote frees. */
+  PendingNext = 28,
   /** Words per descriptor. */
   Words = 32,
 }
@@ -299,6 +331,10 @@ export class Pages {
   /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
   onAdopt: (orphan: number) => void = () => {};
   private readonly shared: boolean;
+  /** See TOTAL_STORE_ORDER (sync.ts). */
+  private readonly totalStoreOrder = TOTAL_STORE_ORDER;
+  /** Shared heaps: words from a live bitmap to the same unit's handed-out bitmap. */
+  private readonly handedOutDelta: number;
   /** Where this owner's available-list heads are: headBase + class * headStride. */
   private readonly headBase: number;
   private readonly headStride: number;
@@ -325,6 +361,7 @@ export class Pages {
     this.shuffleState = this.key | 1;
     this.owner = owner;
     this.shared = owner !== 0;
+    this.handedOutDelta = arena.handedOutU32 - arena.bitmapU32;
     this.headBase = owner === 0
       ? Tables.ClassU32 + ClassEntry.AvailHead
       : slotOf(arena, owner) + Slot.Heads;
@@ -367,7 +404,7 @@ export class Pages {
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
-    u32[d + Desc.ThreadFree] = 0;
+    u32[d + Desc.RemoteFreed] = 0;
     // A page with purged OS pages is released, never retained, so none are left here.
     u32[d + Desc.Unlisted] = 0;
     u32[d + Desc.ScanFrom] = 0;
@@ -423,10 +460,15 @@ export class Pages {
     const slot = this.headSlot(cls);
     let d = u32[slot];
     if (d === 0 && this.shared) {
-      // Blocks other Workers freed, and pages of Workers that are gone, come first.
+      // Blocks other Workers freed come first, then pages of Workers that are
+      // gone: looking for those costs two system calls per attached Worker
+      // (see claimOrphans), so only when a page would be acquired otherwise.
       this.collectRemoteFrees();
-      this.adoptOrphans();
       d = u32[slot];
+      if (d === 0) {
+        this.adoptOrphans();
+        d = u32[slot];
+      }
     }
     if (d === 0) {
       d = this.acquire(cls);
@@ -447,7 +489,8 @@ export class Pages {
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
-    this.flipLiveBit(d, block);
+    if (this.shared) this.handOut(d, block);
+    else this.flipLiveBit(d, block);
     return block;
   }
 
@@ -460,7 +503,8 @@ export class Pages {
     if (this.key !== 0) this.verifyChecksum(d);
     // Read now: once the page retires, another Worker may reformat it.
     const blockSize = u32[d + Desc.BlockSize];
-    this.flipLiveBit(d, offset);
+    if (this.shared) this.takeBackLocal(d, offset);
+    else this.flipLiveBit(d, offset);
     u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
@@ -522,14 +566,24 @@ export class Pages {
     return next;
   }
 
-  /** Relinks every block below the bump pointer that is not live: repairs a damaged list. */
+  /**
+   * Relinks every block below the bump pointer that is not live: repairs a
+   * damaged list. In a shared heap, blocks another Worker freed that this
+   * owner has not taken back yet (still handed out) stay off the list: the
+   * owner's collection links them.
+   */
   private rebuildFreeList(d: number): void {
     const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[d + Desc.BlockSize];
+    const shift = u32[d + Desc.Shift];
+    const handedOut = u32[d + Desc.Bitmap] + this.handedOutDelta;
     let next = 0;
     for (let block = u32[d + Desc.Bump] - blockSize; block >= start; block -= blockSize) {
-      if (!this.isLive(d, block)) {
+      const granule = (block - start) >>> shift;
+      const waiting = this.shared &&
+        (u32[handedOut + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
+      if (!this.isLive(d, block) && !waiting) {
         u32[block >>> 2] = this.encodeNext(block, next);
         next = block;
       }
@@ -627,6 +681,46 @@ export class Pages {
     const u32 = this.u32;
     const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
     u32[u32[d + Desc.Bitmap] + (granule >>> 5)] ^= 1 << (granule & 31);
+  }
+
+  /**
+   * Shared heaps: sets a block's live and handed-out bits. Other Workers
+   * clear live bits of this owner's pages (see freeRemote), so the owner
+   * changes its live bitmap words with atomic operations only: a plain
+   * read-modify-write would undo a remote free.
+   */
+  private handOut(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+    const bit = 1 << (granule & 31);
+    Atomics.or(u32, word, bit);
+    u32[word + this.handedOutDelta] |= bit;
+  }
+
+  /** Shared heaps: the owner frees a block of its own page (live and handed-out bits). */
+  private takeBackLocal(d: number, offset: number): void {
+    const u32 = this.u32;
+    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+    const bit = 1 << (granule & 31);
+    this.clearLiveBit(word, bit, offset);
+    u32[word + this.handedOutDelta] &= ~bit;
+  }
+
+  /**
+   * Shared heaps: clears a live bit and throws "double-free", changing
+   * nothing, if it was clear already: whoever clears the bit first owns the
+   * free, so a block two Workers free at once is freed exactly once.
+   */
+  private clearLiveBit(word: number, bit: number, offset: number): void {
+    if ((Atomics.and(this.u32, word, ~bit) & bit) === 0) {
+      throw new HeapError(
+        "double-free",
+        this.arena.base + offset,
+        "free: the block was already freed",
+      );
+    }
   }
 
   // ---- page transitions ---------------------------------------------------------
@@ -942,32 +1036,22 @@ export class Pages {
   }
 
   /**
-   * Frees a live block of a page that another Worker owns: marks it pending
-   * (an atomic or on the page's pending bitmap, which also finds a second
-   * free) and pushes it on the page's thread-free list. Returns its size.
+   * Frees a live block of a page that another Worker owns: clears its live
+   * bit, and flags the page for its owner (see the top of this file).
+   * Returns its size.
    */
   freeRemote(d: number, offset: number): number {
     const u32 = this.u32;
-    // Read now: once the block is pushed, its owner may collect it and the page may be reformatted.
+    // Read now: once the bit is clear, the owner may take the block back and retire the page.
     const blockSize = u32[d + Desc.BlockSize];
     const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = this.pendingWord(d) + (granule >>> 5);
-    const bit = 1 << (granule & 31);
-    if ((Atomics.or(u32, word, bit) & bit) !== 0 || !this.isLiveAtomic(d, offset)) {
-      if (!this.isLiveAtomic(d, offset)) Atomics.and(u32, word, ~bit);
-      throw new HeapError(
-        "double-free",
-        this.arena.base + offset,
-        "free: the block was already freed",
-      );
-    }
-    let head: number;
-    do {
-      head = Atomics.load(u32, d + Desc.ThreadFree);
-      u32[offset >>> 2] = head;
-    } while (Atomics.compareExchange(u32, d + Desc.ThreadFree, head, offset) !== head);
-    if (head === 0) {
-      // The page's first pending block: tell its owner.
+    this.clearLiveBit(u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31), offset);
+    // A page already flagged is already on its owner's stack: a load, no write
+    // (a plain one with total store order: the atomic and above orders it).
+    const flagged = this.totalStoreOrder
+      ? u32[d + Desc.RemoteFreed]
+      : Atomics.load(u32, d + Desc.RemoteFreed);
+    if (flagged === 0 && Atomics.exchange(u32, d + Desc.RemoteFreed, 1) === 0) {
       const stack = slotOf(this.arena, Atomics.load(u32, d + Desc.Owner)) + Slot.Pending;
       let top: number;
       do {
@@ -978,24 +1062,19 @@ export class Pages {
     return blockSize;
   }
 
-  /** True if the block was freed by another Worker and its owner has not collected it yet. */
-  isPending(d: number, offset: number): boolean {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    return (Atomics.load(u32, this.pendingWord(d) + (granule >>> 5)) & (1 << (granule & 31))) !== 0;
-  }
-
   /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
   collectRemoteFrees(): void {
-    for (const d of this.drainPendingStack(slotOf(this.arena, this.owner) + Slot.Pending)) {
+    const stack = slotOf(this.arena, this.owner) + Slot.Pending;
+    if (Atomics.load(this.u32, stack) === 0) return;
+    for (const d of this.drainPendingStack(stack)) {
       this.collectIfMine(d);
     }
   }
 
   /**
    * Empties an owner's stack of pages with remote frees and returns them.
-   * The whole stack is read before any page is touched: a page whose
-   * thread-free list is emptied may be pushed again at once, rewriting its link.
+   * The whole stack is read before any page is touched: a page whose flag is
+   * cleared may be pushed again at once, rewriting its link.
    */
   private drainPendingStack(stack: number): number[] {
     const u32 = this.u32;
@@ -1022,7 +1101,7 @@ export class Pages {
     if (Atomics.load(this.u32, d + Desc.Owner) === this.owner) this.collectPage(d);
   }
 
-  /** Collects every page of this owner whose thread-free list is not empty (trim, adoption). */
+  /** Collects every page of this owner flagged REMOTE_FREED (trim, adoption). */
   private collectStranded(): void {
     const u32 = this.u32;
     const top = u32[H_TOP_UNIT];
@@ -1032,14 +1111,14 @@ export class Pages {
       if (
         (state === PageState.Small || state === PageState.Medium) &&
         Atomics.load(u32, d + Desc.Owner) === this.owner &&
-        Atomics.load(u32, d + Desc.ThreadFree) !== 0
+        Atomics.load(u32, d + Desc.RemoteFreed) !== 0
       ) {
         this.collectPage(d);
       }
     }
   }
 
-  /** Moves a page's thread-free blocks to its free list (owner only), with the page transition that follows. */
+  /** Takes back a page's remotely freed blocks (owner only), with the page transition that follows. */
   private collectPage(d: number): void {
     const u32 = this.u32;
     const wasFull = u32[d + Desc.Used] === u32[d + Desc.Capacity];
@@ -1048,28 +1127,44 @@ export class Pages {
     else if (u32[d + Desc.Used] === 0 && !this.staysWhenEmpty(d)) this.retireEmptied(d);
   }
 
-  /** Moves a page's thread-free blocks to its free list; false if there were none. */
+  /**
+   * Puts the blocks of page `d` that other Workers freed (handed out, no
+   * longer live) on its free list; false if there were none. The flag is
+   * cleared before the bitmaps are read: a free that clears a live bit after
+   * that read finds the flag clear and flags the page again. A flag may also
+   * come late, after the owner took the block back on an earlier flag and
+   * even retired the page: then there is nothing to take, and the page is
+   * left as it is.
+   */
   private collectBlocks(d: number): boolean {
     const u32 = this.u32;
-    let block = Atomics.exchange(u32, d + Desc.ThreadFree, 0);
-    if (block === 0) return false;
+    if (Atomics.exchange(u32, d + Desc.RemoteFreed, 0) === 0) return false;
     const start = u32[d + Desc.PageStart];
     const shift = u32[d + Desc.Shift];
     const bitmap = u32[d + Desc.Bitmap];
-    const pending = this.pendingWord(d);
+    const words = (((u32[d + Desc.Bump] - start) >>> shift) + 31) >>> 5;
+    const small = shift === Granule.SmallShift;
     let used = u32[d + Desc.Used];
-    while (block !== 0) {
-      const next = u32[block >>> 2];
-      const granule = (block - start) >>> shift;
-      const bit = 1 << (granule & 31);
-      // Live bit first, pending bit second: a racing second free then sees a dead block.
-      Atomics.and(u32, bitmap + (granule >>> 5), ~bit);
-      Atomics.and(u32, pending + (granule >>> 5), ~bit);
-      u32[block >>> 2] = this.encodeNext(block, u32[d + Desc.Free]);
-      u32[d + Desc.Free] = block;
-      used--;
-      block = next;
+    let free = u32[d + Desc.Free];
+    for (let w = 0; w < words; w++) {
+      const handedOut = u32[bitmap + this.handedOutDelta + w];
+      if (handedOut === 0) continue;
+      // A plain load: the exchange above orders it (and an Atomics call costs more than the rest).
+      const freed = handedOut & ~u32[bitmap + w];
+      if (freed === 0) continue;
+      u32[bitmap + this.handedOutDelta + w] = handedOut ^ freed;
+      for (let bits = freed; bits !== 0; bits &= bits - 1) {
+        const granule = (w << 5) + (31 - Math.clz32(bits & -bits));
+        const block = small
+          ? start + (granule << Granule.SmallShift)
+          : this.blockAtGranule(d, granule);
+        u32[block >>> 2] = this.encodeNext(block, free);
+        free = block;
+        used--;
+      }
     }
+    if (used === u32[d + Desc.Used]) return false;
+    u32[d + Desc.Free] = free;
     u32[d + Desc.Used] = used;
     return true;
   }
@@ -1122,17 +1217,6 @@ export class Pages {
       Atomics.store(this.arena.i32, slotOf(this.arena, orphan) + Slot.State, OwnerState.Free);
     }
     this.collectStranded();
-  }
-
-  private pendingWord(d: number): number {
-    return this.u32[d + Desc.Bitmap] + (this.arena.pendingU32 - this.arena.bitmapU32);
-  }
-
-  private isLiveAtomic(d: number, offset: number): boolean {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    return (Atomics.load(u32, u32[d + Desc.Bitmap] + (granule >>> 5)) & (1 << (granule & 31))) !==
-      0;
   }
 
   // ---- lists ---------------------------------------------------------------

@@ -89,17 +89,6 @@ export function publishCounters(arena: Arena, c: HotCounters): void {
   f64[S_REQUESTED] = c.requested;
 }
 
-/** Shared heaps: copies one Worker's counters into its owner slot. */
-export function publishOwnerCounters(arena: Arena, owner: number, c: HotCounters): void {
-  const f = (slotOf(arena, owner) + Slot.Counters) / 2;
-  const f64 = arena.f64;
-  f64[f + Counter.Allocated] = c.allocated;
-  f64[f + Counter.PeakAllocated] = c.peakAllocated;
-  f64[f + Counter.Allocs] = c.allocs;
-  f64[f + Counter.Frees] = c.frees;
-  f64[f + Counter.Requested] = c.requested;
-}
-
 /** Shared heaps: the counters an owner slot holds (0 for a fresh slot). */
 export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
   const f = (slotOf(arena, owner) + Slot.Counters) / 2;

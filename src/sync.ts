@@ -5,22 +5,28 @@
  * its own Heap object (Heap.attach). Each of them registers an owner slot:
  *
  *   owner slot (1 KiB, u32 words from Arena.ownersU32 + owner * OWNER_WORDS)
+ *     line 0, written by the owner on every call:
  *     0 STATE     FREE | ACTIVE | DETACHED | ABANDONED
  *     1 TID       OS thread id of the Worker, to notice when it has exited
  *     2 LOCK      i32 owner lock: held by the owner around each of its calls;
  *                 check() takes every owner's lock to stop the world
- *     3 PENDING   first page (descriptor index) whose blocks other Workers
- *                 freed; a lock-free stack linked through Desc.PendingNext
- *     8..17       f64 counters: allocated, peak allocated, allocs, frees,
+ *     4..13       f64 counters: allocated, peak allocated, allocs, frees,
  *                 bytes requested (published after each call)
+ *     line 1, written by other Workers (a line of its own, so that their
+ *     pushes do not take the owner's lock word away from it):
+ *    16 PENDING   first page (descriptor index) whose blocks other Workers
+ *                 freed; a lock-free stack linked through Desc.PendingNext
  *    32..119      heads of this owner's available-page lists, one per class
  *
  * Pages belong to the owner that formatted them (Desc.Owner). Only the owner
  * allocates from a page and changes its free list; another Worker frees a
- * block by setting its bit in the page's pending bitmap (an atomic or, which
- * also catches a second free) and pushing it on the page's thread-free list
- * with a compare-and-swap; the first push also puts the page on its owner's
- * PENDING stack. The owner takes those blocks back in its slow path.
+ * block by clearing its live bit (an atomic and: of two Workers that free
+ * the same block at once, one finds the bit clear and reports a double
+ * free) and, unless the page is flagged REMOTE_FREED already, flags it and
+ * pushes it on its owner's PENDING stack with a compare-and-swap. The owner
+ * takes those blocks back in its slow path (see pages.ts). Since others
+ * clear bits in its live bitmaps, the owner of a shared heap's page changes
+ * them with atomic operations too.
  *
  * Everything the Workers share beyond their pages (carving the arena, the
  * retained and released page lists, commit counters, large blocks) is done
@@ -40,9 +46,9 @@ export const enum Slot {
   State = 0,
   Tid = 1,
   Lock = 2,
-  Pending = 3,
   /** f64 index (Slot.Counters / 2) from the slot's first word / 2. */
-  Counters = 8,
+  Counters = 4,
+  Pending = 16,
   Heads = 32,
 }
 
@@ -61,6 +67,16 @@ export const enum Counter {
   Frees = 3,
   Requested = 4,
 }
+
+/**
+ * True where the CPU keeps total store order (x86-64): stores become visible
+ * in program order and no load moves before an earlier locked instruction.
+ * There a plain store releases a lock, and a plain load after an atomic
+ * read-modify-write sees what a seq-cst load would. Each Atomics call costs
+ * 6 to 10 ns in V8 (a builtin call, not inlined), so the shared hot paths use
+ * plain accesses where this holds; elsewhere they keep the Atomics call.
+ */
+export const TOTAL_STORE_ORDER = Deno.build.arch === "x86_64";
 
 /** Yields this many times waiting on a lock before checking whether its holder died. */
 const YIELDS_BEFORE_HOLDER_CHECK = 1000;
@@ -130,6 +146,16 @@ export function lockGlobal(arena: Arena, owner: number): void {
 
 export function unlockGlobal(arena: Arena): void {
   if (--arena.globalLockDepth === 0) unlock(arena, H_GLOBAL_LOCK);
+}
+
+/** i32 index of owner `owner`'s lock word. */
+export function ownerLockIndex(arena: Arena, owner: number): number {
+  return slotOf(arena, owner) + Slot.Lock;
+}
+
+/** f64 index of owner `owner`'s counters (Counter order). */
+export function ownerCountersF64(arena: Arena, owner: number): number {
+  return (slotOf(arena, owner) + Slot.Counters) / 2;
 }
 
 /** Takes owner `owner`'s lock (held around each call of that Worker). */

@@ -15,6 +15,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
 import { KiB } from "./helpers.ts";
+import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
   type ErrorReport,
@@ -492,6 +493,29 @@ describe("shared heap in secure mode", () => {
     assertChurnLeftHeapEmpty(heap, result, ops);
     heap.close();
   });
+
+  it("a free list rebuilt after a corrupted link leaves out the blocks another Worker freed; the owner takes them back once", () => {
+    const heap = new Heap({ shared: true, secure: true });
+    // A second owner in the same thread frees like another Worker, deterministically.
+    const other = Heap.attach(heap.share());
+    const blocks = Array.from({ length: 40 }, () => heap.malloc(64));
+    for (let i = 10; i < 20; i++) other.free(blocks[i]); // wait for the owner to take them back
+    heap.free(blocks[5]);
+    poke(blocks[5], 4); // the encoded free-list link is the block's first 4 bytes
+    assert.throws(() => heap.malloc(64), (e) => e instanceof HeapError && e.code === "corrupt");
+    heap.check(); // the rebuilt list holds no block that still waits for its owner
+    const again = Array.from({ length: 2000 }, () => heap.malloc(64));
+    assert.equal(new Set([...blocks.slice(20), ...blocks.slice(0, 5), ...again]).size, 2025);
+    for (const p of [...blocks.slice(0, 5), ...blocks.slice(6, 10), ...blocks.slice(20)]) {
+      other.free(p);
+    }
+    for (const p of again) heap.free(p);
+    heap.check();
+    assert.equal(heap.stats().allocatedBytes, 0);
+    assert.equal(heap.stats().liveBlocks, 0);
+    other.close();
+    heap.close();
+  });
 });
 
 describe("shared heap: producer/consumer (xmalloc-test pattern)", () => {
@@ -891,6 +915,40 @@ describe("shared heap: frees and reallocs across Workers", () => {
       s = heap.stats();
       assert.equal(s.allocatedBytes, 0);
       assert.equal(s.liveBlocks, 0);
+    });
+    heap.close();
+  });
+
+  it("two Workers that free the same blocks at once: each block is freed once and reported as a double free once, whoever owns its page", async () => {
+    const heap = new Heap({ shared: true });
+    await withRemotes(2, async ([a, b]) => {
+      const handle = heap.share();
+      await a.attach(handle);
+      await b.attach(handle);
+      const sizes = Array.from({ length: 3000 }, (_, i) => i % 50 === 0 ? 20 * KiB : 16 + i % 500);
+      // Blocks of the main thread's pages (both racers free remotely), then of
+      // A's pages (A frees locally while B frees remotely).
+      const mine = sizes.map((size) => heap.malloc(size));
+      const triples = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: 1 });
+      const theirs = triples.filter((_, i) => i % 3 === 0);
+      for (const [blocks, left] of [[mine, theirs.length], [theirs, 0]] as const) {
+        const gate = new SharedArrayBuffer(8);
+        const race = (r: Remote) =>
+          r.call<{ freed: number; doubles: number }>({ op: "freeRacing", blocks, gate, racers: 2 });
+        const [ra, rb] = await Promise.all([race(a), race(b)]);
+        assert.equal(ra.freed + rb.freed, blocks.length, "every block freed once");
+        assert.equal(ra.doubles + rb.doubles, blocks.length, "every second free reported");
+        heap.check();
+        assert.equal(heap.stats().liveBlocks, left, "each block counted as freed once");
+      }
+      assert.equal(heap.stats().allocatedBytes, 0);
+      // The blocks are reused: every Worker allocates and frees again.
+      for (const r of [a, b]) {
+        const again = await r.call<number[]>({ op: "mallocMany", sizes, tagBase: 9 });
+        await r.call({ op: "freeAll", blocks: again });
+      }
+      heap.check();
+      assert.equal(heap.stats().liveBlocks, 0);
     });
     heap.close();
   });

@@ -18,6 +18,7 @@ export type OpsRequest =
   | { op: "verify"; address: number; size: number; tag: number }
   | { op: "free"; address: number }
   | { op: "freeAll"; blocks: number[] }
+  | { op: "freeRacing"; blocks: number[]; gate: SharedArrayBuffer; racers: number }
   | { op: "stats" }
   | { op: "check" }
   | { op: "trim" }
@@ -68,6 +69,25 @@ function call(req: OpsRequest): unknown {
         heap!.free(req.blocks[i]);
       }
       return null;
+    }
+    case "freeRacing": {
+      // Every racer frees the same blocks in the same order, released at once:
+      // counts the frees that went through and the double frees reported.
+      const gate = new Int32Array(req.gate);
+      Atomics.add(gate, 0, 1);
+      while (Atomics.load(gate, 0) < req.racers) Atomics.wait(gate, 1, 0, 0.01);
+      let freed = 0;
+      let doubles = 0;
+      for (const p of req.blocks) {
+        try {
+          heap!.free(p);
+          freed++;
+        } catch (e) {
+          if ((e as { code?: string }).code !== "double-free") throw e;
+          doubles++;
+        }
+      }
+      return { freed, doubles };
     }
     case "stats":
       return heap!.stats();
