@@ -71,13 +71,12 @@ export interface HeapOptions {
   retainBytes?: number;
   /**
    * Idle memory the heap keeps, as a fraction of allocatedBytes. Idle memory
-   * is committed memory that holds no live block: free blocks and empty
-   * pages. When the heap is about to commit more memory and its idle memory
-   * is over this budget, it first gives idle memory back to the OS: the
-   * oldest retained empty pages, then the whole OS pages of in-use pages that
-   * hold no live block. `Infinity` turns this off (retainBytes still limits
-   * the empty pages kept). Shared and secure heaps keep to retainBytes.
-   * Default 0.125.
+   * is committed memory of pages in use that holds no live block: free
+   * blocks (empty pages are retainBytes' concern). When the heap is about to
+   * commit memory past its peak and its idle memory is over this budget, it
+   * first gives back the whole OS pages of in-use pages that hold no live
+   * block. `Infinity` turns this off. Shared and secure heaps never purge
+   * pages in use. Default 0.125.
    */
   idleRatio?: number;
   /** The idle budget is never below this many bytes, whatever idleRatio says. Default 256 KiB. */

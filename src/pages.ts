@@ -340,8 +340,8 @@ export class Pages {
   private readonly headStride: number;
   /**
    * The idle budget (see giveBackIdle): idle memory may reach
-   * max(idleFloor, idleRatio * allocated bytes) before the heap grows.
-   * Infinity (shared and secure heaps) turns purging of in-use pages off.
+   * max(idleFloor, idleRatio * allocated bytes) before the heap grows past
+   * its peak. Infinity (and shared and secure heaps) turns purging off.
    */
   idleRatio = Infinity;
   idleFloor = 0;
@@ -349,7 +349,7 @@ export class Pages {
   private readonly purgesInUsePages: boolean;
   /** The Heap's live bytes (its hot counters live in JS fields, not in the arena). */
   allocatedBytes: () => number = () => 0;
-  /** committedBytes below which growth does not look at the idle budget again. */
+  /** committedBytes up to which growth does not look at the idle budget again. */
   private nextIdleCheck = 0;
   /** Scratch for scavengePage: which OS pages of a page hold live bytes. */
   private readonly pinned = new Uint8Array(MEDIUM_UNITS * UNIT_SIZE / OS_PAGE_SIZE);
@@ -809,59 +809,67 @@ export class Pages {
         released += this.release(head);
       }
     }
-    released += this.releaseIdle(Infinity);
+    released += this.releaseAllIdle();
     this.unlockShared();
     return released;
   }
 
   // ---- idle memory ---------------------------------------------------------------
   //
-  // Free blocks and retained pages keep memory committed that holds nothing:
-  // the heap's idle memory, committedBytes less allocatedBytes and metadata.
-  // Whenever the heap is about to commit more (a bump pointer reaches a new
-  // OS page, or a large block is mapped) and its idle memory exceeds the
-  // idle budget, it gives idle memory back first: the oldest retained pages,
-  // then, starting with the pages that hold the most, the OS pages of in-use
-  // pages that hold no live byte (madvise DONTNEED). The free blocks that
+  // Free blocks keep memory of in-use pages committed that holds nothing:
+  // the heap's idle memory (committedBytes less allocatedBytes, metadata and
+  // retained empty pages, which retainBytes governs). When the heap is about
+  // to commit memory past its peak (a bump pointer reaches a new OS page, or
+  // a large block is mapped) and its idle memory exceeds the idle budget, it
+  // first purges, starting with the pages that hold the most, the OS pages of
+  // in-use pages that hold no live byte (madvise DONTNEED). The free blocks that
   // touch a purged OS page leave the free list, since writing a link into
   // them would fault the page back in: they are UNLISTED, and handed out
   // again (their OS pages counted as committed again) once the page's free
   // list and bump area are used up. A page with purged OS pages that empties
-  // is released rather than retained. So the footprint only grows when the
-  // idle memory is within budget or cannot be given back; trim() gives back
-  // all of it.
+  // is released rather than retained. So the footprint grows past its peak
+  // only while idle memory is within budget or cannot be given back; trim()
+  // gives back all of it, and every retained page.
 
   /** Called before committed memory grows: gives idle memory back while it is over budget. */
   giveBackIdle(growth: number): void {
     const f64 = this.arena.f64;
     const committed = f64[S_COMMITTED];
+    // Only growth past the peak, and past where the last look left off.
     if (
-      this.idleRatio === Infinity || committed < this.nextIdleCheck ||
-      committed + growth <= f64[S_PEAK_COMMITTED]
+      this.idleRatio === Infinity ||
+      committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)
     ) {
       return;
     }
     const allocated = this.allocatedBytes();
     const budget = Math.max(this.idleFloor, allocated * this.idleRatio);
-    const idle = committed - f64[S_META_COMMITTED] - allocated;
-    if (idle <= budget) return;
-    this.releaseIdle(idle - budget);
-    // What is still over budget cannot be given back now: look again after
-    // further growth rather than rescanning the pages on every OS page.
-    this.nextIdleCheck = f64[S_COMMITTED] + Math.max(budget / 2, 16 * OS_PAGE_SIZE);
+    const idle = committed - f64[S_META_COMMITTED] - allocated - f64[S_RETAINED_BYTES];
+    // One look per step of growth: a heap that churns at its peak trades
+    // pages between classes, and a madvise call per such trade would cost
+    // more than the memory is worth.
+    const step = Math.max(budget / 4, 16 * OS_PAGE_SIZE);
+    // Enough to offset the growth and the next step, not all of the excess:
+    // idle memory at the peak is often what the next allocations reuse.
+    if (idle > budget) this.scavenge(Math.min(idle - budget, growth + step));
+    this.nextIdleCheck = f64[S_COMMITTED] + step;
   }
 
-  /** Gives back at least `wanted` idle bytes if it can (Infinity: all); returns the bytes given back. */
-  releaseIdle(wanted: number): number {
+  /** For trim(): releases every retained page and purges every in-use page; returns the bytes. */
+  private releaseAllIdle(): number {
+    let released = 0;
+    for (let bytes = this.releaseOldestRetained(); bytes >= 0;) {
+      released += bytes;
+      bytes = this.releaseOldestRetained();
+    }
+    return released + this.scavenge(Infinity);
+  }
+
+  /** Purges free OS pages of in-use pages, those with the most idle bytes first; returns the bytes. */
+  private scavenge(wanted: number): number {
+    if (!this.purgesInUsePages) return 0;
     const u32 = this.u32;
     let released = 0;
-    while (released < wanted) {
-      const bytes = this.releaseOldestRetained();
-      if (bytes < 0) break;
-      released += bytes;
-    }
-    if (released >= wanted || !this.purgesInUsePages) return released;
-    // In-use pages, those with the most idle bytes first.
     const candidates: number[] = [];
     const top = u32[H_TOP_UNIT];
     for (let unit = 0; unit < top;) {

@@ -34,7 +34,7 @@ function assertKeptIntact(heap: Heap, kept: number[], size: number): void {
 }
 
 describe("idle memory goes back to the OS before the heap grows", () => {
-  it("free OS pages of pages in use are purged when the heap would grow past its peak", () => {
+  it("free OS pages of pages in use are purged rather than the heap growing past its peak", () => {
     using heap = new Heap({ idleRatio: 0.125, idleFloorBytes: 256 * KiB });
     const kept = fragment(heap, 256, 64); // 4 MiB committed, 64 blocks live
     const before = checked(heap);
@@ -44,17 +44,21 @@ describe("idle memory goes back to the OS before the heap grows", () => {
     for (let i = 0; i < 512; i++) big.push(heap.malloc(4000)); // 2 MiB of live blocks
     const after = checked(heap);
     assert.ok(after.madviseCalls > before.madviseCalls, "no madvise call was made");
-    const budget = Math.max(256 * KiB, after.allocatedBytes * 0.125);
     // Each kept block pins one OS page of its page; metadata is counted too.
     const pinned = kept.length * 4096;
-    // (New units' descriptors and bitmaps add a few metadata pages.)
+    // The peak may creep by one step between looks (a quarter of the budget,
+    // at least 64 KiB), and new units' descriptors and bitmaps add metadata.
     assert.ok(
-      after.peakCommittedBytes <= before.committedBytes + 16 * KiB,
+      after.peakCommittedBytes <= before.committedBytes + 64 * KiB + 64 * KiB,
       `peak grew from ${before.committedBytes} to ${after.peakCommittedBytes}`,
     );
+    assertKeptIntact(heap, kept, 256);
+    // What is still idle goes at trim(), down to the pinned OS pages.
+    heap.trim();
+    const trimmed = checked(heap);
     assert.ok(
-      after.committedBytes <= after.allocatedBytes + budget + pinned + 256 * KiB,
-      `committed ${after.committedBytes} for ${after.allocatedBytes} allocated`,
+      trimmed.committedBytes <= trimmed.allocatedBytes + pinned + 256 * KiB,
+      `committed ${trimmed.committedBytes} for ${trimmed.allocatedBytes} allocated`,
     );
     assertKeptIntact(heap, kept, 256);
     for (const p of big) heap.free(p);
