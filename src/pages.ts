@@ -883,8 +883,10 @@ export class Pages {
       }
       unit += u32[d + Desc.Units];
     }
+    // Pages being allocated from (their class's head) last: what is purged there comes back first.
     const idleOf = (d: number) =>
-      this.committedExtent(d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize];
+      this.committedExtent(d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize] -
+      (u32[this.headSlot(u32[d + Desc.Class])] === d ? 2 ** 32 : 0);
     candidates.sort((a, b) => idleOf(b) - idleOf(a));
     for (const d of candidates) {
       if (released >= wanted) break;
