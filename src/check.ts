@@ -70,13 +70,19 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     if (u32[d + Desc.PageStart] !== start) fail(where, `unit ${unit}: page start mismatch`);
     for (let i = 1; i < units; i++) {
       const c = d + i * Desc.Words;
-      if (u32[c + Desc.State] !== PageState.Continuation || u32[c + Desc.PageStart] !== start) {
+      if (
+        u32[c + Desc.State] !== PageState.Continuation || u32[c + Desc.PageStart] !== start ||
+        u32[c + Desc.SmallInUse] !== 0
+      ) {
         fail(where, `unit ${unit + i}: medium page continuation is broken`);
       }
     }
     const commitEnd = u32[d + Desc.CommitEnd];
     if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
       fail(where, `page commit end ${commitEnd} out of range`);
+    }
+    if (u32[d + Desc.SmallInUse] !== (state === PageState.Small ? 1 : 0)) {
+      fail(where, `unit ${unit}: the small-page flag does not match state ${state}`);
     }
     const purgedPages = u32[d + Desc.PurgedPages];
     committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
@@ -281,6 +287,12 @@ function checkPage(
     u32[d + Desc.Shift] !== (medium ? 13 : 4)
   ) {
     fail(where, "page geometry does not match its size class");
+  }
+  if (
+    u32[d + Desc.LocalPageStart] !== start || u32[d + Desc.LocalBitmap] !== u32[d + Desc.Bitmap] ||
+    u32[d + Desc.LocalCapacity] !== capacity || u32[d + Desc.LocalBlockSize] !== blockSize
+  ) {
+    fail(where, "the fast paths' copies of the page geometry differ from it");
   }
   const bump = u32[d + Desc.Bump];
   const bumpEnd = u32[d + Desc.BumpEnd];

@@ -349,7 +349,8 @@ export class Heap {
     const blockSize = u32[d + Desc.BlockSize];
     const fresh = u32[d + Desc.Free] === 0 && bump >= u32[d + Desc.ZeroFrom] &&
       bump + blockSize <= u32[d + Desc.BumpEnd]; // else an unlisted block
-    const block = this.#special ? 0 : takeBlockFast(u32, cls);
+    // (takeBlockFast serves small pages only: the classes of the size lookup.)
+    const block = this.#special || total > LOOKUP_MAX_SIZE ? 0 : takeBlockFast(u32, cls);
     let address: number;
     if (block !== 0) {
       this.#countAllocated(blockSize);

@@ -52,7 +52,9 @@
  *   9 PURGED_PAGES OS pages given back to the OS while the page is in use
  *  10 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
  *                 continuation descriptors hold the bits of their units)
- *  11-15          spare
+ *  11 SMALL_IN_USE 1 while STATE is SMALL, else 0
+ *  12-15 PAGE_START, BITMAP, CAPACITY, BLOCK_SIZE again: the fast paths of a
+ *                 private heap read these, and so one line of the descriptor
  *
  *   line 1 (bytes 64..127), fixed while the page is in use
  *  16 BLOCK_SIZE  bytes per block
@@ -160,6 +162,17 @@ export const enum Desc {
    * page keeps the bits of its own 16 OS pages (in its CONTINUATION descriptor).
    */
   PurgedMask = 10,
+  /**
+   * Copies, on the owner's line, of what the block fast paths read from line 1
+   * (written when the page is formatted, like the originals), so that a
+   * private heap's malloc and free touch one descriptor line. SMALL_IN_USE
+   * is 1 exactly while STATE is SMALL (see setState).
+   */
+  SmallInUse = 11,
+  LocalPageStart = 12,
+  LocalBitmap = 13,
+  LocalCapacity = 14,
+  LocalBlockSize = 15,
   // Line 1: fixed while the page is in use (read by Workers that free its blocks).
   BlockSize = 16,
   Class = 17,
@@ -228,6 +241,12 @@ const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
  */
 const MIN_PURGE_PAGES = 4;
 
+/** Sets a page's STATE, and SMALL_IN_USE with it (every STATE write goes through here). */
+function setState(u32: Uint32Array, d: number, state: PageState): void {
+  u32[d + Desc.State] = state;
+  u32[d + Desc.SmallInUse] = state === PageState.Small ? 1 : 0;
+}
+
 /** The u32 index of the purge-mask word that holds OS page `p` of page `d` (16 per unit). */
 function purgedMaskWord(d: number, p: number): number {
   return d + (p >>> 4) * Desc.Words + Desc.PurgedMask;
@@ -258,28 +277,30 @@ const enum Unit {
 // into Heap.malloc/free and those into the caller's loop.
 
 /**
- * Takes a block of class `cls` from the head page of its class list and
- * returns its arena offset; returns 0 (nothing changed) when there is no head
- * page, when the page would become full, or when the block would reach past
- * the committed part of the page: Pages.take handles those.
+ * Takes a block of class `cls` (a small-page class: one of the size lookup's)
+ * from the head page of its class list and returns its arena offset; returns
+ * 0 (nothing changed) when there is no head page, when the page would become
+ * full, or when the block would reach past the committed part of the page:
+ * Pages.take handles those.
  */
 export function takeBlockFast(u32: Uint32Array, cls: number): number {
   const d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
   if (d === 0) return 0;
   const used = u32[d + Desc.Used] + 1;
-  if (used === u32[d + Desc.Capacity]) return 0;
+  if (used === u32[d + Desc.LocalCapacity]) return 0;
   let block = u32[d + Desc.Free];
   if (block !== 0) {
     u32[d + Desc.Free] = u32[block >>> 2];
   } else {
     block = u32[d + Desc.Bump];
-    const end = block + u32[d + Desc.BlockSize];
+    const end = block + u32[d + Desc.LocalBlockSize];
     if (end > u32[d + Desc.CommitEnd]) return 0;
     u32[d + Desc.Bump] = end;
   }
   u32[d + Desc.Used] = used;
-  const granule = (block - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-  u32[u32[d + Desc.Bitmap] + (granule >>> 5)] |= 1 << (granule & 31);
+  // Classes of up to LOOKUP_MAX_SIZE live in small pages: 16-byte granules.
+  const granule = (block - u32[d + Desc.LocalPageStart]) >>> Granule.SmallShift;
+  u32[u32[d + Desc.LocalBitmap] + (granule >>> 5)] |= 1 << (granule & 31);
   return block;
 }
 
@@ -291,10 +312,10 @@ export function takeBlockFast(u32: Uint32Array, cls: number): number {
  */
 export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: number): number {
   const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
-  if (u32[d + Desc.State] !== PageState.Small) return 0;
-  const relative = offset - u32[d + Desc.PageStart];
+  if (u32[d + Desc.SmallInUse] !== 1) return 0;
+  const relative = offset - u32[d + Desc.LocalPageStart];
   const granule = relative >>> Granule.SmallShift;
-  const word = u32[d + Desc.Bitmap] + (granule >>> 5);
+  const word = u32[d + Desc.LocalBitmap] + (granule >>> 5);
   const bit = 1 << (granule & 31);
   const bits = u32[word];
   const used = u32[d + Desc.Used] - 1;
@@ -302,11 +323,11 @@ export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: numb
   // A page that fills or empties changes lists; the head page, which stays
   // even when empty (see staysWhenEmpty), is the one exception worth keeping
   // on this path.
-  if (used + 1 === u32[d + Desc.Capacity]) return 0;
+  if (used + 1 === u32[d + Desc.LocalCapacity]) return 0;
   if (
     used === 0 && (
       u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d ||
-      u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart] > KEPT_EMPTY_PAGE_BYTES
+      u32[d + Desc.CommitEnd] - u32[d + Desc.LocalPageStart] > KEPT_EMPTY_PAGE_BYTES
     )
   ) {
     return 0;
@@ -315,7 +336,7 @@ export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: numb
   u32[offset >>> 2] = u32[d + Desc.Free];
   u32[d + Desc.Free] = offset;
   u32[d + Desc.Used] = used;
-  return u32[d + Desc.BlockSize];
+  return u32[d + Desc.LocalBlockSize];
 }
 
 /** Page-level operations; the block-level fast paths live in heap.ts. */
@@ -400,9 +421,13 @@ export class Pages {
     u32[d + Desc.Used] = 0;
     u32[d + Desc.BlockSize] = blockSize;
     u32[d + Desc.Class] = cls;
-    u32[d + Desc.State] = medium ? PageState.Medium : PageState.Small;
+    setState(u32, d, medium ? PageState.Medium : PageState.Small);
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
+    u32[d + Desc.LocalPageStart] = start;
+    u32[d + Desc.LocalBitmap] = u32[d + Desc.Bitmap];
+    u32[d + Desc.LocalCapacity] = capacity;
+    u32[d + Desc.LocalBlockSize] = blockSize;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
     u32[d + Desc.RemoteFreed] = 0;
     // A page with purged OS pages is released, never retained, so none are left here.
@@ -1284,7 +1309,7 @@ export class Pages {
     const medium = u32[d + Desc.Units] === MEDIUM_UNITS;
     const headSlot = medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD;
     const tailSlot = medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL;
-    u32[d + Desc.State] = PageState.Retained;
+    setState(u32, d, PageState.Retained);
     const head = u32[headSlot];
     u32[d + Desc.Prev] = 0;
     u32[d + Desc.Next] = head;
@@ -1340,7 +1365,7 @@ export class Pages {
       arena.addCommitted(-extent);
     }
     u32[d + Desc.CommitEnd] = start;
-    u32[d + Desc.State] = PageState.Released;
+    setState(u32, d, PageState.Released);
     this.clearPurged(d);
     const slot = u32[d + Desc.Units] === MEDIUM_UNITS
       ? H_RELEASED_MEDIUM_HEAD
@@ -1449,7 +1474,7 @@ export class Pages {
     const arena = this.arena;
     const d = Tables.DescriptorsU32 + first * Desc.Words;
     const start = arena.dataStart + first * UNIT_SIZE;
-    u32[d + Desc.State] = PageState.Released;
+    setState(u32, d, PageState.Released);
     u32[d + Desc.PageStart] = start;
     u32[d + Desc.CommitEnd] = start;
     u32[d + Desc.Units] = units;
@@ -1457,7 +1482,7 @@ export class Pages {
     u32[d + Desc.Bitmap] = arena.bitmapU32 + first * (512 >>> 2);
     for (let i = 1; i < units; i++) {
       const c = d + i * Desc.Words;
-      u32[c + Desc.State] = PageState.Continuation;
+      setState(u32, c, PageState.Continuation);
       u32[c + Desc.PageStart] = start;
       u32[c + Desc.Units] = 0;
     }
