@@ -76,7 +76,7 @@ export interface HeapOptions {
    * commit memory past its peak and its idle memory is over this budget, it
    * first gives back the whole OS pages of in-use pages that hold no live
    * block. `Infinity` turns this off. Shared and secure heaps never purge
-   * pages in use. Default 0.125.
+   * pages in use. Default 0.25.
    */
   idleRatio?: number;
   /** The idle budget is never below this many bytes, whatever idleRatio says. Default 256 KiB. */
@@ -141,7 +141,7 @@ const attachKey = Symbol("attach");
 
 const DEFAULT_ARENA_BYTES = 2 ** 32;
 const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
-const DEFAULT_IDLE_RATIO = 0.125;
+const DEFAULT_IDLE_RATIO = 0.25;
 const DEFAULT_IDLE_FLOOR_BYTES = 256 * 1024;
 
 /**
