@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, type HeapOptions } from "../mod.ts";
-import { assertZero, KiB, MiB, patternByte, Rng } from "./helpers.ts";
+import { assertZero, checked, KiB, MiB, patternByte, Rng } from "./helpers.ts";
 
 /**
  * Idle-memory purging under churn: pages whose free OS pages were purged
@@ -242,4 +242,74 @@ describe("idle purge under churn (review)", () => {
       );
     });
   }
+});
+
+describe("an empty class head with purged OS pages (review)", () => {
+  /**
+   * 100 blocks of 256 bytes on one page (28 KiB committed); the first 80 are
+   * freed and trim() purges their 5 OS pages; then the last 20 are freed, and
+   * the page, its class's head with 8 KiB still committed, stays on its list.
+   */
+  function emptyHeadWithHoles(heap: Heap): { blocks: number[]; committed: number } {
+    const blocks: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const p = heap.malloc(256);
+      heap.bytes(p).fill(0xab);
+      blocks.push(p);
+    }
+    for (let i = 1; i < 100; i++) assert.equal(blocks[i], blocks[0] + 256 * i);
+    for (let i = 0; i < 80; i++) heap.free(blocks[i]);
+    const before = checked(heap).committedBytes;
+    assert.equal(heap.trim(), 5 * 4096, "the 5 free OS pages were not purged");
+    assert.equal(checked(heap).committedBytes, before - 5 * 4096);
+    for (let i = 80; i < 100; i++) heap.free(blocks[i]);
+    const s = checked(heap);
+    assert.equal(s.allocatedBytes, 0);
+    assert.equal(s.retainedBytes, 0);
+    return { blocks, committed: s.committedBytes };
+  }
+
+  it("is reused: its listed blocks, then the bump area, then the purged ones, all zeroed by calloc", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0, retainBytes: 0 });
+    const { blocks } = emptyHeadWithHoles(heap);
+    const page = new Set(blocks);
+    const taken: number[] = [];
+    for (let i = 0; i < 256; i++) {
+      const p = heap.calloc(16, 16);
+      assert.notEqual(p, 0);
+      assertZero(heap, p, 256, `calloc #${i}`);
+      heap.bytes(p).fill(i & 0xff);
+      taken.push(p);
+    }
+    // The first 20 are the page's listed blocks, the purged ones come last.
+    for (let i = 0; i < 20; i++) assert.ok(page.has(taken[i]), `calloc #${i} left the page`);
+    assert.deepEqual(
+      taken.slice(256 - 80).sort((a, b) => a - b),
+      blocks.slice(0, 80),
+      "the blocks on purged OS pages were not handed out last",
+    );
+    assert.equal(new Set(taken).size, 256);
+    taken.forEach((p, i) => assert.equal(heap.bytes(p, 256).every((b) => b === (i & 0xff)), true));
+    const full = checked(heap);
+    assert.equal(
+      full.committedBytes - full.metadataBytes,
+      64 * KiB,
+      "the full page is not counted whole",
+    );
+    for (const p of taken) heap.free(p);
+    checked(heap);
+  });
+
+  it("trim() releases it, counting only what it still had committed", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0, retainBytes: 0 });
+    const { committed } = emptyHeadWithHoles(heap);
+    assert.equal(heap.trim(), 8 * KiB);
+    const s = checked(heap);
+    assert.equal(s.committedBytes, committed - 8 * KiB);
+    assert.equal(s.committedBytes, s.metadataBytes);
+    const p = heap.calloc(1, 256);
+    assertZero(heap, p, 256, "calloc on the released page");
+    heap.free(p);
+    checked(heap);
+  });
 });
