@@ -248,7 +248,7 @@ export class Heap {
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
       this.#pages.idleFloor = idleFloorBytes;
-      this.#pages.allocatedBytes = () => this.#allocated;
+      this.#pages.busyBytes = () => this.#allocated + this.#large.tableBytes;
     }
     this.#large = new LargeBlocks(arena, secure, this.#owner);
     this.#u8 = arena.u8;

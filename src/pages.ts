@@ -86,8 +86,8 @@
  *  - RETAINED: empty and still committed, on its kind's retained list (most
  *    recent first). Reused first; a retained medium page is split into
  *    small ones when a small page is wanted. When retained bytes exceed the
- *    heap's `retainBytes`, or the idle budget (see "idle memory" below), the
- *    oldest are released. A page with purged OS pages is never retained.
+ *    heap's `retainBytes`, the oldest are released. A page with OS pages
+ *    purged while in use (see "idle memory" below) is released, never retained.
  *  - RELEASED: returned to the OS with madvise(MADV_DONTNEED), on its kind's
  *    released list; reads zero when reused. Once the arena is carved to the
  *    top, released pages of one kind are split or merged into the other.
@@ -368,8 +368,11 @@ export class Pages {
   idleFloor = 0;
   /** Whether OS pages of in-use pages may be purged: not with shared or secure heaps. */
   private readonly purgesInUsePages: boolean;
-  /** The Heap's live bytes (its hot counters live in JS fields, not in the arena). */
-  allocatedBytes: () => number = () => 0;
+  /**
+   * The Heap's committed bytes that are not idle: its live blocks (whose hot
+   * counters live in JS fields, not in the arena) and the large-block table.
+   */
+  busyBytes: () => number = () => 0;
   /** committedBytes up to which growth does not look at the idle budget again. */
   private nextIdleCheck = 0;
   /** Scratch for scavengePage: which OS pages of a page hold live bytes. */
@@ -842,8 +845,8 @@ export class Pages {
   // ---- idle memory ---------------------------------------------------------------
   //
   // Free blocks keep memory of in-use pages committed that holds nothing:
-  // the heap's idle memory (committedBytes less allocatedBytes, metadata and
-  // retained empty pages, which retainBytes governs). When the heap is about
+  // the heap's idle memory (committedBytes less allocatedBytes, metadata, the
+  // large-block table and retained empty pages, which retainBytes governs). When the heap is about
   // to commit memory past its peak (a bump pointer reaches a new OS page, or
   // a large block is mapped) and its idle memory exceeds the idle budget, it
   // first purges, starting with the pages that hold the most, the OS pages of
@@ -867,9 +870,9 @@ export class Pages {
     ) {
       return;
     }
-    const allocated = this.allocatedBytes();
-    const budget = Math.max(this.idleFloor, allocated * this.idleRatio);
-    const idle = committed - f64[S_META_COMMITTED] - allocated - f64[S_RETAINED_BYTES];
+    const busy = this.busyBytes();
+    const budget = Math.max(this.idleFloor, busy * this.idleRatio);
+    const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
     // One look per step of growth: a heap that churns at its peak trades
     // pages between classes, and a madvise call per such trade would cost
     // more than the memory is worth.
