@@ -121,6 +121,7 @@ export const S_META_COMMITTED = S + 13; // part of S_COMMITTED that is metadata
 export const S_LARGE_TABLE = S + 14; // address of the large-block table mapping
 export const S_RETAIN_LIMIT = S + 15;
 export const S_RESERVED = S + 16; // arena + large mappings + table
+export const S_PURGED_BYTES = S + 17; // OS pages of in-use pages given back (not in S_COMMITTED)
 
 // The class table (byte 2048), size lookup (byte 3584) and page descriptors
 // (byte 4096) are laid out and filled by pages.ts (see its Tables enum).

@@ -30,6 +30,7 @@ import {
   S_FREE_COUNT,
   S_LARGE_BYTES,
   S_META_COMMITTED,
+  S_PURGED_BYTES,
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena.ts";
@@ -57,6 +58,7 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
   let allocated = 0;
   let live = 0;
   let committed = 0;
+  let purgedBytes = 0;
   const inUseWithRoom = new Set<number>();
   const retained = new Set<number>();
   const released = new Set<number>();
@@ -86,6 +88,7 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     }
     const purgedPages = u32[d + Desc.PurgedPages];
     committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
+    purgedBytes += purgedPages * OS_PAGE_SIZE;
     if (state !== PageState.Small && state !== PageState.Medium && purgedPages !== 0) {
       fail(where, "an empty page has OS pages counted as purged");
     }
@@ -212,6 +215,9 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
   }
   const counted = f64[S_ALLOC_COUNT] - f64[S_FREE_COUNT];
   if (live !== counted) fail(arena.base, `liveBlocks is ${counted} but ${live} blocks are live`);
+  if (purgedBytes !== f64[S_PURGED_BYTES]) {
+    fail(arena.base, `purgedBytes is ${f64[S_PURGED_BYTES]} but pages hold ${purgedBytes} purged`);
+  }
   committed += largeBytes + f64[S_META_COMMITTED] + large.tableBytes;
   if (committed !== f64[S_COMMITTED]) {
     fail(

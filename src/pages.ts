@@ -111,6 +111,7 @@ import {
   S_META_COMMITTED,
   S_MPROTECT_CALLS,
   S_PEAK_COMMITTED,
+  S_PURGED_BYTES,
   S_RETAIN_LIMIT,
   S_RETAINED_BYTES,
   UNIT_SIZE,
@@ -978,6 +979,7 @@ export class Pages {
     this.arena.addCommitted(-released);
     if (purged === 0) return released;
     u32[d + Desc.PurgedPages] += purged;
+    this.arena.f64[S_PURGED_BYTES] += purged * OS_PAGE_SIZE;
     // Relink the free blocks that touch no purged OS page, lowest address first.
     let next = 0;
     let listed = 0;
@@ -1017,6 +1019,7 @@ export class Pages {
         if (this.isPurged(d, p)) this.markPurged(d, p, false), recommitted++;
       }
       u32[d + Desc.PurgedPages] -= recommitted;
+      this.arena.f64[S_PURGED_BYTES] -= recommitted * OS_PAGE_SIZE;
       this.arena.addCommitted(recommitted * OS_PAGE_SIZE);
       return block;
     }
@@ -1053,6 +1056,7 @@ export class Pages {
     for (let unit = 0; unit < u32[d + Desc.Units]; unit++) {
       u32[d + unit * Desc.Words + Desc.PurgedMask] = 0;
     }
+    this.arena.f64[S_PURGED_BYTES] -= u32[d + Desc.PurgedPages] * OS_PAGE_SIZE;
     u32[d + Desc.PurgedPages] = 0;
     u32[d + Desc.Unlisted] = 0;
     u32[d + Desc.ScanFrom] = 0;

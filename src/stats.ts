@@ -21,6 +21,7 @@ import {
   S_MUNMAP_CALLS,
   S_PEAK_ALLOCATED,
   S_PEAK_COMMITTED,
+  S_PURGED_BYTES,
   S_REQUESTED,
   S_RESERVED,
   S_RETAINED_BYTES,
@@ -62,6 +63,11 @@ export interface HeapStats {
   retainedBytes: number;
   /** Committed bytes of the allocator's own metadata. */
   metadataBytes: number;
+  /**
+   * Bytes of pages still in use whose free OS pages were given back to the
+   * OS (by the idle budget or trim()) and not used since; not in committedBytes.
+   */
+  purgedBytes: number;
   /** allocatedBytes / committedBytes (0 when nothing is committed). */
   utilization: number;
 }
@@ -148,6 +154,7 @@ export function readStats(arena: Arena, largeTableBytes: number): HeapStats {
     largeBytes: f64[S_LARGE_BYTES],
     retainedBytes: f64[S_RETAINED_BYTES],
     metadataBytes: f64[S_META_COMMITTED] + largeTableBytes,
+    purgedBytes: f64[S_PURGED_BYTES],
     utilization: committed > 0 ? allocated / committed : 0,
   };
 }

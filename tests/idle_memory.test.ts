@@ -102,8 +102,14 @@ describe("idle memory goes back to the OS before the heap grows", () => {
     const rssAfter = rss();
     assert.ok(released >= 6 * MiB, `trim() released ${released} bytes`);
     assert.equal(before.committedBytes - after.committedBytes, released);
+    assert.equal(before.purgedBytes, 0);
+    assert.ok(after.purgedBytes >= 6 * MiB, `purgedBytes ${after.purgedBytes}`);
     assert.ok(rssBefore - rssAfter >= 4 * MiB, `RSS fell by ${rssBefore - rssAfter} bytes only`);
     assertKeptIntact(heap, kept, size);
+    // Emptied, the pages are released whole: nothing counts as purged any more.
+    for (const p of kept) heap.free(p);
+    heap.trim();
+    assert.equal(checked(heap).purgedBytes, 0);
   });
 
   it("free blocks of medium pages are purged too", () => {
