@@ -410,6 +410,14 @@ export class Heap {
       return debug.realloc(address, size, "realloc");
     }
     if (address === 0) return this.#allocAny(size);
+    // A growing buffer in a large block that still fits: no lookup beyond the table's.
+    if (
+      size > MAX_CLASS_SIZE && typeof address === "number" &&
+      this.#large.resizesInPlace(address, size)
+    ) {
+      this.#requested += size;
+      return address;
+    }
     const where = this.#locate(address, "realloc");
     if (size === 0) {
       this.#freeLocated(address, where);

@@ -151,6 +151,22 @@ export class LargeBlocks {
     return this.locked(() => this.resizeSlot(this.find(address), size));
   }
 
+  /**
+   * A private heap's realloc of a large block that stays where it is (it
+   * fits, and would not shrink by an eighth): records the size asked for
+   * and returns true; false, changing nothing, for anything else.
+   */
+  resizesInPlace(address: number, size: number): boolean {
+    if (this.owner !== 0) return false;
+    const slot = this.find(address);
+    if (slot < 0) return false;
+    const table = this.table;
+    const length = table[slot + L_MAP_LENGTH];
+    if (size > length || length - size >= length / 8) return false;
+    table[slot + L_REQUESTED] = size;
+    return true;
+  }
+
   /** The block's usable length before and after the last resize() (its result's length). */
   lengthBefore = 0;
   lengthAfter = 0;
