@@ -1,7 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap } from "../mod.ts";
-import { KiB, MiB, rss } from "./helpers.ts";
+import { canPopulate } from "../src/os.ts";
+import { checked, KiB, MiB, rss } from "./helpers.ts";
 
 /**
  * Resident memory is noisy (the JS heap, the GC, the kernel), so every RSS
@@ -169,5 +170,29 @@ describe("empty-page policy", () => {
     assert.ok(reused.committedBytes <= empty.committedBytes, "no new memory was committed");
     for (const p of again) heap.free(p);
     heap.check();
+  });
+});
+
+describe("pages are faulted in ahead of the bump pointer", () => {
+  it("commits a page in growing steps with one madvise(POPULATE_WRITE) each, all counted and resident", () => {
+    using heap = new Heap({ idleRatio: Infinity });
+    const before = checked(heap);
+    const rssBefore = rss();
+    // 4096 blocks of 1 KiB: 4 MiB in 64 pages, none of it written by this test.
+    const blocks: number[] = [];
+    for (let i = 0; i < 4096; i++) blocks.push(heap.malloc(1000));
+    const after = checked(heap);
+    const grown = after.committedBytes - before.committedBytes -
+      (after.metadataBytes - before.metadataBytes);
+    assert.ok(grown >= 4 * MiB && grown <= 4 * MiB + 64 * KiB, `committed grew by ${grown}`);
+    // 4 KiB, 4 KiB, 8 KiB, then 16 KiB steps: 7 calls for a 64 KiB page instead of 16 faults.
+    const calls = after.madviseCalls - before.madviseCalls;
+    if (canPopulate()) {
+      assert.ok(calls <= 64 * 7, `${calls} madvise calls`);
+      // Resident although never written: populated, not just counted.
+      assert.ok(rss() - rssBefore >= 3 * MiB, `RSS grew by ${rss() - rssBefore}`);
+    }
+    for (const p of blocks) heap.free(p);
+    checked(heap);
   });
 });
