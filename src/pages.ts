@@ -14,7 +14,8 @@
  *
  * Blocks are handed out from the page's free list first, then by bumping
  * BUMP towards BUMP_END, so a fresh page is touched (and counted as
- * committed, in 4 KiB steps up to COMMIT_END) only as far as it is used.
+ * committed, up to COMMIT_END) only as far as it is used, and a little
+ * ahead: extendCommit faults memory in with one call, not page by page.
  * A free block's first 4 bytes hold the offset of the next free block.
  *
  * Each unit also owns 512 bytes of live bitmap: one bit per 16-byte granule
