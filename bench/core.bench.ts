@@ -20,11 +20,12 @@
  * Random inputs are precomputed at load time, outside every timed body.
  */
 
-import type { Allocator } from "./comparators.ts";
+import { type Allocator, loadAllocators } from "./comparators.ts";
 import {
   batchTemplate,
-  benchAllocators,
+  benchGroup,
   cyclePairsTemplate,
+  type GroupOptions,
   pairsTemplate,
   randomSlots,
   reportFailuresAtExit,
@@ -33,7 +34,7 @@ import {
   windowTemplate,
 } from "./harness.ts";
 
-const allocators = benchAllocators([
+const allocators = loadAllocators([
   "glibc",
   "heap",
   "mimalloc",
@@ -52,28 +53,8 @@ const mixedSizes = uniformSizes(MIXED_OPS, 8, 1024, 0x5eed);
 const mixedSlots = randomSlots(MIXED_OPS, WINDOW, 0xc0ffee);
 const BATCH = 100_000;
 
-interface GroupOptions {
-  n?: number;
-  warmup?: number;
-  /** Only these allocators (default: all loaded). */
-  only?: readonly string[];
-  /** Iteration counts for allocators far slower than the rest. */
-  slow?: Record<string, { n: number; warmup: number }>;
-}
-
-function group(name: string, make: (a: Allocator) => () => void, options: GroupOptions = {}) {
-  for (const a of allocators) {
-    if (options.only && !options.only.includes(a.name)) continue;
-    const iterations = options.slow?.[a.name] ?? options;
-    Deno.bench({
-      name: a.name,
-      group: name,
-      baseline: a.name === "glibc",
-      n: iterations.n,
-      warmup: iterations.warmup,
-      fn: make(a),
-    });
-  }
+function group(name: string, make: (a: Allocator) => () => void, options?: GroupOptions) {
+  benchGroup(allocators, name, make, options);
 }
 
 // @thi.ng/malloc walks one address-ordered free list: on this VM it took 13 s

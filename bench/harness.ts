@@ -17,7 +17,7 @@
  * may use only their parameters and globals, never module-level names.
  */
 
-import { type Allocator, createAllocator, type CreateOptions, type Handle } from "./comparators.ts";
+import type { Allocator, Handle } from "./comparators.ts";
 
 let serial = 0;
 
@@ -144,14 +144,38 @@ export function lifetimeSchedule(allocs: number, seed: number) {
   return { op: op.subarray(0, k), size: size.subarray(0, k), slots: slotCount, maxLive };
 }
 
-/** Makes the named comparators once per bench module; missing ones print a note. */
-export function benchAllocators(names: readonly string[], options?: CreateOptions): Allocator[] {
-  const out: Allocator[] = [];
-  for (const n of names) {
-    const a = createAllocator(n, options);
-    if (a !== null) out.push(a);
+/** Which allocators a bench group runs, and how often. */
+export interface GroupOptions {
+  n?: number;
+  warmup?: number;
+  /** Leave these allocators out. */
+  without?: readonly string[];
+  /** Only these allocators (default: all loaded). */
+  only?: readonly string[];
+  /** Iteration counts for allocators far slower than the rest. */
+  slow?: Record<string, { n: number; warmup: number }>;
+}
+
+/** Registers one `deno bench` group: one bench per allocator, glibc the baseline. */
+export function benchGroup(
+  allocators: readonly Allocator[],
+  name: string,
+  make: (a: Allocator) => () => void,
+  options: GroupOptions = {},
+): void {
+  for (const a of allocators) {
+    if (options.without?.includes(a.name)) continue;
+    if (options.only && !options.only.includes(a.name)) continue;
+    const iterations = options.slow?.[a.name] ?? options;
+    Deno.bench({
+      name: a.name,
+      group: name,
+      baseline: a.name === "glibc",
+      n: iterations.n,
+      warmup: iterations.warmup,
+      fn: make(a),
+    });
   }
-  return out;
 }
 
 /** Registers an "unload" hook that prints, per allocator, requests it could not serve. */

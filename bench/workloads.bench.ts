@@ -27,11 +27,12 @@
  * (see harness.ts). Inputs are precomputed at load time.
  */
 
-import type { Allocator } from "./comparators.ts";
+import { type Allocator, loadAllocators } from "./comparators.ts";
 import {
   appendTemplate,
-  benchAllocators,
+  benchGroup,
   doublingTemplate,
+  type GroupOptions,
   lifetimeSchedule,
   pairsTemplate,
   paretoSizes,
@@ -46,37 +47,14 @@ import {
   windowTemplate,
 } from "./harness.ts";
 
-const allocators = benchAllocators(
+const allocators = loadAllocators(
   ["glibc", "heap", "mimalloc", "jemalloc", "thing", "uint8array", "bump"],
   { thingBytes: 1024 * 1024 * 1024 },
 );
 reportFailuresAtExit(allocators, "workloads.bench.ts");
 
-interface GroupOptions {
-  n?: number;
-  warmup?: number;
-  /** Leave these allocators out. */
-  without?: readonly string[];
-  /** Only these allocators. */
-  only?: readonly string[];
-  /** Iteration counts for allocators far slower than the rest. */
-  slow?: Record<string, { n: number; warmup: number }>;
-}
-
-function group(name: string, make: (a: Allocator) => () => void, options: GroupOptions = {}) {
-  for (const a of allocators) {
-    if (options.without?.includes(a.name)) continue;
-    if (options.only && !options.only.includes(a.name)) continue;
-    const iterations = options.slow?.[a.name] ?? options;
-    Deno.bench({
-      name: a.name,
-      group: name,
-      baseline: a.name === "glibc",
-      n: iterations.n,
-      warmup: iterations.warmup,
-      fn: make(a),
-    });
-  }
+function group(name: string, make: (a: Allocator) => () => void, options?: GroupOptions) {
+  benchGroup(allocators, name, make, options);
 }
 
 // ---- pairs per size class --------------------------------------------------------------
