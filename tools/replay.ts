@@ -476,6 +476,18 @@ function replayLoop(
     st[0] = s;
     return (s % 255) + 1;
   };
+  /** A new block for ID k: recorded, counted when the allocator failed, else tagged and marked. */
+  const born = (k: number, h: Handle, n: number) => {
+    handles[k] = h;
+    sizes[k] = n;
+    if (h === nil) {
+      st[3]++;
+    } else if (touch) {
+      const t = tagNext();
+      tags[k] = t;
+      a.mark(h, n, t);
+    }
+  };
   return (from: number, to: number) => {
     let live = st[4];
     for (let i = from; i < to; i++) {
@@ -494,30 +506,14 @@ function replayLoop(
         live -= sizes[k];
       } else if (o === 0) {
         const n = size[i];
-        const h = a.malloc(n);
-        handles[k] = h;
-        sizes[k] = n;
+        born(k, a.malloc(n), n);
         live += n;
-        if (h === nil) st[3]++;
-        else if (touch) {
-          const t = tagNext();
-          tags[k] = t;
-          a.mark(h, n, t);
-        }
       } else if (o === 2) {
         const old = arg[i];
         const n = size[i];
         if (old === NONE) {
-          const h = a.realloc ? a.realloc(nil, n) : a.malloc(n);
-          handles[k] = h;
-          sizes[k] = n;
+          born(k, a.realloc ? a.realloc(nil, n) : a.malloc(n), n);
           live += n;
-          if (h === nil) st[3]++;
-          else if (touch) {
-            const t = tagNext();
-            tags[k] = t;
-            a.mark(h, n, t);
-          }
         } else {
           const h0 = handles[old];
           const n0 = sizes[old];
@@ -561,36 +557,22 @@ function replayLoop(
         const each = size[i];
         const n = count * each;
         const h = a.calloc ? a.calloc(count, each) : nil;
-        handles[k] = h;
-        sizes[k] = n;
-        live += n;
-        if (h === nil) st[3]++;
-        else if (touch) {
+        if (touch && h !== nil) {
           if (a.verify(h, n, 0)) st[1]++;
           else mismatch(i);
-          const t = tagNext();
-          tags[k] = t;
-          a.mark(h, n, t);
         }
+        born(k, h, n);
+        live += n;
       } else {
         const align = arg[i];
         const n = size[i];
         const h = a.alignedAlloc ? a.alignedAlloc(align, n) : nil;
-        handles[k] = h;
-        sizes[k] = n;
-        live += n;
-        if (h === nil) st[3]++;
-        else {
-          if (addresses) {
-            const ok = typeof h === "bigint" ? h % BigInt(align) === 0n : h % align === 0;
-            if (!ok) mismatch(i);
-          }
-          if (touch) {
-            const t = tagNext();
-            tags[k] = t;
-            a.mark(h, n, t);
-          }
+        if (addresses && h !== nil) {
+          const ok = typeof h === "bigint" ? h % BigInt(align) === 0n : h % align === 0;
+          if (!ok) mismatch(i);
         }
+        born(k, h, n);
+        live += n;
       }
     }
     st[4] = live;
