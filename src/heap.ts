@@ -657,9 +657,7 @@ export class Heap {
   #allocFromClass(cls: number, size: number): number {
     const block = this.#pages.take(cls);
     if (block === 0) return 0;
-    const allocated = this.#allocated + this.#classes[cls << 2];
-    this.#allocated = allocated;
-    if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
+    this.#countAllocated(this.#classes[cls << 2]);
     this.#allocs++;
     this.#requested += size;
     return this.#base + block;

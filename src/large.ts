@@ -122,8 +122,6 @@ export class LargeBlocks {
 
   /** True if `address` is a live large block. */
   has(address: number): boolean {
-    // (A private heap skips the closure: realloc of a growing buffer calls this every time.)
-    if (this.owner === 0) return this.find(address) >= 0;
     return this.locked(() => this.find(address) >= 0);
   }
 
@@ -147,7 +145,6 @@ export class LargeBlocks {
    * block intact.
    */
   resize(address: number, size: number): number {
-    if (this.owner === 0) return this.resizeSlot(this.find(address), size);
     return this.locked(() => this.resizeSlot(this.find(address), size));
   }
 
@@ -161,8 +158,7 @@ export class LargeBlocks {
     const slot = this.find(address);
     if (slot < 0) return false;
     const table = this.table;
-    const length = table[slot + L_MAP_LENGTH];
-    if (size > length || length - size >= length / 8) return false;
+    if (!keepsMapping(table[slot + L_MAP_LENGTH], size)) return false;
     table[slot + L_REQUESTED] = size;
     return true;
   }
@@ -258,8 +254,7 @@ export class LargeBlocks {
     this.lengthBefore = oldLength;
     this.lengthAfter = oldLength;
     const f64 = this.arena.f64;
-    // Shrinking by less than an eighth (a growth step) keeps the block as it is.
-    if (length <= oldLength && oldLength - length < oldLength / 8) {
+    if (keepsMapping(oldLength, size)) {
       table[slot + L_REQUESTED] = size;
       return address;
     }
@@ -400,6 +395,16 @@ export class LargeBlocks {
 function hash(address: number): number {
   const page = address / OS_PAGE_SIZE;
   return Math.imul((page >>> 0) ^ Math.floor(page / 2 ** 32), 0x9e3779b1) >>> 8;
+}
+
+/**
+ * Whether a block mapped with `mapLength` bytes keeps its mapping as it is
+ * for `size` bytes: they fit, and shrinking would give back less than an
+ * eighth (a growth step, see growthLength).
+ */
+function keepsMapping(mapLength: number, size: number): boolean {
+  const length = roundUp(size, OS_PAGE_SIZE);
+  return length <= mapLength && mapLength - length < mapLength / 8;
 }
 
 /** The mapping length for a block that grows to `size`: the next of 8 steps per doubling, page-rounded. */
