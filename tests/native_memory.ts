@@ -36,3 +36,20 @@ export function mapped(address: number): boolean {
   const page = address - (address % 4096);
   return libc.mincore(BigInt(page), 4096n, new Uint8Array(1)) === 0;
 }
+
+/**
+ * Bytes of `[address, address + length)` that are resident, by mincore(2):
+ * exact for the pages of one range, unlike the process RSS, which moves with
+ * the JS heap, the garbage collector and the kernel.
+ */
+export function residentBytes(address: number, length: number): number {
+  const start = address - (address % 4096);
+  const pages = Math.ceil((address + length - start) / 4096);
+  const vector = new Uint8Array(pages);
+  if (libc.mincore(BigInt(start), BigInt(pages * 4096), vector) !== 0) {
+    throw new Error(`mincore(0x${start.toString(16)}, ${pages} pages) failed`);
+  }
+  let resident = 0;
+  for (const v of vector) resident += v & 1;
+  return resident * 4096;
+}
