@@ -90,6 +90,13 @@ export const H_SECURE_KEY = 16;
 export const H_GLOBAL_LOCK = 17;
 /** 1 for a heap made with `shared: true`. */
 export const H_SHARED = 18;
+/**
+ * bitmapU32 - dataStart / 512: a small page's live bit for the block at arena
+ * offset o is bit (o >>> 4) & 31 of word H_BITMAP_BIAS's value + (o >>> 9).
+ * Units are 64 KiB-aligned and each has 128 bitmap words, so one formula
+ * covers every small page and the fast paths skip the descriptor's BITMAP.
+ */
+export const H_BITMAP_BIAS = 19;
 /** Shared heaps: taken by check() before it stops the world (one checker at a time). */
 export const H_CHECK_LOCK = 20;
 
@@ -211,6 +218,7 @@ export class Arena {
     u32[H_VERSION] = LAYOUT_VERSION;
     u32[H_UNIT_COUNT] = this.unitCount;
     u32[H_DATA_START] = this.dataStart;
+    u32[H_BITMAP_BIAS] = this.bitmapU32 - this.dataStart / 512;
     u32[H_COMMIT_TOP] = this.dataStart;
     f64[S_MMAP_CALLS] = 1;
     f64[S_MPROTECT_CALLS] = 1;

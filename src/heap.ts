@@ -304,11 +304,10 @@ export class Heap {
 
   /** Allocates `size` bytes; returns the block's address, or 0 when out of memory. */
   malloc(size: number): number {
-    if (this.#special) {
-      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
-      return this.#mallocSpecial(size);
-    }
-    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+    // The fast path only: V8 inlines malloc, free and their fast paths into
+    // the caller's loop while their bytecode fits its budget (920 bytes in
+    // all), so everything else is one call away.
+    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE && !this.#special) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
       const block = takeBlockFast(this.#u32, cls);
       if (block !== 0) {
@@ -320,7 +319,18 @@ export class Heap {
         this.#requested += size;
         return this.#base + block;
       }
-      return this.#allocFromClass(cls, size);
+    }
+    return this.#mallocSlow(size);
+  }
+
+  /** malloc() past its fast path: a new or full page, any other size, or a special mode. */
+  #mallocSlow(size: number): number {
+    if (this.#special) {
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
+      return this.#mallocSpecial(size);
+    }
+    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+      return this.#allocFromClass(this.#sizeToClass[(size + 15) >>> 4], size);
     }
     return this.#allocAny(checkSize(size, "malloc"));
   }
@@ -459,18 +469,26 @@ export class Heap {
 
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
-    if (this.#special) {
-      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#freeLocked(address);
-      return this.#freeSpecial(address);
-    }
     const offset = address - this.#base;
-    if (typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd) {
+    if (
+      typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd &&
+      !this.#special
+    ) {
       const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
       if (blockSize !== 0) {
         this.#allocated -= blockSize;
         this.#frees++;
         return;
       }
+    }
+    this.#freeSlow(address);
+  }
+
+  /** free() past its fast path: a page that fills or empties, a large block, an error, a special mode. */
+  #freeSlow(address: number): void {
+    if (this.#special) {
+      if (this.#lockDepth === 0 && this.#owner !== 0) return this.#freeLocked(address);
+      return this.#freeSpecial(address);
     }
     if (address === 0) return;
     this.#freeLocated(address, this.#locate(address, "free"));

@@ -97,6 +97,7 @@
 import {
   type Arena,
   DESCRIPTORS_BYTE,
+  H_BITMAP_BIAS,
   H_RELEASED_MEDIUM_HEAD,
   H_RELEASED_SMALL_HEAD,
   H_RETAINED_MEDIUM_HEAD,
@@ -304,28 +305,27 @@ export function takeBlockFast(u32: Uint32Array, cls: number): number {
     u32[d + Desc.Bump] = end;
   }
   u32[d + Desc.Used] = used;
-  // Classes of up to LOOKUP_MAX_SIZE live in small pages: 16-byte granules.
-  const granule = (block - u32[d + Desc.LocalPageStart]) >>> Granule.SmallShift;
-  u32[u32[d + Desc.LocalBitmap] + (granule >>> 5)] |= 1 << (granule & 31);
+  u32[u32[H_BITMAP_BIAS] + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
   return block;
 }
 
 /**
- * Frees the block at `offset` (arena offset; `unitOffset` is the same minus
- * the data start) if it is a live block of a small page that stays on the
+ * Frees the block at `offset` (arena offset, any number in the data range;
+ * `unitOffset` is the same minus the data start) if it is a live block of a
+ * small page that stays on the
  * list it is on, and returns the block size; otherwise returns 0 having
  * changed nothing, and the caller takes the slow path.
  */
 export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: number): number {
   const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
-  if (u32[d + Desc.SmallInUse] !== 1) return 0;
-  const relative = offset - u32[d + Desc.LocalPageStart];
-  const granule = relative >>> Granule.SmallShift;
-  const word = u32[d + Desc.LocalBitmap] + (granule >>> 5);
-  const bit = 1 << (granule & 31);
+  // (offset >>> 4) * 16 equals offset only for a multiple of 16: no fraction,
+  // no interior address of a granule.
+  if (u32[d + Desc.SmallInUse] !== 1 || (offset >>> 4) * 16 !== offset) return 0;
+  const word = u32[H_BITMAP_BIAS] + (offset >>> 9);
+  const bit = 1 << ((offset >>> 4) & 31);
   const bits = u32[word];
   const used = u32[d + Desc.Used] - 1;
-  if (granule << Granule.SmallShift !== relative || (bits & bit) === 0) return 0;
+  if ((bits & bit) === 0) return 0;
   // A page that fills or empties changes lists; the head page, which stays
   // even when empty (see staysWhenEmpty), is the one exception worth keeping
   // on this path.
