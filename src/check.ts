@@ -8,6 +8,7 @@
 
 import {
   type Arena,
+  H_BITMAP_BIAS,
   H_LARGE_COUNT,
   H_MAGIC,
   H_RELEASED_MEDIUM_HEAD,
@@ -49,6 +50,9 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
   };
   if (u32[H_MAGIC] !== MAGIC || u32[H_VERSION] !== LAYOUT_VERSION) {
     fail(arena.base, "arena header magic or version is wrong");
+  }
+  if (u32[H_BITMAP_BIAS] !== arena.bitmapU32 - arena.dataStart / 512) {
+    fail(arena.base, "arena header's bitmap bias does not match the layout");
   }
   const top = u32[H_TOP_UNIT];
   if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
