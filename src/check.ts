@@ -132,8 +132,10 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
       for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
         const where = addressOf(u32[d + Desc.PageStart]);
         if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
-        if (!inUseWithRoom.delete(d)) {
-          fail(where, `class ${c}: listed page is not an in-use page with room`);
+        const fullHead = prev === 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
+          (u32[d + Desc.State] === PageState.Small || u32[d + Desc.State] === PageState.Medium);
+        if (!fullHead && !inUseWithRoom.delete(d)) {
+          fail(where, `class ${c}: listed page is not an in-use page with room (or a full head)`);
         }
         if (u32[d + Desc.Class] !== c) {
           fail(where, `class ${c}: listed page belongs to class ${u32[d + Desc.Class]}`);

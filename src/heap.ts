@@ -320,7 +320,10 @@ export class Heap {
         return this.#base + block;
       }
     }
-    return this.#mallocSlow(size);
+    // "+ 0" makes this result a float64 like the fast path's: otherwise V8
+    // merges the two as a tagged value and boxes every fast-path address
+    // (a 16-byte heap number per malloc, measured with --trace-gc).
+    return this.#mallocSlow(size) + 0;
   }
 
   /** malloc() past its fast path: a new or full page, any other size, or a special mode. */

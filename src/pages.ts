@@ -78,7 +78,11 @@
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
- *    list. A full page is on no list; its first free puts it back at the head.
+ *    list. A full page is on no list, except that the head may be full:
+ *    takeBlockFast leaves a page it fills at the head, so that a free and a
+ *    malloc in turn on a full page stay on the fast paths; Pages.take drops
+ *    a full head when it finds one, and so does pushing a page in front of
+ *    it. A free to a full page that is not listed puts it back at the head.
  *  - An in-use page with USED = 0 may only be the head of its class list:
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
@@ -293,8 +297,6 @@ const enum Unit {
 export function takeBlockFast(u32: Uint32Array, cls: number): number {
   const d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
   if (d === 0) return 0;
-  const used = u32[d + Desc.Used] + 1;
-  if (used === u32[d + Desc.LocalCapacity]) return 0;
   let block = u32[d + Desc.Free];
   if (block !== 0) {
     u32[d + Desc.Free] = u32[block >>> 2];
@@ -304,7 +306,8 @@ export function takeBlockFast(u32: Uint32Array, cls: number): number {
     if (end > u32[d + Desc.CommitEnd]) return 0;
     u32[d + Desc.Bump] = end;
   }
-  u32[d + Desc.Used] = used;
+  // A page this fills stays at the head of its list (see the list rules above).
+  u32[d + Desc.Used]++;
   u32[u32[H_BITMAP_BIAS] + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
   return block;
 }
@@ -326,14 +329,14 @@ export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: numb
   const bits = u32[word];
   const used = u32[d + Desc.Used] - 1;
   if ((bits & bit) === 0) return 0;
-  // A page that fills or empties changes lists; the head page, which stays
-  // even when empty (see staysWhenEmpty), is the one exception worth keeping
-  // on this path.
-  if (used + 1 === u32[d + Desc.LocalCapacity]) return 0;
+  // A page that was full or empties may change lists, unless it is its
+  // class's head: a full head is still listed, and an empty head with little
+  // committed stays (see staysWhenEmpty).
   if (
-    used === 0 && (
+    (used === 0 || used + 1 === u32[d + Desc.LocalCapacity]) && (
       u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d ||
-      u32[d + Desc.CommitEnd] - u32[d + Desc.LocalPageStart] > KEPT_EMPTY_PAGE_BYTES
+      used === 0 &&
+        u32[d + Desc.CommitEnd] - u32[d + Desc.LocalPageStart] > KEPT_EMPTY_PAGE_BYTES
     )
   ) {
     return 0;
@@ -493,6 +496,10 @@ export class Pages {
     const u32 = this.u32;
     const slot = this.headSlot(cls);
     let d = u32[slot];
+    if (d !== 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity]) {
+      this.dropFullHead(d); // takeBlockFast filled it
+      d = u32[slot];
+    }
     if (d === 0 && this.shared) {
       // Blocks other Workers freed come first, then pages of Workers that are
       // gone: looking for those costs two system calls per attached Worker
@@ -545,8 +552,10 @@ export class Pages {
     u32[d + Desc.Used] = used;
     if (used === 0) {
       if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
-    } else if (used + 1 === u32[d + Desc.Capacity]) {
-      this.readmit(d);
+    } else if (
+      used + 1 === u32[d + Desc.Capacity] && u32[this.headSlot(u32[d + Desc.Class])] !== d
+    ) {
+      this.readmit(d); // (a full head is still listed)
     }
     return blockSize;
   }
@@ -799,7 +808,7 @@ export class Pages {
     if (populatePages(this.arena.base + from, newEnd - from)) this.arena.f64[S_MADVISE_CALLS]++;
   }
 
-  /** The head page of its class list just became full: take it off the list. */
+  /** The head page of its class list is full: take it off the list. */
   private dropFullHead(d: number): void {
     const u32 = this.u32;
     const next = u32[d + Desc.Next];
@@ -1288,7 +1297,11 @@ export class Pages {
 
   private pushAvailable(d: number, slot: number): void {
     const u32 = this.u32;
-    const head = u32[slot];
+    let head = u32[slot];
+    if (head !== 0 && u32[head + Desc.Used] === u32[head + Desc.Capacity]) {
+      this.dropFullHead(head); // only a head may be full
+      head = u32[slot];
+    }
     u32[d + Desc.Prev] = 0;
     u32[d + Desc.Next] = head;
     if (head !== 0) u32[head + Desc.Prev] = d;

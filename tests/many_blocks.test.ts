@@ -130,3 +130,31 @@ describe("many live blocks", () => {
     heap.check();
   });
 });
+
+describe("full pages", () => {
+  const PAGE = 64 * KiB;
+  const SIZE = 64; // 1024 blocks fill one 64 KiB page exactly
+
+  it("a full page at the head of its list serves free/malloc in turn from its own blocks", () => {
+    using heap = new Heap();
+    const blocks = Array.from({ length: PAGE / SIZE }, () => heap.malloc(SIZE));
+    const page = Math.floor(blocks[0] / PAGE);
+    assert.ok(blocks.every((p) => Math.floor(p / PAGE) === page), "one page holds all 1024");
+    heap.check(); // a full head is a valid state
+    for (let i = 0; i < 100; i++) {
+      const k = (i * 389) % blocks.length;
+      heap.free(blocks[k]);
+      heap.check();
+      blocks[k] = heap.malloc(SIZE);
+      assert.equal(Math.floor(blocks[k] / PAGE), page, "the freed block was reused");
+    }
+    const next = heap.malloc(SIZE);
+    assert.notEqual(Math.floor(next / PAGE), page, "a full page hands out nothing more");
+    heap.check();
+    heap.free(blocks[5]); // the full page, no longer the head, goes back on the list
+    heap.check();
+    for (const p of [...blocks.filter((_, i) => i !== 5), next]) heap.free(p);
+    assert.equal(heap.stats().liveBlocks, 0);
+    heap.check();
+  });
+});
