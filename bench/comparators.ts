@@ -2,7 +2,7 @@
  * Allocators to compare tsmalloc's Heap with, behind one interface.
  *
  * Every comparator hands out a handle: a number (Heap, @thi.ng/malloc,
- * Uint8Array slots, bump) or a bigint (C allocators through FFI, in their
+ * Uint8Array slots, bump, freelist) or a bigint (C allocators through FFI, in their
  * fastest binding: sizes as "u32", addresses as "usize" bigints passed
  * straight back). The null handle is `nil` (0 or 0n).
  *
@@ -17,7 +17,7 @@
  *    which is cheaper than two single-byte calls (those need BigInt address
  *    arithmetic, about 25 ns each); above 4 KiB the first byte, one byte per
  *    4 KiB page and the last byte are written one call each.
- *  - @thi.ng/malloc, Uint8Array, bump: plain typed-array stores.
+ *  - @thi.ng/malloc, Uint8Array, bump, freelist: plain typed-array stores.
  *
  * A comparator whose library cannot be loaded is skipped with a note on
  * stderr. jemalloc can only be loaded when the process was started with
@@ -76,6 +76,7 @@ export const ALL_ALLOCATORS = [
   "thing",
   "uint8array",
   "bump",
+  "freelist",
 ] as const;
 export type AllocatorName = typeof ALL_ALLOCATORS[number];
 
@@ -126,6 +127,8 @@ export function createAllocator(name: string, options: CreateOptions = {}): Allo
         return createTypedArrays();
       case "bump":
         return createBump(options.bumpBytes ?? 64 * 2 ** 30);
+      case "freelist":
+        return createFreeList(4 * 2 ** 30); // offsets stay below 2^32, as in the Heap's arena
       default:
         throw new Error(`unknown allocator "${name}" (known: ${ALL_ALLOCATORS.join(", ")})`);
     }
@@ -617,14 +620,10 @@ export function createTypedArrays(): Allocator {
   };
 }
 
-// ---- bump (lower bound) --------------------------------------------------------------------
+// ---- one mapping for the TypeScript floors (bump, freelist) ---------------------------------
 
-/**
- * A bump pointer over one mmap'd region (MAP_NORESERVE, read-write): malloc
- * is an add and a compare, free does nothing, reset() starts over. A lower
- * bound for what any allocator can cost, not an allocator one could use.
- */
-export function createBump(bytes: number): Allocator {
+/** One mmap'd read-write region (MAP_NORESERVE) with a byte view, and the block access over it. */
+function mapRegion(bytes: number) {
   const lib = Deno.dlopen("libc.so.6", {
     mmap: { parameters: ["usize", "usize", "i32", "i32", "i32", "i64"], result: "usize" },
     munmap: { parameters: ["usize", "usize"], result: "i32" },
@@ -636,6 +635,38 @@ export function createBump(bytes: number): Allocator {
   const u8 = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(p)!, bytes),
   );
+  return {
+    base,
+    u8,
+    close() {
+      lib.munmap(p, BigInt(bytes));
+    },
+    fill(h: Handle, size: number, byte: number) {
+      fillView(u8, (h as number) - base, size, byte);
+    },
+    mark(h: Handle, size: number, byte: number) {
+      if (size === 0) return;
+      const o = (h as number) - base;
+      u8[o] = byte;
+      for (let q = PAGE; q < size; q += PAGE) u8[o + q] = byte;
+      u8[o + size - 1] = byte;
+    },
+    verify(h: Handle, size: number, byte: number) {
+      const o = (h as number) - base;
+      return size === 0 || (u8[o] === byte && u8[o + size - 1] === byte);
+    },
+  };
+}
+
+// ---- bump (lower bound) --------------------------------------------------------------------
+
+/**
+ * A bump pointer over one mmap'd region (MAP_NORESERVE, read-write): malloc
+ * is an add and a compare, free does nothing, reset() starts over. A lower
+ * bound for what any allocator can cost, not an allocator one could use.
+ */
+export function createBump(bytes: number): Allocator {
+  const { base, u8, close, fill, mark, verify } = mapRegion(bytes);
   let top = 0;
   let failures = 0;
   const alloc = (size: number): number => {
@@ -676,23 +707,97 @@ export function createBump(bytes: number): Allocator {
     reset() {
       top = 0;
     },
-    close() {
-      lib.munmap(p, BigInt(bytes));
-    },
+    close,
     failures: () => failures,
-    fill(h, size, byte) {
-      fillView(u8, (h as number) - base, size, byte);
+    fill,
+    mark,
+    verify,
+  };
+}
+
+// ---- freelist (the floor of an allocator that reuses memory) -------------------------------
+
+/**
+ * The least a TypeScript allocator that reuses memory does: one mapping, a
+ * 16-byte header before each block holding its class (16-byte steps up to
+ * 64 KiB), one LIFO free list per class linked through the blocks, a bump
+ * pointer for new blocks. No checks (a double free corrupts it), no
+ * statistics, nothing returned to the OS, blocks above 64 KiB never reused:
+ * the floor that the Heap's fast paths (live bit, counters, page lists) add to.
+ */
+export function createFreeList(bytes: number): Allocator {
+  const { base, u8, close, fill, mark, verify } = mapRegion(bytes);
+  const u32 = new Uint32Array(u8.buffer);
+  const MAX_CLASS = 4096; // 64 KiB in 16-byte steps
+  const heads = new Uint32Array(MAX_CLASS + 1); // byte offset of a free block, 0 = none
+  let top = 16; // offset 0 means "none"
+  let failures = 0;
+  const malloc = (size: number): number => {
+    const cls = (size + 15) >>> 4 || 1; // a free block holds its link
+    if (cls <= MAX_CLASS) {
+      const block = heads[cls];
+      if (block !== 0) {
+        heads[cls] = u32[block >>> 2];
+        return base + block;
+      }
+    }
+    const block = top + 16;
+    const next = block + cls * 16;
+    if (next > bytes) {
+      failures++;
+      return 0;
+    }
+    top = next;
+    u32[(block - 16) >>> 2] = cls;
+    return base + block;
+  };
+  const free = (h: Handle): void => {
+    const block = (h as number) - base;
+    if (h === 0) return;
+    const cls = u32[(block - 16) >>> 2];
+    if (cls > MAX_CLASS) return;
+    u32[block >>> 2] = heads[cls];
+    heads[cls] = block;
+  };
+  const sizeOf = (h: Handle) => u32[((h as number) - base - 16) >>> 2] * 16;
+  return {
+    name: "freelist",
+    nil: 0,
+    reusesMemory: true,
+    footprintSource: "bytes carved",
+    malloc,
+    free,
+    realloc(h, size) {
+      if (h === 0) return malloc(size);
+      if (size <= sizeOf(h)) return h;
+      const r = malloc(size);
+      if (r !== 0) {
+        u8.copyWithin(r - base, (h as number) - base, (h as number) - base + sizeOf(h));
+        free(h);
+      }
+      return r;
     },
-    mark(h, size, byte) {
-      if (size === 0) return;
-      const o = (h as number) - base;
-      u8[o] = byte;
-      for (let q = PAGE; q < size; q += PAGE) u8[o + q] = byte;
-      u8[o + size - 1] = byte;
+    calloc(count, size) {
+      const r = malloc(count * size);
+      if (r !== 0) u8.fill(0, r - base, r - base + count * size);
+      return r;
     },
-    verify(h, size, byte) {
-      const o = (h as number) - base;
-      return size === 0 || (u8[o] === byte && u8[o + size - 1] === byte);
+    alignedAlloc(alignment, size) {
+      if (alignment <= 16) return malloc(size);
+      // A fresh block from the bump pointer, the gap before it left unused.
+      top = Math.ceil((base + top + 16) / alignment) * alignment - base - 16;
+      const cls = (size + 15) >>> 4 || 1;
+      const saved = heads[cls <= MAX_CLASS ? cls : 0];
+      if (cls <= MAX_CLASS) heads[cls] = 0;
+      const r = malloc(size);
+      if (cls <= MAX_CLASS) heads[cls] = saved;
+      return r;
     },
+    footprint: () => top,
+    close,
+    failures: () => failures,
+    fill,
+    mark,
+    verify,
   };
 }

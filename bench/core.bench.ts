@@ -1,7 +1,8 @@
 /**
  * Core comparison: tsmalloc's Heap against glibc malloc through FFI (the
  * baseline of every group), with mimalloc, jemalloc, @thi.ng/malloc,
- * `new Uint8Array(n)` and a bump allocator where they fit.
+ * `new Uint8Array(n)`, a bump allocator and a bare free list (the floors of
+ * any allocator, and of one that reuses memory) where they fit.
  *
  *   deno task bench            (jemalloc is skipped with a note)
  *   deno task bench:all        (GLIBC_TUNABLES set, so jemalloc runs too)
@@ -42,6 +43,7 @@ const allocators = loadAllocators([
   "thing",
   "uint8array",
   "bump",
+  "freelist",
 ]);
 reportFailuresAtExit(allocators, "core.bench.ts");
 
@@ -60,7 +62,7 @@ function group(name: string, make: (a: Allocator) => () => void, options?: Group
 // @thi.ng/malloc walks one address-ordered free list: on this VM it took 13 s
 // per 1M mixed ops and 25-35 s per 100k batch, so it runs those workloads at
 // 1/10 scale, in groups of their own with glibc and heap.
-const FAST = ["glibc", "heap", "mimalloc", "jemalloc", "uint8array", "bump"];
+const FAST = ["glibc", "heap", "mimalloc", "jemalloc", "uint8array", "bump", "freelist"];
 const SCALED = ["glibc", "heap", "thing"];
 
 for (const size of [16, 64, 256]) {

@@ -278,6 +278,14 @@ describe("replay tool: engine", () => {
     assert.ok(Number.isFinite(r.peakFootprint));
   });
 
+  it("replays through the bare free list (the floor comparator) with every block intact", async () => {
+    const t = await tracePromise;
+    const a = createAllocator("freelist")!;
+    const r = assertCleanReplay(t, a);
+    assert.ok(r.peakFootprint >= t.peakLiveBytes);
+    a.close?.();
+  });
+
   it("counts no checks with --no-touch", async () => {
     const t = await tracePromise;
     const a = createHeap();
