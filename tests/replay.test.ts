@@ -347,13 +347,16 @@ describe("replay tool: report", () => {
     const a = createHeap();
     const r = replay(t, a, { sampleEvery: 100 });
     a.close?.();
-    const svg = renderSvg(chartPanels([r]));
+    const panels = chartPanels([r]);
+    const svg = await renderSvg(panels);
     assert.ok(svg.startsWith("<svg"));
     assert.match(svg, /<svg[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
     assert.match(svg, /<\/svg>\s*$/);
     assert.match(svg, /heap committed/);
     assert.match(svg, /live bytes \(trace\)/);
-    assert.ok((svg.match(/<polyline/g) ?? []).length >= 3);
+    // One line per series, each drawn from its samples (Vega draws a line as a path).
+    const lines = svg.match(/<path[^>]*aria-roledescription="line mark"/g) ?? [];
+    assert.equal(lines.length, panels[0].series.length);
     const table = formatTable([r]);
     assert.match(table, /^\| allocator \| time ms/);
     assert.match(table, /\| heap \| /);

@@ -41,6 +41,7 @@
  * footprint reads low): use it for steady-state times, cold runs for memory.
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import {
   type Allocator,
@@ -757,96 +758,84 @@ export function chartPanels(results: readonly ReplayResult[]): ChartPanel[] {
   return panels;
 }
 
-const xmlEscape = (s: string) =>
-  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-
-/** A hand-written SVG line chart, one panel per trace, stacked vertically. */
-export function renderSvg(panels: readonly ChartPanel[]): string {
-  const W = 960, H = 340, left = 80, right = 250, top = 36, bottom = 44;
-  const plotW = W - left - right, plotH = H - top - bottom;
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H * panels.length}" ` +
-      `viewBox="0 0 ${W} ${H * panels.length}" font-family="sans-serif" font-size="12">`,
-  );
-  out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
-  panels.forEach((p, pi) => {
-    const y0 = pi * H;
-    let maxBytes = 1;
-    for (const s of p.series) for (const b of s.bytes) if (b > maxBytes) maxBytes = b;
-    const yMax = niceCeil(maxBytes / MIB) * MIB;
-    const xMax = Math.max(1, p.events);
-    const px = (e: number) => left + (e / xMax) * plotW;
-    const py = (b: number) => y0 + top + plotH - (b / yMax) * plotH;
-    out.push(`<g>`);
-    out.push(
-      `<text x="${left}" y="${y0 + 22}" font-size="14" font-weight="bold">${
-        xmlEscape(p.title)
-      }</text>`,
-    );
-    for (let t = 0; t <= 4; t++) {
-      const b = (yMax * t) / 4;
-      const y = py(b).toFixed(1);
-      out.push(
-        `<line x1="${left}" y1="${y}" x2="${
-          left + plotW
-        }" y2="${y}" stroke="#d0d7de" stroke-width="1"/>`,
-      );
-      out.push(`<text x="${left - 6}" y="${y}" text-anchor="end" dy="4">${mib(b)}</text>`);
-      const e = (xMax * t) / 4;
-      const x = px(e).toFixed(1);
-      out.push(
-        `<text x="${x}" y="${y0 + top + plotH + 18}" text-anchor="middle">${
-          e >= 1e6 ? (e / 1e6).toFixed(2) + "M" : fmtInt(Math.round(e))
-        }</text>`,
-      );
+/**
+ * The chart as SVG, drawn by Vega-Lite (compiled to Vega, rendered headless):
+ * one panel per trace, stacked, each with its own scales; a line per series.
+ */
+export async function renderSvg(panels: readonly ChartPanel[]): Promise<string> {
+  const { vega, vegaLite } = await chartLibraries();
+  const rows: { panel: string; series: string; event: number; mib: number }[] = [];
+  const labels: string[] = [];
+  const colors: string[] = [];
+  const dashes: number[][] = [];
+  for (const p of panels) {
+    for (const s of p.series) {
+      if (!labels.includes(s.label)) {
+        labels.push(s.label);
+        colors.push(s.color);
+        dashes.push(s.dash ? s.dash.split(" ").map(Number) : [1, 0]);
+      }
+      s.event.forEach((event, i) => {
+        const bytes = s.bytes[i];
+        if (!Number.isNaN(bytes)) {
+          rows.push({ panel: p.title, series: s.label, event, mib: bytes / MIB });
+        }
+      });
     }
-    out.push(
-      `<text x="${left + plotW / 2}" y="${
-        y0 + H - 6
-      }" text-anchor="middle" fill="#57606a">events</text>`,
-    );
-    out.push(
-      `<rect x="${left}" y="${
-        y0 + top
-      }" width="${plotW}" height="${plotH}" fill="none" stroke="#8c959f"/>`,
-    );
-    p.series.forEach((s, si) => {
-      const pts: string[] = [];
-      for (let i = 0; i < s.event.length; i++) {
-        if (Number.isNaN(s.bytes[i])) continue;
-        pts.push(`${px(s.event[i]).toFixed(1)},${py(s.bytes[i]).toFixed(1)}`);
-      }
-      if (pts.length > 0) {
-        out.push(
-          `<polyline fill="none" stroke="${s.color}" stroke-width="1.5"${
-            s.dash ? ` stroke-dasharray="${s.dash}"` : ""
-          } points="${pts.join(" ")}"/>`,
-        );
-      }
-      const ly = y0 + top + 10 + si * 18;
-      out.push(
-        `<line x1="${left + plotW + 12}" y1="${ly}" x2="${
-          left + plotW + 36
-        }" y2="${ly}" stroke="${s.color}" stroke-width="2"${
-          s.dash ? ` stroke-dasharray="${s.dash}"` : ""
-        }/>`,
-      );
-      out.push(`<text x="${left + plotW + 42}" y="${ly + 4}">${xmlEscape(s.label)}</text>`);
-    });
-    out.push(`</g>`);
-  });
-  out.push(`</svg>`);
-  return out.join("\n") + "\n";
+  }
+  const spec = {
+    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    background: "white",
+    data: { values: rows },
+    facet: {
+      row: {
+        field: "panel",
+        type: "nominal",
+        sort: panels.map((p) => p.title),
+        title: null,
+        header: { labelAngle: 0, labelOrient: "top", labelAnchor: "start", labelFontSize: 13 },
+      },
+    },
+    spec: {
+      width: 640,
+      height: 240,
+      mark: { type: "line", strokeWidth: 1.5 },
+      encoding: {
+        x: { field: "event", type: "quantitative", title: "events", scale: { nice: false } },
+        y: { field: "mib", type: "quantitative", title: "MiB" },
+        color: {
+          field: "series",
+          type: "nominal",
+          scale: { domain: labels, range: colors },
+          legend: { title: null, orient: "right", labelLimit: 320 },
+        },
+        strokeDash: { field: "series", type: "nominal", scale: { domain: labels, range: dashes } },
+        order: { field: "event", type: "quantitative" },
+      },
+    },
+    resolve: { scale: { x: "independent", y: "independent" } },
+  };
+  const compiled = vegaLite.compile(spec as Parameters<typeof vegaLite.compile>[0]).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** Vega and Vega-Lite, loaded on first use (the replay itself does not need them). */
+async function chartLibraries() {
+  // Vega's data loader pulls in Node's deprecated punycode module: keep its warning off stderr.
+  process.noDeprecation = true;
+  // deno-lint-ignore no-import-prefix
+  const vega = await import("npm:vega@^5.33.0");
+  // deno-lint-ignore no-import-prefix
+  const vegaLite = await import("npm:vega-lite@^5.23.0");
+  return { vega, vegaLite };
 }
 
 const MIB = 1024 * 1024;
-
-function niceCeil(v: number): number {
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
 
 // ---- formatting ------------------------------------------------------------------------------
 
@@ -917,6 +906,31 @@ function usage(): string {
   ].join("\n");
 }
 
+/**
+ * Progress over the replay runs: on a terminal, a bar (cli-progress) with
+ * each run's result line printed above it; otherwise just the lines.
+ */
+async function runProgress(runs: number) {
+  if (!Deno.stderr.isTerminal()) {
+    return { log: (line: string) => console.error(line), step: (_label: string) => {}, stop() {} };
+  }
+  // @ts-types="npm:@types/cli-progress@^3.11.0"
+  // deno-lint-ignore no-import-prefix
+  const { default: cliProgress } = await import("npm:cli-progress@^3.12.0");
+  const bars = new cliProgress.MultiBar({
+    stream: process.stderr,
+    format: "replay [{bar}] {value}/{total} runs | {label} | ETA {eta_formatted}",
+    hideCursor: true,
+    clearOnComplete: true,
+  }, cliProgress.Presets.shades_classic);
+  const bar = bars.create(runs, 0, { label: "" });
+  return {
+    log: (line: string) => bars.log(line + "\n"),
+    step: (label: string) => bar.increment(1, { label }),
+    stop: () => bars.stop(),
+  };
+}
+
 /** Runs the command line; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   let parsed;
@@ -983,12 +997,13 @@ export async function main(args: string[]): Promise<number> {
   const results: ReplayResult[] = [];
   let bad = false;
   const scratch = inProcess ? "" : await Deno.makeTempDir({ prefix: "tsmalloc-replay-" });
+  const progress = await runProgress(traces.length * allocators.length * (inProcess ? 1 : runs));
   try {
     for (const path of traces) {
       const traceResults: ReplayResult[] = [];
       const t0 = performance.now();
       let trace: Trace | undefined = await readTraceFile(path);
-      console.error(
+      progress.log(
         `${trace.name}: parsed ${fmtInt(trace.events)} events in ${
           (performance.now() - t0).toFixed(0)
         } ms (peak live ${mib(trace.peakLiveBytes)}, ${fmtInt(trace.peakLiveBlocks)} blocks, ` +
@@ -1021,11 +1036,12 @@ export async function main(args: string[]): Promise<number> {
           } else {
             r = await spawnChild(snapshot, name, { touch, sampleEvery, warmup, heap, heapText });
           }
+          progress.step(label);
           if (r === null) {
-            console.error(`${label}: skipped`);
+            progress.log(`${label}: skipped`);
             continue;
           }
-          console.error(
+          progress.log(
             `${label}: ${r.ms.toFixed(1)} ms, ${(r.opsPerSec / 1e6).toFixed(2)} Mops/s, ` +
               `peak ${mib(r.peakFootprint)} (${r.peakRatio.toFixed(2)}x live), ` +
               `${fmtInt(r.verified)} blocks verified, ${r.mismatches} bad, ${r.failures} failed` +
@@ -1048,10 +1064,11 @@ export async function main(args: string[]): Promise<number> {
       }
     }
   } finally {
+    progress.stop();
     if (scratch !== "") await Deno.remove(scratch, { recursive: true });
   }
   if (v.svg && results.length > 0) {
-    await Deno.writeTextFile(v.svg, renderSvg(chartPanels(results)));
+    await Deno.writeTextFile(v.svg, await renderSvg(chartPanels(results)));
     console.error(`wrote ${v.svg}`);
   }
   if (v.json) {
