@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { type Heap, HeapError, type HeapErrorCode, type HeapStats } from "../mod.ts";
+import { residentSetBytes } from "./native_memory.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -138,15 +139,15 @@ export function assertZero(heap: Heap, p: number, size: number, what = ""): void
 }
 
 /**
- * Resident memory of this process outside the JS heap, in bytes:
- * `Deno.memoryUsage().rss` minus the JS heap's committed size. Garbage left
- * by earlier tests (hundreds of thousands of views) may be collected in the
- * middle of a measurement and shrink RSS by more than the heap under test
- * moves it; subtracting `heapTotal` keeps the GC out of the figure.
+ * Resident memory of this process outside the JS heap, in bytes: resident
+ * pages from /proc/self/statm (see residentSetBytes) minus the JS heap's committed
+ * size. Garbage left by earlier tests (hundreds of thousands of views) may be
+ * collected in the middle of a measurement and shrink RSS by more than the
+ * heap under test moves it; subtracting `heapTotal` keeps the GC out of the
+ * figure.
  */
 export function rss(): number {
-  const m = Deno.memoryUsage();
-  return m.rss - m.heapTotal;
+  return residentSetBytes() - Deno.memoryUsage().heapTotal;
 }
 
 /** Calls heap.check() and returns heap.stats(), for "the heap is consistent" assertions. */

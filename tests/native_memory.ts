@@ -10,6 +10,8 @@ const libc = Deno.dlopen("libc.so.6", {
   write: { parameters: ["i32", "usize", "usize"], result: "isize" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
 }).symbols;
 
 const pipeFds = new Int32Array(2);
@@ -52,4 +54,21 @@ export function residentBytes(address: number, length: number): number {
   let resident = 0;
   for (const v of vector) resident += v & 1;
   return resident * 4096;
+}
+
+const statmPath = new TextEncoder().encode("/proc/self/statm\0");
+const statm = new Uint8Array(256);
+
+/**
+ * The process's resident set in bytes: the second field of /proc/self/statm,
+ * read through libc (Deno's permissions would ask for --allow-all to read
+ * /proc/self from JavaScript).
+ */
+export function residentSetBytes(): number {
+  const fd = libc.open(statmPath, 0);
+  if (fd < 0) throw new Error("cannot open /proc/self/statm");
+  const n = Number(libc.read(fd, statm, BigInt(statm.length)));
+  libc.close(fd);
+  const fields = new TextDecoder().decode(statm.subarray(0, Math.max(0, n))).split(" ");
+  return Number(fields[1]) * 4096;
 }
