@@ -22,6 +22,12 @@ export const PROT_WRITE = 2;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = IS_DARWIN ? 0x1000 : 0x20;
 export const MAP_NORESERVE = IS_DARWIN ? 0x40 : 0x4000;
+/**
+ * Linux 4.17+: map at the hinted address or fail with EEXIST, never over an
+ * existing mapping (older kernels ignore the flag and take the address as a
+ * plain hint). macOS has no such flag: its hint is a plain hint.
+ */
+export const MAP_FIXED_NOREPLACE = IS_DARWIN ? 0 : 0x100000;
 /** Linux: the pages read as zero afterwards. macOS: MADV_FREE (5) is the closest. */
 export const MADV_DONTNEED = IS_DARWIN ? 5 : 4;
 /**
@@ -95,13 +101,14 @@ export function lastErrno(): number {
 }
 
 /**
- * Maps `length` bytes of anonymous private memory. Returns the address, or 0
- * when the OS refuses (the caller turns that into an out-of-memory result).
+ * Maps `length` bytes of anonymous private memory, at `hint` if the OS
+ * agrees (see MAP_FIXED_NOREPLACE). Returns the address, or 0 when the OS
+ * refuses (the caller turns that into an out-of-memory result).
  */
-export function mapMemory(length: number, prot: number, flags = 0): number {
+export function mapMemory(length: number, prot: number, flags = 0, hint = 0): number {
   if (!(length > 0 && length <= Number.MAX_SAFE_INTEGER)) return 0;
   const r = lib().mmap(
-    0n,
+    BigInt(hint),
     BigInt(length),
     prot,
     MAP_PRIVATE | MAP_ANONYMOUS | flags,

@@ -1,9 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Heap } from "../mod.ts";
+import { Heap, HeapError } from "../mod.ts";
 import { canPopulate } from "../src/os.ts";
 import { checked, KiB, MiB, rss } from "./helpers.ts";
-import { residentBytes } from "./native_memory.ts";
+import { mapped, residentBytes } from "./native_memory.ts";
 
 /**
  * Resident memory is noisy (the JS heap, the GC, the kernel), so every RSS
@@ -198,5 +198,49 @@ describe("pages are faulted in ahead of the bump pointer", () => {
     }
     for (const p of blocks) heap.free(p);
     checked(heap);
+  });
+});
+
+describe("where the arena lives", () => {
+  const LOW = 0x1000_0000; // 256 MiB, where a heap asks for its arena first
+
+  it("the first heap to ask gets the range at 256 MiB, so its block addresses are below 2^31", () => {
+    const rangeWasFree = !mapped(LOW);
+    using first = new Heap();
+    const p = first.malloc(16);
+    assert.equal(p < 2 ** 31, rangeWasFree, `first block at 0x${p.toString(16)}`);
+    assert.equal(Deno.UnsafePointer.value(first.pointer(p)), BigInt(p));
+    if (!rangeWasFree) return; // something else holds it: the heap went elsewhere, as it should
+    // While the first heap holds the range, the next goes where the OS puts it.
+    using second = new Heap();
+    const q = second.malloc(16);
+    assert.ok(q >= 2 ** 32, `second heap's block at 0x${q.toString(16)}`);
+    first.bytes(p).fill(1);
+    second.bytes(q).fill(2);
+    assert.throws(() => second.free(p), (e) => e instanceof HeapError && e.code === "invalid-free");
+    first.free(p);
+    second.free(q);
+    first.close();
+    // Given back, the range serves the next heap.
+    using third = new Heap();
+    const r = third.malloc(16);
+    assert.ok(r < 2 ** 31, `third heap's block at 0x${r.toString(16)}`);
+    third.free(r);
+    second.check();
+    third.check();
+  });
+
+  it("with lowAddresses: false the arena goes where the OS puts it, and works the same", () => {
+    using heap = new Heap({ lowAddresses: false });
+    const blocks = Array.from({ length: 1000 }, (_, i) => heap.malloc(i));
+    assert.ok(blocks.every((p) => p >= 2 ** 32), "the OS maps from the top down");
+    for (const p of blocks) heap.free(p);
+    assert.equal(checked(heap).liveBlocks, 0);
+  });
+
+  it("rejects a lowAddresses option that is not a boolean with TypeError", () => {
+    for (const bad of [1, "true", null]) {
+      assert.throws(() => new Heap({ lowAddresses: bad as unknown as boolean }), TypeError);
+    }
   });
 });

@@ -77,6 +77,12 @@ describe("randomized operations against a shadow model", () => {
       trimEvery: 0,
       label: "idle budget 0: free OS pages purged whenever the heap grows",
     },
+    {
+      seed: 0x7e57_0005,
+      options: { lowAddresses: false },
+      trimEvery: 0,
+      label: "arena where the OS puts it: addresses above 2^32",
+    },
   ];
   for (const { seed, options, trimEvery, label } of runs) {
     it(`${OPERATIONS} seeded malloc/calloc/realloc/free/alignedAlloc operations keep every block intact and every counter exact (${label}, seed ${seed})`, () => {

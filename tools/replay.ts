@@ -1106,10 +1106,12 @@ interface ChildOptions {
 
 /** Numeric Heap options that --heap-options may set. */
 const HEAP_NUMBER_OPTIONS = ["arenaBytes", "retainBytes", "idleRatio", "idleFloorBytes"] as const;
+const HEAP_BOOLEAN_OPTIONS = ["secure", "debug", "lowAddresses"] as const;
 
 /**
  * Parses --heap-options: comma-separated key=value pairs of HeapOptions;
- * numbers (Infinity too) for the sizes and ratios, true/false for secure and debug.
+ * numbers (Infinity too) for the sizes and ratios, true/false for secure,
+ * debug and lowAddresses.
  */
 export function parseHeapOptions(text: string): HeapOptions {
   const options: Record<string, number | boolean> = {};
@@ -1124,7 +1126,7 @@ export function parseHeapOptions(text: string): HeapOptions {
         throw new Error(`--heap-options: ${key} must be a number, got "${value}"`);
       }
       options[key] = n;
-    } else if (key === "secure" || key === "debug") {
+    } else if ((HEAP_BOOLEAN_OPTIONS as readonly string[]).includes(key)) {
       if (value !== "true" && value !== "false") {
         throw new Error(`--heap-options: ${key} must be true or false, got "${value}"`);
       }
@@ -1132,7 +1134,7 @@ export function parseHeapOptions(text: string): HeapOptions {
     } else {
       throw new Error(
         `--heap-options: unknown option "${key}" (known: ${
-          [...HEAP_NUMBER_OPTIONS, "secure", "debug"].join(", ")
+          [...HEAP_NUMBER_OPTIONS, ...HEAP_BOOLEAN_OPTIONS].join(", ")
         })`,
       );
     }
