@@ -301,7 +301,7 @@ function checkPage(
     fail(where, "page geometry does not match its size class");
   }
   if (
-    u32[d + Desc.LocalPageStart] !== start || u32[d + Desc.LocalBitmap] !== u32[d + Desc.Bitmap] ||
+    u32[d + Desc.LocalPageStart] !== start ||
     u32[d + Desc.LocalCapacity] !== capacity || u32[d + Desc.LocalBlockSize] !== blockSize
   ) {
     fail(where, "the fast paths' copies of the page geometry differ from it");

@@ -104,7 +104,7 @@ export interface HeapOptions {
    * Reserve the arena at 256 MiB when that address range is free, so that
    * block addresses are below 2^31: V8 then handles them as small integers
    * (no heap number per address returned from a call it did not inline),
-   * which makes malloc/free about 25% faster. One heap at a time gets that
+   * which makes a malloc+free pair about 20% faster. One heap at a time gets that
    * place; the others work the same, a little slower. Set false if a native
    * library in the process needs the low 2 GiB for itself (MAP_32BIT users
    * such as old LuaJIT builds). Default true.
@@ -338,9 +338,10 @@ export class Heap {
         return this.#base + block;
       }
     }
-    // "+ 0" makes this result a float64 like the fast path's: otherwise V8
-    // merges the two as a tagged value and boxes every fast-path address
-    // (a 16-byte heap number per malloc, measured with --trace-gc).
+    // "+ 0" makes this result a plain number like the fast path's: otherwise,
+    // with addresses above 2^31 (see lowAddresses), V8 merges the two as a
+    // tagged value and boxes every fast-path address (a 16-byte heap number
+    // per malloc, measured with --trace-gc).
     return this.#mallocSlow(size) + 0;
   }
 

@@ -54,8 +54,9 @@
  *  10 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
  *                 continuation descriptors hold the bits of their units)
  *  11 SMALL_IN_USE 1 while STATE is SMALL, else 0
- *  12-15 PAGE_START, BITMAP, CAPACITY, BLOCK_SIZE again: the fast paths of a
+ *  12,14,15 PAGE_START, CAPACITY, BLOCK_SIZE again: the fast paths of a
  *                 private heap read these, and so one line of the descriptor
+ *  13            spare
  *
  *   line 1 (bytes 64..127), fixed while the page is in use
  *  16 BLOCK_SIZE  bytes per block
@@ -178,7 +179,7 @@ export const enum Desc {
    */
   SmallInUse = 11,
   LocalPageStart = 12,
-  LocalBitmap = 13,
+  // 13: spare (the fast paths find live bits from the offset; see H_BITMAP_BIAS)
   LocalCapacity = 14,
   LocalBlockSize = 15,
   // Line 1: fixed while the page is in use (read by Workers that free its blocks).
@@ -315,9 +316,9 @@ export function takeBlockFast(u32: Uint32Array, cls: number): number {
 /**
  * Frees the block at `offset` (arena offset, any number in the data range;
  * `unitOffset` is the same minus the data start) if it is a live block of a
- * small page that stays on the
- * list it is on, and returns the block size; otherwise returns 0 having
- * changed nothing, and the caller takes the slow path.
+ * small page that stays on the list it is on, and returns the block size;
+ * otherwise returns 0 having changed nothing, and the caller takes the slow
+ * path.
  */
 export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: number): number {
   const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
@@ -437,7 +438,6 @@ export class Pages {
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
     u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.LocalPageStart] = start;
-    u32[d + Desc.LocalBitmap] = u32[d + Desc.Bitmap];
     u32[d + Desc.LocalCapacity] = capacity;
     u32[d + Desc.LocalBlockSize] = blockSize;
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
