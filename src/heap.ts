@@ -31,7 +31,7 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { isMapped, lastErrno, moveMemory, protectMemory, viewMemory } from "./os.ts";
+import { isMapped, lastErrno, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
 import { HeapError } from "./errors.ts";
 import {
@@ -293,8 +293,10 @@ export class Heap {
    * address from any attached Worker is valid here. close() detaches.
    */
   static attach(handle: SharedHeapHandle, options: AttachOptions = {}): Heap {
+    // The base is where mmap put the arena: page-aligned, not 64 KiB-aligned
+    // unless it got LOW_ARENA_ADDRESS (the data start is aligned, see arena.ts).
     const valid = handle?.tsmalloc === "shared-heap" &&
-      Number.isSafeInteger(handle.base) && handle.base > 0 && handle.base % 65536 === 0 &&
+      Number.isSafeInteger(handle.base) && handle.base > 0 && handle.base % OS_PAGE_SIZE === 0 &&
       Number.isSafeInteger(handle.size) && handle.size >= MIN_ARENA_BYTES &&
       handle.size <= MAX_ARENA_BYTES && handle.size % UNIT_SIZE === 0 &&
       isMapped(handle.base);

@@ -14,7 +14,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
-import { KiB } from "./helpers.ts";
+import { KiB, MiB } from "./helpers.ts";
 import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
@@ -845,6 +845,31 @@ describe("shared heap: share() and attach()", () => {
       }
     });
     assert.deepEqual(outcomes, cases.map(([name]) => `${name}: TypeError`));
+  });
+
+  it("Heap.attach() accepts a shared heap wherever the OS mapped it, 64 KiB-aligned or not", () => {
+    // Away from the low address, mmap aligns a reservation to the page only
+    // (Linux aligns multiples of 2 MiB further): these sizes are not.
+    const heaps = Array.from(
+      { length: 4 },
+      (_, i) =>
+        new Heap({ shared: true, arenaBytes: 16 * MiB + (i + 1) * 64 * KiB, lowAddresses: false }),
+    );
+    try {
+      for (const heap of heaps) {
+        const handle = heap.share();
+        const other = Heap.attach(handle);
+        const p = other.malloc(100);
+        heap.free(p); // an address from either owner is valid in the other
+        const q = heap.malloc(100);
+        other.free(q);
+        other.check();
+        other.close();
+        heap.check();
+      }
+    } finally {
+      for (const heap of heaps) heap.close();
+    }
   });
 
   it("Heap.attach() throws TypeError for a handle whose base is negative or not mapped", () => {
