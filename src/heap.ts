@@ -327,7 +327,9 @@ export class Heap {
     // The fast path only: V8 inlines malloc, free and their fast paths into
     // the caller's loop while their bytecode fits its budget (920 bytes in
     // all), so everything else is one call away.
-    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE && !this.#special) {
+    // #special first: a closed heap throws "closed" whatever the argument,
+    // before `>>>` could throw on a BigInt or Symbol.
+    if (!this.#special && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
       const block = takeBlockFast(this.#u32, cls);
       if (block !== 0) {
@@ -493,16 +495,17 @@ export class Heap {
 
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
-    const offset = address - this.#base;
-    if (
-      typeof address === "number" && offset >= this.#dataStart && offset < this.#dataEnd &&
-      !this.#special
-    ) {
-      const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
-      if (blockSize !== 0) {
-        this.#allocated -= blockSize;
-        this.#frees++;
-        return;
+    // The subtraction only after both tests: on a closed heap (or a special
+    // mode) any argument goes to #freeSlow, and a BigInt or Symbol would throw.
+    if (!this.#special && typeof address === "number") {
+      const offset = address - this.#base;
+      if (offset >= this.#dataStart && offset < this.#dataEnd) {
+        const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
+        if (blockSize !== 0) {
+          this.#allocated -= blockSize;
+          this.#frees++;
+          return;
+        }
       }
     }
     this.#freeSlow(address);

@@ -333,6 +333,27 @@ describe("a closed heap", () => {
     }
   });
 
+  it("malloc and free throw HeapError code closed whatever the argument, BigInt and Symbol too", () => {
+    for (const options of [{}, { debug: true }, { secure: true }]) {
+      const heap = new Heap(options);
+      heap.close();
+      for (const x of [16, 0, 10n, Symbol("size"), "16", {}, NaN]) {
+        for (
+          const [name, call] of [["malloc", () => heap.malloc(x as number)], [
+            "free",
+            () => heap.free(x as number),
+          ]] as const
+        ) {
+          assert.throws(
+            call,
+            (e: unknown) => e instanceof HeapError && e.code === "closed",
+            `${name}(${String(x)}) after close() (${JSON.stringify(options)})`,
+          );
+        }
+      }
+    }
+  });
+
   it("[Symbol.dispose] after close() does not throw, and `using` closes the heap", () => {
     const heap = new Heap();
     heap.close();
