@@ -327,9 +327,13 @@ export class Heap {
     // The fast path only: V8 inlines malloc, free and their fast paths into
     // the caller's loop while their bytecode fits its budget (920 bytes in
     // all), so everything else is one call away.
-    // #special first: a closed heap throws "closed" whatever the argument,
-    // before `>>>` could throw on a BigInt or Symbol.
-    if (!this.#special && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+    // typeof first: anything but a number (a BigInt, a Symbol, on a closed
+    // heap too) goes to #mallocSlow, which says what is wrong, before `>>>`
+    // could throw a TypeError of V8's own.
+    if (
+      typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE &&
+      !this.#special
+    ) {
       const cls = this.#sizeToClass[(size + 15) >>> 4];
       const block = takeBlockFast(this.#u32, cls);
       if (block !== 0) {
@@ -355,7 +359,7 @@ export class Heap {
       if (this.#lockDepth === 0 && this.#owner !== 0) return this.#mallocLocked(size);
       return this.#mallocSpecial(size);
     }
-    if ((size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+    if (typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
       return this.#allocFromClass(this.#sizeToClass[(size + 15) >>> 4], size);
     }
     return this.#allocAny(checkSize(size, "malloc"));

@@ -49,6 +49,17 @@ function assertFixtureIntact(heap: Heap, p: number, size: number) {
 
 describe("size and count validation", () => {
   const notNumbers = ["10", undefined, null, 10n, {}, [8]];
+
+  it("malloc of a BigInt or Symbol says the size must be a number (not V8's own TypeError)", () => {
+    using heap = new Heap();
+    for (const x of [10n, Symbol("size")]) {
+      assert.throws(
+        () => heap.malloc(x as unknown as number),
+        (e) => e instanceof TypeError && /size must be a number/.test(e.message),
+      );
+    }
+    heap.check();
+  });
   const badNumbers = [-1, NaN, 1.5, Infinity, -Infinity, 2 ** 53, -0.5, 2 ** 64];
   const calls: [string, (heap: Heap, p: number, x: number) => unknown][] = [
     ["malloc(x)", (h, _p, x) => h.malloc(x)],
