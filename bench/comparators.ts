@@ -769,6 +769,7 @@ export function createFreeList(bytes: number): Allocator {
     free,
     realloc(h, size) {
       if (h === 0) return malloc(size);
+      if (size === 0) return free(h), 0;
       if (size <= sizeOf(h)) return h;
       const r = malloc(size);
       if (r !== 0) {

@@ -589,7 +589,7 @@ export function replay(trace: Trace, a: Allocator, options: ReplayOptions = {}):
   const sizes = new Float64Array(trace.idCount);
   const tags = new Uint8Array(trace.idCount);
   const st = new Float64Array([0, 0, 0, 0, 0, -1]);
-  const addresses = typeof a.nil === "bigint" || a.name === "heap" || a.name === "bump";
+  const addresses = typeof a.nil === "bigint" || ["heap", "bump", "freelist"].includes(a.name);
   const run = specialize(replayLoop, `${a.name} ${trace.name}`)(
     a,
     trace.op,
@@ -1022,17 +1022,16 @@ export async function main(args: string[]): Promise<number> {
           const label = `${path.split("/").pop()} | ${name}${
             runs > 1 ? ` run ${run}/${runs}` : ""
           }`;
-          let r: ReplayResult | null;
+          let r: ReplayResult | null = null;
           if (inProcess) {
             const a = createAllocator(name, { heap });
-            if (a === null) continue;
-            for (let w = 0; w < warmup; w++) {
+            for (let w = 0; a !== null && w < warmup; w++) {
               const wa = createAllocator(name, { heap })!;
               replay(trace!, wa, { touch, sampleEvery });
               wa.close?.();
             }
-            r = replay(trace!, a, { touch, sampleEvery });
-            a.close?.();
+            if (a !== null) r = replay(trace!, a, { touch, sampleEvery });
+            a?.close?.();
           } else {
             r = await spawnChild(snapshot, name, { touch, sampleEvery, warmup, heap, heapText });
           }
