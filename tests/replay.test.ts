@@ -362,6 +362,20 @@ describe("replay tool: report", () => {
     assert.match(table, /\| heap \| /);
   });
 
+  it("the command line refuses an unknown allocator or a missing trace with exit code 2", async () => {
+    const error = console.error;
+    const said: string[] = [];
+    console.error = (m: string) => said.push(m);
+    try {
+      assert.equal(await main(["/nonexistent/x.trace.gz", "--allocators", "heap"]), 2);
+      assert.match(said.join("\n"), /cannot read trace \/nonexistent\/x\.trace\.gz/);
+      assert.equal(await main(["x.trace.gz", "--allocators", "heap,nope"]), 2);
+      assert.match(said.join("\n"), /unknown allocator "nope"/);
+    } finally {
+      console.error = error;
+    }
+  });
+
   const canWrite = Deno.permissions.querySync({ name: "write" }).state === "granted";
   it(
     "writes the SVG file from the command line (--in-process --svg)",

@@ -44,6 +44,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {
+  ALL_ALLOCATORS,
   type Allocator,
   createAllocator,
   type Handle,
@@ -894,7 +895,8 @@ const RESULT_PREFIX = "@@replay-result ";
 function usage(): string {
   return [
     "usage: deno task replay <trace.gz>... [options]",
-    "  --allocators a,b,...  heap,glibc,mimalloc,jemalloc (default), thing, uint8array, bump",
+    "  --allocators a,b,...  heap,glibc,mimalloc,jemalloc (default), thing, uint8array, bump,",
+    "                        freelist",
     "  --svg FILE            chart of live bytes, Heap committed/allocated and others' footprint",
     "  --runs N              replays per (trace, allocator), each in a fresh process; median time",
     "  --sample N            sample memory every N events (default 10000)",
@@ -963,6 +965,20 @@ export async function main(args: string[]): Promise<number> {
     return v.help ? 0 : 2;
   }
   const allocators = v.allocators.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  const unknown = allocators.filter((a) => !(ALL_ALLOCATORS as readonly string[]).includes(a));
+  if (unknown.length > 0) {
+    console.error(`unknown allocator "${unknown[0]}" (known: ${ALL_ALLOCATORS.join(", ")})`);
+    console.error(usage());
+    return 2;
+  }
+  for (const path of traces) {
+    try {
+      Deno.statSync(path);
+    } catch (e) {
+      console.error(`cannot read trace ${path}: ${e instanceof Error ? e.message : e}`);
+      return 2;
+    }
+  }
   const runs = Math.max(1, Number(v.runs) | 0);
   const sampleEvery = Math.max(1, Number(v.sample) | 0);
   const touch = !v["no-touch"];
