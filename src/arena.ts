@@ -94,8 +94,9 @@ export const H_SHARED = 18;
 /**
  * bitmapU32 - dataStart / 512: a small page's live bit for the block at arena
  * offset o is bit (o >>> 4) & 31 of word H_BITMAP_BIAS's value + (o >>> 9).
- * Units are 64 KiB-aligned and each has 128 bitmap words, so one formula
- * covers every small page and the fast paths skip the descriptor's BITMAP.
+ * Each 64 KiB unit has 128 bitmap words, in unit order, and dataStart is a
+ * multiple of the OS page (so of 512), so one formula covers every small
+ * page and the fast paths skip the descriptor's BITMAP.
  */
 export const H_BITMAP_BIAS = 19;
 /** Shared heaps: taken by check() before it stops the world (one checker at a time). */
