@@ -4,11 +4,12 @@
  *
  * malloc of up to 1 KiB is a class lookup, takeBlockFast and four counter
  * updates in fields of this object; free is a range check, freeBlockFast
- * and two counter updates. Both stay small enough for V8 to inline them,
- * with what they call, into the caller's loop: an address that crosses a
- * call V8 did not inline is boxed as a heap number, which costs more than
- * the allocation. Everything else (a new or full page, an emptied page,
- * medium pages, large blocks, errors) leaves through a call.
+ * and two counter updates. Both stay small enough (V8's inlining budget is
+ * 920 bytes of bytecode for all that one caller inlines) for V8 to inline
+ * them, with what they call, into the caller's loop: a call costs as much as
+ * the allocation, and an address above 2^31 (see lowAddresses) that crosses
+ * one is boxed as a heap number. Everything else (a new or full page, an
+ * emptied page, medium pages, large blocks, errors) leaves through a call.
  */
 
 import {
