@@ -22,7 +22,7 @@ interface Variant {
   edits: [string, string, string][];
 }
 
-const VARIANTS: Variant[] = [
+export const VARIANTS: Variant[] = [
   { name: "heap", what: "the heap as it is", edits: [] },
   {
     name: "no counters",
@@ -72,6 +72,19 @@ const VARIANTS: Variant[] = [
     ],
   },
 ];
+
+/** The variants whose text to remove is not in the sources exactly once (empty when all apply). */
+export async function missingEdits(root: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (const v of VARIANTS) {
+    for (const [file, find] of v.edits) {
+      if ((await Deno.readTextFile(`${root}/src/${file}`)).split(find).length !== 2) {
+        missing.push(`${v.name}: the text to remove is not in src/${file} exactly once`);
+      }
+    }
+  }
+  return missing;
+}
 
 const PAIR_LOOP = `
 import { Heap } from "./mod.ts";
@@ -125,13 +138,8 @@ if (import.meta.main) {
   const runs = Math.max(1, Number(values.runs ?? 4) | 0);
   const root = new URL("..", import.meta.url).pathname;
   // Every text to remove must be there before anything is timed.
-  for (const v of VARIANTS) {
-    for (const [file, find] of v.edits) {
-      if ((await Deno.readTextFile(`${root}/src/${file}`)).split(find).length !== 2) {
-        throw new Error(`${v.name}: the text to remove is not in src/${file} exactly once`);
-      }
-    }
-  }
+  const missing = await missingEdits(root);
+  if (missing.length > 0) throw new Error(missing.join("\n"));
   const results: [Variant, number][] = [];
   for (const v of VARIANTS) results.push([v, await timeVariant(v, root, runs)]);
   const base = results[0][1];
