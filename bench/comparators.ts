@@ -732,15 +732,9 @@ export function createFreeList(bytes: number): Allocator {
   const heads = new Uint32Array(MAX_CLASS + 1); // byte offset of a free block, 0 = none
   let top = 16; // offset 0 means "none"
   let failures = 0;
-  const malloc = (size: number): number => {
-    const cls = (size + 15) >>> 4 || 1; // a free block holds its link
-    if (cls <= MAX_CLASS) {
-      const block = heads[cls];
-      if (block !== 0) {
-        heads[cls] = u32[block >>> 2];
-        return base + block;
-      }
-    }
+  const classOf = (size: number) => (size + 15) >>> 4 || 1; // a free block holds its link
+  /** A new block of class `cls` from the bump pointer, its class in the header before it. */
+  const carve = (cls: number): number => {
     const block = top + 16;
     const next = block + cls * 16;
     if (next > bytes) {
@@ -751,9 +745,20 @@ export function createFreeList(bytes: number): Allocator {
     u32[(block - 16) >>> 2] = cls;
     return base + block;
   };
+  const malloc = (size: number): number => {
+    const cls = classOf(size);
+    if (cls <= MAX_CLASS) {
+      const block = heads[cls];
+      if (block !== 0) {
+        heads[cls] = u32[block >>> 2];
+        return base + block;
+      }
+    }
+    return carve(cls);
+  };
   const free = (h: Handle): void => {
-    const block = (h as number) - base;
     if (h === 0) return;
+    const block = (h as number) - base;
     const cls = u32[(block - 16) >>> 2];
     if (cls > MAX_CLASS) return;
     u32[block >>> 2] = heads[cls];
@@ -787,12 +792,7 @@ export function createFreeList(bytes: number): Allocator {
       if (alignment <= 16) return malloc(size);
       // A fresh block from the bump pointer, the gap before it left unused.
       top = Math.ceil((base + top + 16) / alignment) * alignment - base - 16;
-      const cls = (size + 15) >>> 4 || 1;
-      const saved = heads[cls <= MAX_CLASS ? cls : 0];
-      if (cls <= MAX_CLASS) heads[cls] = 0;
-      const r = malloc(size);
-      if (cls <= MAX_CLASS) heads[cls] = saved;
-      return r;
+      return carve(classOf(size));
     },
     footprint: () => top,
     close,
