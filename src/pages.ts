@@ -245,7 +245,7 @@ const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
 
 /**
  * Purging in-use pages gives back runs of at least this many free OS pages:
- * one madvise call costs 80 to 400 us on this project's VM, so a lone free
+ * one madvise call costs 15 to 400 us on this project's VM, so a lone free
  * OS page is not worth one.
  */
 const MIN_PURGE_PAGES = 4;
