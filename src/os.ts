@@ -130,13 +130,17 @@ export function unmapMemory(address: number, length: number): void {
 let populateWorks = MADV_POPULATE_WRITE !== 0;
 
 /**
- * Faults `[address, address + length)` in now, as a first touch would page by
- * page. Only a speed-up: does nothing where the kernel lacks the advice.
- * Returns whether it called madvise.
+ * Faults the OS pages that `[address, address + length)` touches in now, as a
+ * first touch would page by page. Only a speed-up: does nothing where the
+ * kernel lacks the advice. Returns whether it called madvise.
  */
 export function populatePages(address: number, length: number): boolean {
   if (!populateWorks || length === 0) return false;
-  if (lib().madvise(BigInt(address), BigInt(length), MADV_POPULATE_WRITE) !== 0) {
+  // madvise wants a page-aligned start (EINVAL otherwise, which would read as
+  // "no POPULATE_WRITE here" below and turn populating off for good).
+  const start = address - address % OS_PAGE_SIZE;
+  const end = Math.ceil((address + length) / OS_PAGE_SIZE) * OS_PAGE_SIZE;
+  if (lib().madvise(BigInt(start), BigInt(end - start), MADV_POPULATE_WRITE) !== 0) {
     // EINVAL: a kernel before 5.14. Anything else (ENOMEM...) the first touch will meet too.
     if (lastErrno() === 22) populateWorks = false;
   }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Heap } from "../mod.ts";
 import { assertZero, checked, endsMismatch, KiB, MiB, writeEnds } from "./helpers.ts";
 import { residentBytes } from "./native_memory.ts";
+import { canPopulate } from "../src/os.ts";
 
 const PAGE = 64 * KiB;
 
@@ -134,6 +135,28 @@ describe("idle memory goes back to the OS before the heap grows", () => {
     const again = heap.calloc(1, 64 * KiB);
     assertZero(heap, again, 64 * KiB, "calloc after purge");
     checked(heap);
+  });
+
+  it("a block handed out again over purged OS pages is faulted in, and populating stays on", () => {
+    // 9 KiB blocks start off OS-page boundaries (block 1 at 0x2400) and span
+    // three OS pages, so taking one back recommits two purged pages at once.
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const populating = canPopulate();
+    const blocks: number[] = [];
+    for (let i = 0; i < 200; i++) blocks.push(heap.malloc(9 * KiB));
+    for (let i = 1; i < 199; i++) heap.free(blocks[i]);
+    heap.trim();
+    const purged = checked(heap);
+    assert.ok(purged.purgedBytes > 0, "nothing was purged");
+    // Unlisted blocks come after the page's bump area: allocate until none is left.
+    const again: number[] = [];
+    while (heap.stats().purgedBytes > 0 && again.length < 400) again.push(heap.malloc(9 * KiB));
+    again.forEach((p, i) => writeEnds(heap, p, 9 * KiB, i));
+    assert.equal(checked(heap).purgedBytes, 0, "every purged OS page is in use again");
+    // A misaligned madvise(POPULATE_WRITE) fails with EINVAL, which used to
+    // read as "the kernel lacks it" and turned populating off for the process.
+    assert.equal(canPopulate(), populating);
+    again.forEach((p, i) => assert.equal(endsMismatch(heap, p, 9 * KiB, i), null));
   });
 
   it("idleRatio Infinity leaves pages in use alone when the heap grows", () => {
