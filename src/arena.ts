@@ -53,7 +53,7 @@ import {
 } from "./os.ts";
 
 export const MAGIC = 0x414d5354; // "TSMA"
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 
 export const UNIT_SIZE = 64 * 1024;
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB

@@ -66,8 +66,10 @@ export interface HeapOptions {
    * Empty pages kept committed for reuse, in bytes, before the oldest are
    * given back to the OS. 0 gives every empty page back at once, except the
    * one page per size class that stays as that class's current page (so
-   * that a malloc/free pair does not map and unmap a page). trim() gives
-   * back all of them. Default 16 MiB.
+   * that a malloc/free pair does not map and unmap a page). Unless idleRatio
+   * is Infinity, retained pages beyond idleFloorBytes also go back, oldest
+   * first, before the heap commits memory past its peak. trim() gives back
+   * all of them. Default 16 MiB.
    */
   retainBytes?: number;
   /**
@@ -80,7 +82,11 @@ export interface HeapOptions {
    * pages in use. Default 0.25.
    */
   idleRatio?: number;
-  /** The idle budget is never below this many bytes, whatever idleRatio says. Default 256 KiB. */
+  /**
+   * The idle budget is never below this many bytes, whatever idleRatio says;
+   * and retained pages up to this many bytes stay when the heap grows past its
+   * peak. Default 256 KiB.
+   */
   idleFloorBytes?: number;
   /**
    * Debug mode: red zones around every block, junk and poison fills, a

@@ -1,8 +1,9 @@
 /**
  * Small and medium pages: the blocks of one size class, carved from the arena.
  *
- * A page is one 64 KiB unit (blocks up to 8 KiB) or sixteen (a 1 MiB medium
- * page, blocks above 8 KiB). Each unit has a 128-byte descriptor in the arena's
+ * A page is one 64 KiB unit (blocks up to 64 KiB: 4096 of 16 bytes down to
+ * one of 36 to 64 KiB) or sixteen (a 1 MiB medium page, blocks above 64 KiB;
+ * in secure mode, from 64 KiB). Each unit has a 128-byte descriptor in the arena's
  * metadata; a medium page's descriptor is its first unit's, and the other
  * fifteen units point back to it (state CONTINUATION).
  *
@@ -20,7 +21,7 @@
  *
  * Each unit also owns 512 bytes of live bitmap: one bit per 16-byte granule
  * of a small page, set at a live block's first granule (medium pages use one
- * bit per 8 KiB, which still separates blocks larger than 8 KiB). Free checks
+ * bit per 8 KiB, which still separates their blocks, all larger). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
  * Shared heaps: a page belongs to one Worker, its owner (see sync.ts), and
@@ -83,7 +84,8 @@
  *    takeBlockFast leaves a page it fills at the head, so that a free and a
  *    malloc in turn on a full page stay on the fast paths; Pages.take drops
  *    a full head when it finds one, and so does pushing a page in front of
- *    it. A free to a full page that is not listed puts it back at the head.
+ *    it. A free to a full page that is not listed puts it back at the head
+ *    (or retires it, when the page holds one block: full, then empty).
  *  - An in-use page with USED = 0 may only be the head of its class list:
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
@@ -479,7 +481,9 @@ export class Pages {
     for (let c = 0; c < CLASS_COUNT; c++) {
       const e = Tables.ClassU32 + c * ClassEntry.Words;
       const blockSize = classBlockSize(c);
-      const units = blockSize <= MAX_SMALL_PAGE_BLOCK ? 1 : MEDIUM_UNITS;
+      const units = blockSize <= MAX_SMALL_PAGE_BLOCK && blockSize <= UNIT_SIZE - guard
+        ? 1
+        : MEDIUM_UNITS;
       u32[e + ClassEntry.BlockSize] = blockSize;
       u32[e + ClassEntry.Units] = units;
       u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE - guard) / blockSize);
@@ -550,12 +554,14 @@ export class Pages {
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
     u32[d + Desc.Used] = used;
+    // A full page is on no list, unless it is its class's head.
+    const unlisted = used + 1 === u32[d + Desc.Capacity] &&
+      u32[this.headSlot(u32[d + Desc.Class])] !== d;
     if (used === 0) {
-      if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
-    } else if (
-      used + 1 === u32[d + Desc.Capacity] && u32[this.headSlot(u32[d + Desc.Class])] !== d
-    ) {
-      this.readmit(d); // (a full head is still listed)
+      if (unlisted) this.retire(d); // a page of one block: full, then empty
+      else if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
+    } else if (unlisted) {
+      this.readmit(d);
     }
     return blockSize;
   }
@@ -884,21 +890,29 @@ export class Pages {
   // them would fault the page back in: they are UNLISTED, and handed out
   // again (their OS pages counted as committed again) once the page's free
   // list and bump area are used up. A page with purged OS pages that empties
-  // is released rather than retained. So the footprint grows past its peak
-  // only while idle memory is within budget or cannot be given back; trim()
-  // gives back all of it, and every retained page.
+  // is released rather than retained. Retained pages count too: growth past
+  // the peak first releases the oldest of them, as many as offset it, while
+  // they hold more than the idle floor (a heap that grows in one class while
+  // pages emptied in others sit retained would otherwise reach a peak of
+  // both; the floor keeps the page the next acquire is likely to take). So
+  // the footprint grows past its peak only while idle memory is within
+  // budget or cannot be given back; trim() gives back all of it, and every
+  // retained page.
 
   /** Called before committed memory grows: gives idle memory back while it is over budget. */
   giveBackIdle(growth: number): void {
     const f64 = this.arena.f64;
-    const committed = f64[S_COMMITTED];
-    // Only growth past the peak, and past where the last look left off.
-    if (
-      this.idleRatio === Infinity ||
-      committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)
-    ) {
-      return;
+    if (this.idleRatio === Infinity) return;
+    // Only growth past the peak...
+    let past = f64[S_COMMITTED] + growth - f64[S_PEAK_COMMITTED];
+    while (past > 0 && f64[S_RETAINED_BYTES] > this.idleFloor) {
+      const released = this.releaseOldestRetained();
+      if (released < 0) break;
+      past -= released;
     }
+    // ...and past where the last look at in-use pages left off.
+    const committed = f64[S_COMMITTED];
+    if (committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)) return;
     const busy = this.busyBytes();
     const budget = Math.max(this.idleFloor, busy * this.idleRatio);
     const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
@@ -1195,10 +1209,17 @@ export class Pages {
   /** Takes back a page's remotely freed blocks (owner only), with the page transition that follows. */
   private collectPage(d: number): void {
     const u32 = this.u32;
-    const wasFull = u32[d + Desc.Used] === u32[d + Desc.Capacity];
+    // A full page is on no list, unless it is its class's head.
+    const unlisted = u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
+      u32[this.headSlot(u32[d + Desc.Class])] !== d;
     if (!this.collectBlocks(d)) return;
-    if (wasFull) this.readmit(d);
-    else if (u32[d + Desc.Used] === 0 && !this.staysWhenEmpty(d)) this.retireEmptied(d);
+    const used = u32[d + Desc.Used];
+    if (unlisted) {
+      if (used === 0) this.retire(d);
+      else this.readmit(d);
+    } else if (used === 0 && !this.staysWhenEmpty(d)) {
+      this.retireEmptied(d);
+    }
   }
 
   /**

@@ -12,9 +12,15 @@
  * Every power of two from 16 to 128 KiB is a class, which is what lets
  * `alignedAlloc` serve alignments up to a page from the same pages.
  *
- * Blocks up to 8 KiB live in 64 KiB small pages (at least 8 blocks a page);
- * larger classes live in 1 MiB medium pages (8 to 113 blocks). Requests above
- * 128 KiB get a mapping of their own (see large.ts).
+ * Blocks up to 64 KiB live in 64 KiB small pages (4096 blocks a page down to
+ * one); the eight classes above live in 1 MiB medium pages (8 to 14 blocks).
+ * Requests above 128 KiB get a mapping of their own (see large.ts). A page
+ * commits memory only as far as it has handed out blocks, so a small page of
+ * one 36 KiB block costs 36 KiB, not 64; and an emptied small page, whatever
+ * its class, is what any class takes next (see pages.ts), so blocks of 9 to
+ * 64 KiB that come and go trade whole pages with the rest of the heap.
+ * (In secure mode a small page gives up its last OS page as a guard, so the
+ * 64 KiB class lives in medium pages there.)
  */
 
 export const CLASS_COUNT = 88;
@@ -23,7 +29,7 @@ export const MAX_CLASS_SIZE = 128 * 1024;
 /** Largest alignment served from size-class pages (pages start 64 KiB-aligned). */
 export const MAX_CLASS_ALIGNMENT = 64 * 1024;
 /** Largest block that lives in a small (64 KiB) page. */
-export const MAX_SMALL_PAGE_BLOCK = 8 * 1024;
+export const MAX_SMALL_PAGE_BLOCK = 64 * 1024;
 /** Requests up to this size find their class with one table lookup. */
 export const LOOKUP_MAX_SIZE = 1024;
 export const LOOKUP_ENTRIES = (LOOKUP_MAX_SIZE >>> 4) + 1;

@@ -34,8 +34,8 @@ describe("check()", () => {
     heap.check();
   });
 
-  it("passes with two live blocks of a medium class whose size is not a multiple of 8 KiB", () => {
-    for (const size of [9000, 9216, 10_240, 20_000, 100_000]) {
+  it("passes with two live blocks of a class above 8 KiB (a few blocks a page, or one) whose size is not a multiple of 8 KiB", () => {
+    for (const size of [9000, 9216, 10_240, 20_000, 40_000, 65_536, 70_000, 100_000]) {
       using heap = new Heap();
       const a = heap.malloc(size);
       const b = heap.malloc(size);
@@ -46,7 +46,12 @@ describe("check()", () => {
     }
   });
 
-  for (const [kind, size] of [["small", 64], ["medium", 20 * KiB]] as const) {
+  for (
+    const [kind, size] of [["small", 64], ["small (3 a page)", 20 * KiB], [
+      "medium",
+      100 * KiB,
+    ]] as const
+  ) {
     it(`detects a corrupted free-list link in a ${kind} page and throws HeapError corrupt`, () => {
       const heap = new Heap();
       try {

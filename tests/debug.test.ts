@@ -110,7 +110,7 @@ function assertRecovered(heap: Heap, victim: number, size: number): void {
 
 const KINDS = [
   { kind: "small", size: 24 },
-  { kind: "medium", size: 20 * KiB },
+  { kind: "medium", size: 100 * KiB },
   { kind: "large", size: 300 * KiB },
 ] as const;
 

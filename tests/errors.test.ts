@@ -27,7 +27,7 @@ function assertRejected(heap: Heap, address: number, code: "invalid-free" | "dou
   }
 }
 
-const KINDS = [["small", 64], ["medium", 20 * KiB], ["large", MiB]] as const;
+const KINDS = [["small", 64], ["medium", 100 * KiB], ["large", MiB]] as const;
 
 /** A heap holding a small anchor block (at the bottom of the arena) and one block of `size`. */
 function fixture(size: number) {
@@ -189,12 +189,12 @@ describe("addresses that are not live blocks", () => {
   });
 
   it("addresses inside the arena that were never handed out are invalid frees", () => {
-    const { heap, anchor, p } = fixture(20 * KiB);
+    const { heap, anchor, p } = fixture(100 * KiB);
     using _ = heap;
     for (
       const address of [
         anchor + 64 * 100, // same small page, past the blocks handed out so far
-        p + 20 * KiB * 10, // same medium page, past the blocks handed out so far
+        p + 104 * KiB * 5, // same medium page (104 KiB blocks), past the blocks handed out so far
         anchor + 64 * KiB * 300, // a unit that was never carved
         anchor + 1000 * MiB, // far into the reservation
         anchor - 4096, // the arena's own metadata
@@ -203,7 +203,7 @@ describe("addresses that are not live blocks", () => {
     ) {
       assertRejected(heap, address, "invalid-free");
     }
-    assertFixtureIntact(heap, p, 20 * KiB);
+    assertFixtureIntact(heap, p, 100 * KiB);
   });
 
   it("addresses far outside any heap are invalid frees", () => {

@@ -87,7 +87,7 @@ describe("fragmentation and page reuse", () => {
       return blocks;
     };
     // Small pages (64 KiB) and medium pages (1 MiB); each second class needs fewer pages.
-    for (const [a, b] of [[48, 512], [20_480, 65_536]]) {
+    for (const [a, b] of [[48, 512], [20_480, 65_536], [72 * KiB, 128 * KiB]]) {
       const first = fill(a, 16 * MiB);
       for (const p of first) heap.free(p);
       const metadata = heap.stats().metadataBytes;
@@ -96,5 +96,37 @@ describe("fragmentation and page reuse", () => {
       for (const p of second) heap.free(p);
       heap.check();
     }
+  });
+
+  it("a block of 9 to 64 KiB has a small page of its class, which commits only the OS pages it hands out", () => {
+    using heap = new Heap();
+    for (const [size, perPage] of [[36 * KiB, 1], [64 * KiB, 1], [20 * KiB, 3], [9 * KiB, 7]]) {
+      const before = heap.stats();
+      const p = heap.malloc(size);
+      const after = heap.stats();
+      const grown = after.committedBytes - before.committedBytes -
+        (after.metadataBytes - before.metadataBytes);
+      assert.equal(p % (64 * KiB), 0, `${size} B: the first block starts its page`);
+      assert.equal(grown, Math.ceil(size / 4096) * 4096, `${size} B: committed grew by ${grown}`);
+      // The page holds perPage blocks: the next one after them starts another page.
+      const more = Array.from({ length: perPage }, () => heap.malloc(size));
+      assert.equal(Math.floor(more[perPage - 1] / (64 * KiB)) - Math.floor(p / (64 * KiB)), 1);
+      heap.check();
+    }
+  });
+
+  it("the page a freed 64 KiB block leaves is what the next page of any class is made of", () => {
+    using heap = new Heap();
+    const big = heap.malloc(64 * KiB);
+    heap.bytes(big).fill(7);
+    heap.free(big);
+    const emptied = heap.stats();
+    assert.equal(emptied.retainedBytes, 64 * KiB);
+    const small = heap.malloc(100); // a class with no page yet
+    assert.equal(Math.floor(small / (64 * KiB)), Math.floor(big / (64 * KiB)), "same page");
+    const after = heap.stats();
+    assert.equal(after.retainedBytes, 0);
+    assert.equal(after.committedBytes, emptied.committedBytes, "nothing new committed");
+    heap.check();
   });
 });

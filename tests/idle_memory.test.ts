@@ -121,19 +121,20 @@ describe("idle memory goes back to the OS before the heap grows", () => {
 
   it("free blocks of medium pages are purged too", () => {
     using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const size = 100 * KiB; // 104 KiB blocks, nine to a 1 MiB page
     const blocks: number[] = [];
-    for (let i = 0; i < 12; i++) blocks.push(heap.malloc(64 * KiB));
-    writeEnds(heap, blocks[0], 64 * KiB, 1);
-    writeEnds(heap, blocks[11], 64 * KiB, 2);
+    for (let i = 0; i < 12; i++) blocks.push(heap.malloc(size));
+    writeEnds(heap, blocks[0], size, 1);
+    writeEnds(heap, blocks[11], size, 2);
     for (let i = 1; i < 11; i++) heap.free(blocks[i]);
     const before = checked(heap);
     const released = heap.trim();
-    assert.ok(released >= 10 * 60 * KiB, `trim() released ${released} bytes`);
+    assert.ok(released >= 10 * 96 * KiB, `trim() released ${released} bytes`);
     assert.equal(checked(heap).committedBytes, before.committedBytes - released);
-    assert.equal(endsMismatch(heap, blocks[0], 64 * KiB, 1), null);
-    assert.equal(endsMismatch(heap, blocks[11], 64 * KiB, 2), null);
-    const again = heap.calloc(1, 64 * KiB);
-    assertZero(heap, again, 64 * KiB, "calloc after purge");
+    assert.equal(endsMismatch(heap, blocks[0], size, 1), null);
+    assert.equal(endsMismatch(heap, blocks[11], size, 2), null);
+    const again = heap.calloc(1, size);
+    assertZero(heap, again, size, "calloc after purge");
     checked(heap);
   });
 
@@ -157,6 +158,39 @@ describe("idle memory goes back to the OS before the heap grows", () => {
     // read as "the kernel lacks it" and turned populating off for the process.
     assert.equal(canPopulate(), populating);
     again.forEach((p, i) => assert.equal(endsMismatch(heap, p, 9 * KiB, i), null));
+  });
+
+  it("retained empty pages beyond the idle floor go back, oldest first, before the heap grows past its peak", () => {
+    using heap = new Heap({ idleFloorBytes: 256 * KiB });
+    const blocks = Array.from({ length: 64 }, () => heap.malloc(64 * KiB));
+    for (const p of blocks) heap.free(p);
+    const before = checked(heap);
+    assert.equal(before.retainedBytes, 4 * MiB, "64 emptied pages retained");
+    // A large block needs new memory: retained pages make room for it instead.
+    const large = heap.malloc(MiB);
+    const after = checked(heap);
+    assert.ok(after.retainedBytes <= before.retainedBytes - MiB, `${after.retainedBytes} retained`);
+    assert.ok(after.retainedBytes >= 256 * KiB, "the floor stays");
+    assert.ok(
+      after.peakCommittedBytes <= before.peakCommittedBytes + 64 * KiB,
+      `peak ${before.peakCommittedBytes} -> ${after.peakCommittedBytes}`,
+    );
+    // Growth below the peak leaves them alone.
+    heap.free(large);
+    const retained = checked(heap).retainedBytes;
+    heap.malloc(512 * KiB);
+    assert.equal(checked(heap).retainedBytes, retained);
+  });
+
+  it("idleRatio Infinity keeps retained pages when the heap grows past its peak", () => {
+    using heap = new Heap({ idleRatio: Infinity });
+    const blocks = Array.from({ length: 64 }, () => heap.malloc(64 * KiB));
+    for (const p of blocks) heap.free(p);
+    const before = checked(heap);
+    heap.malloc(MiB);
+    const after = checked(heap);
+    assert.equal(after.retainedBytes, before.retainedBytes);
+    assert.ok(after.peakCommittedBytes >= before.peakCommittedBytes + MiB);
   });
 
   it("idleRatio Infinity leaves pages in use alone when the heap grows", () => {

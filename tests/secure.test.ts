@@ -303,9 +303,9 @@ describe("secure: fresh pages hand out their blocks in a random order, different
     assert.notDeepEqual(firstOffsets(a, 64, 50), firstOffsets(b, 64, 50));
   });
 
-  it("medium pages are shuffled too: 20 blocks of 20 KiB are not in address order", () => {
+  it("medium pages are shuffled too: 14 blocks of 72 KiB are not in address order", () => {
     using heap = new Heap({ secure: true });
-    const addresses = Array.from({ length: 20 }, () => heap.malloc(20 * KiB));
+    const addresses = Array.from({ length: 14 }, () => heap.malloc(72 * KiB));
     assert.ok(!increasing(addresses) && !decreasing(addresses), `${addresses}`);
   });
 
@@ -339,7 +339,7 @@ describe("secure: guard pages follow every page and surround every large block",
 
   it("the last OS page of a medium page is inaccessible", () => {
     using heap = new Heap({ secure: true });
-    const size = 20 * KiB;
+    const size = 72 * KiB; // blocks above 64 KiB live in medium pages
     const capacity = Math.floor((MiB - 4096) / size);
     const blocks = Array.from({ length: capacity }, () => heap.malloc(size));
     const start = Math.min(...blocks);
@@ -356,8 +356,8 @@ describe("secure: guard pages follow every page and surround every large block",
     // medium pages, and medium pages from merging released small ones.
     using heap = new Heap({ secure: true, arenaBytes: 16 * MiB, retainBytes: 0 });
     const medium: number[] = [];
-    for (let p = heap.malloc(20 * KiB); p !== 0; p = heap.malloc(20 * KiB)) medium.push(p);
-    assert.ok(medium.length >= 15 * 51, `${medium.length} medium blocks`);
+    for (let p = heap.malloc(72 * KiB); p !== 0; p = heap.malloc(72 * KiB)) medium.push(p);
+    assert.ok(medium.length >= 15 * 14, `${medium.length} medium blocks`);
     for (const p of medium) heap.free(p);
     heap.trim();
     heap.check();
