@@ -9,6 +9,10 @@
 import {
   type Arena,
   H_BITMAP_BIAS,
+  H_FIT_BIN_HEADS,
+  H_FIT_BIN_MAP,
+  H_FIT_PAGE_COUNT,
+  H_FIT_PAGES,
   H_LARGE_COUNT,
   H_MAGIC,
   H_RELEASED_MEDIUM_HEAD,
@@ -38,12 +42,18 @@ import {
 import { ClassEntry, Desc, type Pages, PageState, Tables } from "./pages.ts";
 import { OwnerState, Slot, slotOf } from "./sync.ts";
 import type { LargeBlocks } from "./large.ts";
+import { binOf, CHUNK_HEADER, FIT_BINS, FIT_PAGE_BYTES, type FitPages } from "./fit.ts";
 import { CLASS_COUNT } from "./size_classes.ts";
 import { HeapError } from "./errors.ts";
 import { OS_PAGE_SIZE } from "./os.ts";
 
 /** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
-export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void {
+export function checkHeap(
+  arena: Arena,
+  pages: Pages,
+  large: LargeBlocks,
+  fit: FitPages | null,
+): void {
   const { u32, f64 } = arena;
   const fail = (address: number, what: string): never => {
     throw new HeapError("corrupt", address, what);
@@ -66,6 +76,8 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
   const inUseWithRoom = new Set<number>();
   const retained = new Set<number>();
   const released = new Set<number>();
+  const fitPages = new Set<number>();
+  let fitFreeChunks = 0;
   for (let unit = 0; unit < top;) {
     const d = Tables.DescriptorsU32 + unit * Desc.Words;
     const start = arena.dataStart + unit * UNIT_SIZE;
@@ -104,6 +116,13 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
       allocated += used * u32[d + Desc.BlockSize];
       live += used;
       if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
+    } else if (state === PageState.Fit) {
+      if (fit === null) fail(where, "a fit page in a heap that has none");
+      const page = checkFitPage(arena, d, start, fail);
+      allocated += page.allocated;
+      live += page.live;
+      fitFreeChunks += page.free;
+      fitPages.add(d);
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
       retained.add(d);
@@ -193,6 +212,8 @@ export function checkHeap(arena: Arena, pages: Pages, large: LargeBlocks): void 
     }
   }
   if (released.size > 0) fail(arena.base, `${released.size} released pages are on no list`);
+
+  checkFitLists(arena, fitPages, fitFreeChunks, fail);
 
   // Pass 3: large blocks.
   let largeCount = 0;
@@ -412,5 +433,110 @@ function checkBitmapEmpty(
     if (shared && arena.u32[handedOut + w] !== 0) {
       fail(where, "an empty page has blocks handed out");
     }
+  }
+}
+
+/**
+ * Checks fit page `d` (see fit.ts): its chunks tile it, each header agrees
+ * with its neighbours, no two free chunks touch, live bits are set exactly
+ * at live blocks, and USED and COMMIT_END cover them. Returns its counts.
+ */
+function checkFitPage(
+  arena: Arena,
+  d: number,
+  start: number,
+  fail: (address: number, what: string) => never,
+): { allocated: number; live: number; free: number } {
+  const u32 = arena.u32;
+  const where = arena.base + start;
+  if (u32[d + Desc.Units] !== MEDIUM_UNITS || u32[d + Desc.Shift] !== 4) {
+    fail(where, "fit page: bad unit count or bitmap granule");
+  }
+  const end = start + FIT_PAGE_BYTES;
+  const commitEnd = u32[d + Desc.CommitEnd];
+  const bias = u32[H_BITMAP_BIAS];
+  const isLive = (o: number) => (u32[bias + (o >>> 9)] & (1 << ((o >>> 4) & 31))) !== 0;
+  let allocated = 0;
+  let live = 0;
+  let free = 0;
+  let prevSize = 0;
+  let prevFree = false;
+  for (let chunk = start; chunk < end;) {
+    const at = arena.base + chunk;
+    if (chunk + CHUNK_HEADER > commitEnd) fail(at, "fit page: a chunk header is not committed");
+    const word = u32[chunk >>> 2];
+    const size = word & ~1;
+    const isFree = (word & 1) !== 0;
+    if (size < 32 || size % 16 !== 0 || chunk + size > end) {
+      fail(at, `fit page: chunk of ${size} bytes does not fit the page`);
+    }
+    if (u32[(chunk >>> 2) + 1] !== prevSize) fail(at, "fit page: PREV_SIZE disagrees");
+    if (isFree && prevFree) fail(at, "fit page: two free chunks side by side");
+    if (isFree === isLive(chunk + CHUNK_HEADER)) {
+      fail(at + CHUNK_HEADER, `fit page: a ${isFree ? "free" : "live"} chunk's live bit is wrong`);
+    }
+    if (isFree) {
+      free++;
+    } else {
+      if (chunk + size > commitEnd) fail(at, "fit page: a live block is not committed");
+      allocated += size - CHUNK_HEADER;
+      live++;
+    }
+    prevSize = size;
+    prevFree = isFree;
+    chunk += size;
+  }
+  // No live bit anywhere else: as many set bits as live blocks.
+  let bits = 0;
+  const first = bias + (start >>> 9);
+  for (let w = first; w < first + (FIT_PAGE_BYTES >>> 9); w++) {
+    for (let b = u32[w]; b !== 0; b &= b - 1) bits++;
+  }
+  if (bits !== live) fail(where, `fit page: ${bits} live bits for ${live} live blocks`);
+  if (u32[d + Desc.Used] !== live) {
+    fail(where, `fit page: USED ${u32[d + Desc.Used]}, ${live} live`);
+  }
+  return { allocated, live, free };
+}
+
+/** Checks the fit bins (every free chunk on the bin of its size, once) and the fit page list. */
+function checkFitLists(
+  arena: Arena,
+  fitPages: Set<number>,
+  freeChunks: number,
+  fail: (address: number, what: string) => never,
+): void {
+  const u32 = arena.u32;
+  let listed = 0;
+  for (let bin = 0; bin < FIT_BINS; bin++) {
+    const head = u32[H_FIT_BIN_HEADS + bin];
+    if ((head !== 0) !== ((u32[H_FIT_BIN_MAP + (bin >>> 5)] & (1 << (bin & 31))) !== 0)) {
+      fail(arena.base, `fit bin ${bin}: its bit in the bin map is wrong`);
+    }
+    let prev = 0;
+    for (let chunk = head; chunk !== 0; prev = chunk, chunk = u32[(chunk >>> 2) + 2]) {
+      const at = arena.base + chunk;
+      if (++listed > freeChunks) fail(at, "fit bins hold more chunks than the pages (or a cycle)");
+      const word = u32[chunk >>> 2];
+      if ((word & 1) === 0) fail(at, `fit bin ${bin}: holds a live chunk`);
+      if (binOf(word & ~1) !== bin) fail(at, `fit bin ${bin}: chunk of ${word & ~1} bytes`);
+      if (u32[(chunk >>> 2) + 3] !== prev) fail(at, `fit bin ${bin}: broken back link`);
+    }
+  }
+  if (listed !== freeChunks) {
+    fail(arena.base, `fit pages have ${freeChunks} free chunks, the bins ${listed}`);
+  }
+  let count = 0;
+  let prev = 0;
+  for (let d = u32[H_FIT_PAGES]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+    const at = arena.base + u32[d + Desc.PageStart];
+    if (!fitPages.has(d) || ++count > fitPages.size) fail(at, "fit page list: not a fit page");
+    if (u32[d + Desc.Prev] !== prev) fail(at, "fit page list: broken back link");
+  }
+  if (count !== fitPages.size || count !== u32[H_FIT_PAGE_COUNT]) {
+    fail(
+      arena.base,
+      `${fitPages.size} fit pages, ${count} listed, ${u32[H_FIT_PAGE_COUNT]} counted`,
+    );
   }
 }

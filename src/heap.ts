@@ -18,6 +18,7 @@ import {
   MAX_ARENA_BYTES,
   MAX_OWNERS,
   MIN_ARENA_BYTES,
+  S_COMMITTED,
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena.ts";
@@ -34,6 +35,7 @@ import {
 } from "./size_classes.ts";
 import { isMapped, lastErrno, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
+import { FIT_MIN_REQUEST, FitPages } from "./fit.ts";
 import { HeapError } from "./errors.ts";
 import {
   type HeapStats,
@@ -169,6 +171,8 @@ const DEFAULT_IDLE_FLOOR_BYTES = 256 * 1024;
 export class Heap {
   #arena: Arena;
   #pages: Pages;
+  /** Blocks above 1 KiB of a private, non-secure heap (null otherwise): see fit.ts. */
+  #fit: FitPages | null = null;
   #large: LargeBlocks;
   #u8: Uint8Array;
   #u32: Uint32Array;
@@ -262,6 +266,7 @@ export class Heap {
     }
     this.#arena = arena;
     this.#pages = new Pages(arena, this.#owner);
+    if (!shared && !secure) this.#fit = new FitPages(arena, this.#pages);
     this.#pages.onAdopt = (orphan) => {
       const taken = readOwnerCounters(arena, orphan);
       this.#allocated += taken.allocated;
@@ -381,6 +386,14 @@ export class Heap {
     if (debug) return Number.isSafeInteger(total) ? debug.allocate(total, 16, true) : 0;
     if (!Number.isSafeInteger(total)) return 0;
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
+    if (total > FIT_MIN_REQUEST && this.#fit !== null) {
+      const address = this.#allocFit(total);
+      if (address !== 0 && !this.#fit.lastWasZero) {
+        const offset = address - this.#base;
+        this.#u8.fill(0, offset, offset + this.#fit.usable(offset));
+      }
+      return address;
+    }
     const cls = total <= LOOKUP_MAX_SIZE
       ? this.#sizeToClass[(total + 15) >>> 4]
       : classOfSize(total);
@@ -471,10 +484,18 @@ export class Heap {
       return 0;
     }
     if (where > 0) {
-      const usable = this.#u32[where + Desc.BlockSize];
+      const usable = this.#usableAt(where, address);
       if (size <= usable) {
         this.#requested += size;
         return address;
+      }
+      if (this.#u32[where + Desc.State] === PageState.Fit && size <= MAX_CLASS_SIZE) {
+        const grown = this.#fit!.growInPlace(where, address - this.#base, size);
+        if (grown !== 0) {
+          this.#countAllocated(grown - usable);
+          this.#requested += size;
+          return address;
+        }
       }
       const moved = this.#allocAny(size);
       if (moved === 0) return 0;
@@ -539,7 +560,7 @@ export class Heap {
     const debug = this.#special ? this.#specialMode("usableSize") : null;
     if (debug) return debug.usableSize(address, "usableSize");
     const where = this.#locate(address, "usableSize");
-    return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
+    return where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
   }
 
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
@@ -547,7 +568,7 @@ export class Heap {
     const debug = this.#special ? this.#specialMode("bytes") : null;
     if (debug) return debug.bytes(address, length, "bytes");
     const where = this.#locate(address, "bytes");
-    const usable = where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
+    const usable = where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
     const n = length ?? usable;
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
@@ -576,12 +597,12 @@ export class Heap {
     if (this.#closed) throw closedError("check");
     this.#publish();
     if (this.#owner === 0) {
-      checkHeap(this.#arena, this.#pages, this.#large);
+      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
     } else {
       // Stop the world: every Worker's owner lock, then the global lock.
       stopTheWorld(this.#arena, this.#owner, () => {
         sumOwnerCounters(this.#arena);
-        checkHeap(this.#arena, this.#pages, this.#large);
+        checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
         this.#debug?.check();
       });
       return;
@@ -593,7 +614,13 @@ export class Heap {
   trim(): number {
     if (this.#closed) throw closedError("trim");
     this.#debug?.flushQuarantine("trim");
-    return this.#pages.trim();
+    if (this.#fit === null) return this.#pages.trim();
+    // The fit page kept when it emptied retires first, which may push the
+    // oldest retained page past retainBytes: count what goes, wherever it goes.
+    const before = this.#arena.f64[S_COMMITTED];
+    this.#fit.retireEmptyPage();
+    this.#pages.trim();
+    return before - this.#arena.f64[S_COMMITTED];
   }
 
   /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
@@ -641,6 +668,10 @@ export class Heap {
     this.#pages.forEachLiveBlock((offset, size) =>
       blocks.push({ address: this.#base + offset, size, stack: "" })
     );
+    this.#fit?.forEachLive((offset, size) =>
+      blocks.push({ address: this.#base + offset, size, stack: "" })
+    );
+    blocks.sort((a, b) => a.address - b.address);
     this.#large.forEach((address, size) => blocks.push({ address, size, stack: "" }));
     return blocks;
   }
@@ -672,7 +703,7 @@ export class Heap {
       liveSize: (address) => {
         try {
           const where = this.#locate(address, "debug");
-          return where > 0 ? this.#u32[where + Desc.BlockSize] : this.#large.usableSize(address);
+          return where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
         } catch {
           return 0;
         }
@@ -680,6 +711,7 @@ export class Heap {
       isLarge: (address) => this.#locate(address, "debug") < 0,
       forEachLive: (visit) => {
         this.#pages.forEachLiveBlock((offset) => visit(this.#base + offset));
+        this.#fit?.forEachLive((offset) => visit(this.#base + offset));
         this.#large.forEach((address) => visit(address));
       },
       words: (address, length) => {
@@ -719,10 +751,31 @@ export class Heap {
     return this.#base + block;
   }
 
-  /** Any valid size: a class block or a large block. */
+  /** Any valid size: a class block, a fit block or a large block. */
   #allocAny(size: number): number {
-    if (size <= MAX_CLASS_SIZE) return this.#allocFromClass(classOfSize(size), size);
+    if (size <= MAX_CLASS_SIZE) {
+      if (size > FIT_MIN_REQUEST && this.#fit !== null) return this.#allocFit(size);
+      return this.#allocFromClass(classOfSize(size), size);
+    }
     return this.#allocLarge(size, 0);
+  }
+
+  /** A block of a fit page (above 1 KiB, private heaps); 0 when out of memory. */
+  #allocFit(size: number): number {
+    const fit = this.#fit!;
+    const block = fit.alloc(size);
+    if (block === 0) return 0;
+    this.#countAllocated(fit.usable(block));
+    this.#allocs++;
+    this.#requested += size;
+    return this.#base + block;
+  }
+
+  /** Usable bytes of the live block at `address`, on page `where` (> 0). */
+  #usableAt(where: number, address: number): number {
+    return this.#u32[where + Desc.State] === PageState.Fit
+      ? this.#fit!.usable(address - this.#base)
+      : this.#u32[where + Desc.BlockSize];
   }
 
   #allocLarge(size: number, alignment: number): number {
@@ -777,7 +830,11 @@ export class Heap {
       this.#frees++;
       return;
     }
-    this.#allocated -= where > 0 ? this.#pages.freeLive(where, offset) : this.#large.free(address);
+    this.#allocated -= where <= 0
+      ? this.#large.free(address)
+      : this.#u32[where + Desc.State] === PageState.Fit
+      ? this.#fit!.free(where, offset)
+      : this.#pages.freeLive(where, offset);
     this.#frees++;
   }
 
@@ -883,12 +940,17 @@ export class Heap {
       // small page has one bit per 16 bytes, set only where a block starts,
       // so a 16-byte-aligned offset needs no division by the block size.
       if (
-        (state === PageState.Small
+        (state === PageState.Small || state === PageState.Fit
           ? (relative & 15) === 0
           : state === PageState.Medium && relative % u32[d + Desc.BlockSize] === 0) &&
         this.#pages.isLive(d, offset)
       ) {
         return d;
+      }
+      if (state === PageState.Fit) {
+        throw this.#fit!.isFreedBlock(d, offset)
+          ? new HeapError("double-free", address, `${op}: the block was already freed`)
+          : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
       }
       const blockSize = u32[d + Desc.BlockSize];
       const onBoundary = blockSize !== 0 && relative % blockSize === 0;

@@ -213,6 +213,8 @@ export const enum PageState {
   Retained = 3,
   Released = 4,
   Continuation = 5,
+  /** A fit page (see fit.ts): blocks of any size above 1 KiB, coalesced when freed. */
+  Fit = 6,
 }
 
 /**
@@ -460,6 +462,71 @@ export class Pages {
     this.pushAvailable(d, slot);
     return d;
   }
+
+  /**
+   * A 1 MiB page for fit.ts, formatted as FIT (no class, no block size; the
+   * live bitmap in 16-byte granules, like a small page's), or 0 when no
+   * memory can be had. Private, non-secure heaps only.
+   */
+  acquireFitPage(): number {
+    const u32 = this.u32;
+    let d = this.takeRetained(true);
+    if (d === 0) d = this.takeReleased(true);
+    if (d === 0) d = this.carve(MEDIUM_UNITS);
+    if (d === 0) d = this.convertReleased(true);
+    if (d === 0) return 0;
+    const start = u32[d + Desc.PageStart];
+    u32[d + Desc.Free] = 0;
+    u32[d + Desc.Bump] = start;
+    u32[d + Desc.BumpEnd] = start + MEDIUM_UNITS * UNIT_SIZE;
+    u32[d + Desc.Used] = 0;
+    u32[d + Desc.BlockSize] = 0;
+    u32[d + Desc.Class] = CLASS_COUNT;
+    setState(u32, d, PageState.Fit);
+    u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
+    u32[d + Desc.Capacity] = 0;
+    u32[d + Desc.LocalPageStart] = start;
+    u32[d + Desc.LocalCapacity] = 0;
+    u32[d + Desc.LocalBlockSize] = 0;
+    u32[d + Desc.Shift] = Granule.SmallShift;
+    u32[d + Desc.Unlisted] = 0;
+    u32[d + Desc.ScanFrom] = 0;
+    u32[d + Desc.Next] = 0;
+    u32[d + Desc.Prev] = 0;
+    return d;
+  }
+
+  /** fit.ts: a fit page that emptied goes where empty pages go. */
+  retireFitPage(d: number): void {
+    this.retire(d);
+  }
+
+  /**
+   * fit.ts: counts fit page `d` as committed up to the OS page that holds
+   * `end`, and ahead of it as a class page's bump area is, faulting that
+   * memory in with one call (after giving idle memory back if the heap is
+   * about to pass its peak).
+   */
+  commitFitPage(d: number, end: number): void {
+    const u32 = this.u32;
+    if (end <= u32[d + Desc.CommitEnd]) return;
+    // Ahead as for the bump area of a class page (see extendCommit).
+    const commitEnd = u32[d + Desc.CommitEnd];
+    const ahead = Math.min(commitEnd - u32[d + Desc.PageStart], POPULATE_AHEAD);
+    const newEnd = Math.min(
+      roundUp(Math.max(end, commitEnd + ahead), OS_PAGE_SIZE),
+      u32[d + Desc.BumpEnd],
+    );
+    this.giveBackIdle(newEnd - u32[d + Desc.CommitEnd]);
+    // (Read after: giving back idle memory may have trimmed this page too.)
+    const from = u32[d + Desc.CommitEnd];
+    this.arena.addCommitted(newEnd - from);
+    u32[d + Desc.CommitEnd] = newEnd;
+    if (populatePages(this.arena.base + from, newEnd - from)) this.arena.f64[S_MADVISE_CALLS]++;
+  }
+
+  /** fit.ts: gives back committed memory of fit pages that no block uses; returns the bytes. */
+  trimFitPages: (wanted: number) => number = () => 0;
 
   // ---- block slow paths ------------------------------------------------------
 
@@ -940,7 +1007,8 @@ export class Pages {
   private scavenge(wanted: number): number {
     if (!this.purgesInUsePages) return 0;
     const u32 = this.u32;
-    let released = 0;
+    // The free ends of fit pages first: one call each, and nothing to relink.
+    let released = this.trimFitPages(wanted);
     const candidates: number[] = [];
     const top = u32[H_TOP_UNIT];
     for (let unit = 0; unit < top;) {

@@ -46,12 +46,9 @@ describe("check()", () => {
     }
   });
 
-  for (
-    const [kind, size] of [["small", 64], ["small (3 a page)", 20 * KiB], [
-      "medium",
-      100 * KiB,
-    ]] as const
-  ) {
+  // Blocks above 1 KiB of a private heap live in fit pages (see the next test);
+  // a secure heap keeps them in class pages, with links it encodes and checks itself.
+  for (const [kind, size] of [["small", 64], ["small (64 a page)", 1000]] as const) {
     it(`detects a corrupted free-list link in a ${kind} page and throws HeapError corrupt`, () => {
       const heap = new Heap();
       try {
@@ -75,6 +72,24 @@ describe("check()", () => {
       using fresh = new Heap();
       fresh.free(fresh.malloc(size));
       fresh.check();
+    });
+  }
+
+  for (const [what, word, value] of [["size", 0, 0x30], ["previous size", 1, 0x10]] as const) {
+    it(`detects a damaged fit-chunk ${what} (the 16 bytes before a block above 1 KiB): check() and free() throw HeapError corrupt`, () => {
+      const heap = new Heap();
+      try {
+        const a = heap.malloc(5000);
+        const b = heap.malloc(5000);
+        heap.check();
+        pokeU32(b - 16 + word * 4, value);
+        for (const op of [() => heap.check(), () => heap.free(b)]) {
+          assert.throws(op, (e: unknown) => e instanceof HeapError && e.code === "corrupt");
+        }
+        assert.ok(a !== 0);
+      } finally {
+        heap.close();
+      }
     });
   }
 

@@ -27,7 +27,8 @@ function assertRejected(heap: Heap, address: number, code: "invalid-free" | "dou
   }
 }
 
-const KINDS = [["small", 64], ["medium", 100 * KiB], ["large", MiB]] as const;
+/** A block of a size-class page, of a fit page (above 1 KiB), and a large block. */
+const KINDS = [["small", 64], ["fit", 100 * KiB], ["large", MiB]] as const;
 
 /** A heap holding a small anchor block (at the bottom of the arena) and one block of `size`. */
 function fixture(size: number) {
@@ -194,7 +195,7 @@ describe("addresses that are not live blocks", () => {
     for (
       const address of [
         anchor + 64 * 100, // same small page, past the blocks handed out so far
-        p + 104 * KiB * 5, // same medium page (104 KiB blocks), past the blocks handed out so far
+        p + 100 * KiB + 64, // same fit page, inside the free space past the block
         anchor + 64 * KiB * 300, // a unit that was never carved
         anchor + 1000 * MiB, // far into the reservation
         anchor - 4096, // the arena's own metadata
@@ -264,12 +265,32 @@ describe("addresses that are not live blocks", () => {
       assertStillWorks(heap);
     });
 
-    it(`freeing a ${kind} block again after other blocks were freed is a double free`, () => {
+    // A fit block freed between free neighbours merges with them: its address
+    // is then inside a larger free chunk, no block's start, and is reported so.
+    const again = kind === "fit" ? "a double or invalid free" : "a double free";
+    it(`freeing a ${kind} block again after other blocks were freed is ${again}`, () => {
       using heap = new Heap();
       const blocks = Array.from({ length: 6 }, () => heap.malloc(size));
       const keep = heap.malloc(size);
       for (const p of blocks) heap.free(p);
-      for (const p of [blocks[0], blocks[3], blocks[5]]) assertRejected(heap, p, "double-free");
+      for (const p of [blocks[0], blocks[3], blocks[5]]) {
+        if (kind !== "fit") {
+          assertRejected(heap, p, "double-free");
+          continue;
+        }
+        const before = heap.stats();
+        for (const [name, op] of ADDRESS_OPS) {
+          assert.throws(
+            () => op(heap, p),
+            (e: unknown) =>
+              e instanceof HeapError && e.address === p &&
+              (e.code === "double-free" || e.code === "invalid-free"),
+            name,
+          );
+        }
+        heap.check();
+        assert.deepEqual(heap.stats(), before);
+      }
       assert.equal(heap.stats().liveBlocks, 1);
       heap.free(keep);
       assertStillWorks(heap);

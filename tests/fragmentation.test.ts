@@ -98,26 +98,26 @@ describe("fragmentation and page reuse", () => {
     }
   });
 
-  it("a block of 9 to 64 KiB has a small page of its class, which commits only the OS pages it hands out", () => {
+  it("a class block of 9 to 64 KiB (alignment above 16 bytes) has a small page, which commits only the OS pages it hands out", () => {
     using heap = new Heap();
     for (const [size, perPage] of [[36 * KiB, 1], [64 * KiB, 1], [20 * KiB, 3], [9 * KiB, 7]]) {
       const before = heap.stats();
-      const p = heap.malloc(size);
+      const p = heap.alignedAlloc(64, size);
       const after = heap.stats();
       const grown = after.committedBytes - before.committedBytes -
         (after.metadataBytes - before.metadataBytes);
       assert.equal(p % (64 * KiB), 0, `${size} B: the first block starts its page`);
       assert.equal(grown, Math.ceil(size / 4096) * 4096, `${size} B: committed grew by ${grown}`);
       // The page holds perPage blocks: the next one after them starts another page.
-      const more = Array.from({ length: perPage }, () => heap.malloc(size));
+      const more = Array.from({ length: perPage }, () => heap.alignedAlloc(64, size));
       assert.equal(Math.floor(more[perPage - 1] / (64 * KiB)) - Math.floor(p / (64 * KiB)), 1);
       heap.check();
     }
   });
 
-  it("the page a freed 64 KiB block leaves is what the next page of any class is made of", () => {
+  it("the page a freed 64 KiB class block leaves is what the next page of any class is made of", () => {
     using heap = new Heap();
-    const big = heap.malloc(64 * KiB);
+    const big = heap.alignedAlloc(64 * KiB, 64 * KiB);
     heap.bytes(big).fill(7);
     heap.free(big);
     const emptied = heap.stats();

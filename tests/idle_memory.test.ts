@@ -121,9 +121,11 @@ describe("idle memory goes back to the OS before the heap grows", () => {
 
   it("free blocks of medium pages are purged too", () => {
     using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
-    const size = 100 * KiB; // 104 KiB blocks, nine to a 1 MiB page
+    // 104 KiB class blocks (alignment 64: a private heap's malloc would use
+    // fit pages), nine to a 1 MiB page.
+    const size = 100 * KiB;
     const blocks: number[] = [];
-    for (let i = 0; i < 12; i++) blocks.push(heap.malloc(size));
+    for (let i = 0; i < 12; i++) blocks.push(heap.alignedAlloc(64, size));
     writeEnds(heap, blocks[0], size, 1);
     writeEnds(heap, blocks[11], size, 2);
     for (let i = 1; i < 11; i++) heap.free(blocks[i]);
@@ -139,19 +141,21 @@ describe("idle memory goes back to the OS before the heap grows", () => {
   });
 
   it("a block handed out again over purged OS pages is faulted in, and populating stays on", () => {
-    // 9 KiB blocks start off OS-page boundaries (block 1 at 0x2400) and span
-    // three OS pages, so taking one back recommits two purged pages at once.
+    // 9 KiB class blocks start off OS-page boundaries (block 1 at 0x2400) and
+    // span three OS pages, so taking one back recommits two purged pages at once.
     using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
     const populating = canPopulate();
     const blocks: number[] = [];
-    for (let i = 0; i < 200; i++) blocks.push(heap.malloc(9 * KiB));
+    for (let i = 0; i < 200; i++) blocks.push(heap.alignedAlloc(64, 9 * KiB));
     for (let i = 1; i < 199; i++) heap.free(blocks[i]);
     heap.trim();
     const purged = checked(heap);
     assert.ok(purged.purgedBytes > 0, "nothing was purged");
     // Unlisted blocks come after the page's bump area: allocate until none is left.
     const again: number[] = [];
-    while (heap.stats().purgedBytes > 0 && again.length < 400) again.push(heap.malloc(9 * KiB));
+    while (heap.stats().purgedBytes > 0 && again.length < 400) {
+      again.push(heap.alignedAlloc(64, 9 * KiB));
+    }
     again.forEach((p, i) => writeEnds(heap, p, 9 * KiB, i));
     assert.equal(checked(heap).purgedBytes, 0, "every purged OS page is in use again");
     // A misaligned madvise(POPULATE_WRITE) fails with EINVAL, which used to
@@ -162,7 +166,7 @@ describe("idle memory goes back to the OS before the heap grows", () => {
 
   it("retained empty pages beyond the idle floor go back, oldest first, before the heap grows past its peak", () => {
     using heap = new Heap({ idleFloorBytes: 256 * KiB });
-    const blocks = Array.from({ length: 64 }, () => heap.malloc(64 * KiB));
+    const blocks = Array.from({ length: 64 }, () => heap.alignedAlloc(64 * KiB, 64 * KiB));
     for (const p of blocks) heap.free(p);
     const before = checked(heap);
     assert.equal(before.retainedBytes, 4 * MiB, "64 emptied pages retained");
@@ -184,7 +188,7 @@ describe("idle memory goes back to the OS before the heap grows", () => {
 
   it("idleRatio Infinity keeps retained pages when the heap grows past its peak", () => {
     using heap = new Heap({ idleRatio: Infinity });
-    const blocks = Array.from({ length: 64 }, () => heap.malloc(64 * KiB));
+    const blocks = Array.from({ length: 64 }, () => heap.alignedAlloc(64 * KiB, 64 * KiB));
     for (const p of blocks) heap.free(p);
     const before = checked(heap);
     heap.malloc(MiB);
@@ -197,7 +201,7 @@ describe("idle memory goes back to the OS before the heap grows", () => {
     using heap = new Heap({ idleRatio: Infinity });
     fragment(heap, 256, 32);
     const before = checked(heap);
-    for (let i = 0; i < 256; i++) heap.malloc(4000);
+    for (let i = 0; i < 300; i++) heap.malloc(4000);
     const after = checked(heap);
     assert.equal(after.purgedBytes, 0);
     assert.equal(before.purgedBytes, 0);

@@ -1,0 +1,426 @@
+/**
+ * Fit pages: blocks above 1 KiB (up to 128 KiB) of a private heap, cut to the
+ * 16 bytes from 1 MiB pages and merged with their free neighbours when freed.
+ *
+ * Size classes waste little inside a block, but each class keeps pages of
+ * its own: a program with a few live blocks in each of dozens of classes
+ * holds a partly used page per class, and the free blocks of one class serve
+ * no other. Above 1 KiB, where blocks are few and classes many, that idle
+ * memory is most of the footprint (gcc-cc1's trace: 1.32x its live bytes
+ * with classes). Here any free space serves any size, and freed neighbours
+ * merge, as in glibc's and jemalloc's allocators for these sizes.
+ *
+ *   fit page (16 units)
+ *   +--------+--------------+--------+-----------------+--------+--------------------------+
+ *   | header | block        | header | free            | header | free to the page's end   |
+ *   +--------+--------------+--------+-----------------+--------+--------------------------+
+ *   ^ chunk: header + block  ^ chunk                    ^ chunk (committed only as used)
+ *
+ *   chunk header, 16 bytes (u32 words)
+ *     0 SIZE       bytes of the chunk, header included (a multiple of 16); bit 0: free
+ *     1 PREV_SIZE  bytes of the chunk just below (0 for a page's first chunk)
+ *     2 NEXT_FREE  free chunks: next chunk of the same bin (arena offset, 0 = none)
+ *     3 PREV_FREE  free chunks: previous chunk of the same bin (0 = none)
+ *
+ * Invariants: a page's chunks tile it exactly; no two free chunks are
+ * neighbours; every free chunk is on the bin of its size; a live chunk's
+ * block (chunk + 16) has its live bit set (the small-page bitmap formula,
+ * 16-byte granules: the 16 units' bitmaps are consecutive), and no other bit
+ * of the page is set. Free blocks keep their memory: only headers are written.
+ *
+ * Bins: 4 per doubling of the chunk size from 32 bytes to 1 MiB (61 bins,
+ * heads in the arena header, one bit per non-empty bin). malloc looks at the
+ * first chunks of the bin of its size for one that fits, then takes the
+ * first chunk of the next non-empty bin above, whose every chunk fits, and
+ * splits off the rest; a new page when none does. A page whose chunks are all
+ * free again retires like any empty page, unless it is the only fit page.
+ * Memory is committed as chunks are handed out, and the free end of a page
+ * (the part of its last free chunk past its header) is what the idle budget
+ * gives back first (Pages.trimFitPages).
+ */
+
+import {
+  type Arena,
+  H_BITMAP_BIAS,
+  H_FIT_BIN_HEADS,
+  H_FIT_BIN_MAP,
+  H_FIT_PAGE_COUNT,
+  H_FIT_PAGES,
+  MEDIUM_UNITS,
+  S_MADVISE_CALLS,
+  UNIT_SIZE,
+} from "./arena.ts";
+import { Desc, type Pages, PageState } from "./pages.ts";
+import { OS_PAGE_SIZE, releasePages } from "./os.ts";
+import { HeapError } from "./errors.ts";
+
+/** Requests above this many bytes (and up to MAX_CLASS_SIZE) go to fit pages. */
+export const FIT_MIN_REQUEST = 1024;
+export const FIT_PAGE_BYTES = MEDIUM_UNITS * UNIT_SIZE;
+export const CHUNK_HEADER = 16;
+/** A split leaves at least this much as a free chunk; less stays with the block. */
+const MIN_FREE_CHUNK = 64;
+export const FIT_BINS = 64;
+/** How many chunks of the request's own bin malloc looks at before going up a bin. */
+const BIN_SCAN = 8;
+const FREE = 1;
+/** A free page end is given back when it spans at least this many OS pages. */
+const MIN_TRIM_PAGES = 4;
+
+const enum Chunk {
+  Size = 0,
+  PrevSize = 1,
+  NextFree = 2,
+  PrevFree = 3,
+}
+
+/** The bin of a chunk of `size` bytes (32 <= size <= 1 MiB): 4 per doubling. */
+export function binOf(size: number): number {
+  const k = 31 - Math.clz32(size);
+  return ((k - 5) << 2) + ((size >>> (k - 2)) & 3);
+}
+
+/** The chunk bytes a request of `size` bytes needs. */
+export function chunkFor(size: number): number {
+  return ((size + 15) & ~15) + CHUNK_HEADER;
+}
+
+export class FitPages {
+  private readonly arena: Arena;
+  private readonly pages: Pages;
+  private readonly u32: Uint32Array;
+  /** Whether the last alloc() handed out memory still zero from the OS (for calloc). */
+  lastWasZero = false;
+  /** The page alloc() or growInPlace() is cutting a chunk from: trimFreeEnds leaves it alone. */
+  private busyPage = 0;
+
+  constructor(arena: Arena, pages: Pages) {
+    this.arena = arena;
+    this.pages = pages;
+    this.u32 = arena.u32;
+    pages.trimFitPages = (wanted) => this.trimFreeEnds(wanted);
+  }
+
+  /** Usable bytes of the live block at arena offset `offset`. */
+  usable(offset: number): number {
+    return (this.u32[(offset - CHUNK_HEADER) >>> 2] & ~FREE) - CHUNK_HEADER;
+  }
+
+  /**
+   * Hands out a block of at least `size` bytes (FIT_MIN_REQUEST < size <=
+   * 1 MiB - 16); returns its arena offset, or 0 when no memory can be had.
+   */
+  alloc(size: number): number {
+    const u32 = this.u32;
+    const need = chunkFor(size);
+    let chunk = this.findFree(need);
+    let d: number;
+    if (chunk === 0) {
+      d = this.newPage();
+      if (d === 0) return 0;
+      chunk = u32[d + Desc.PageStart];
+    } else {
+      d = this.pages.descriptorOf(chunk);
+      if (u32[d + Desc.State] === PageState.Continuation) {
+        d = this.pages.descriptorOf(u32[d + Desc.PageStart]);
+      }
+    }
+    this.unlinkFree(chunk);
+    this.busyPage = d;
+    const have = u32[chunk >>> 2] & ~FREE;
+    let taken = have;
+    if (have - need >= MIN_FREE_CHUNK) {
+      // Split: the rest becomes a free chunk of its own above this one.
+      const rest = chunk + need;
+      this.pages.commitFitPage(d, rest + CHUNK_HEADER);
+      this.writeFree(rest, have - need, need);
+      this.written(d, rest + CHUNK_HEADER);
+      this.setPrevSize(d, rest + have - need, have - need);
+      this.linkFree(rest);
+      taken = need;
+    }
+    const end = chunk + taken;
+    this.pages.commitFitPage(d, end);
+    u32[chunk >>> 2] = taken;
+    // Memory above ZERO_FROM has not been written since it came from the OS.
+    this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
+    this.written(d, end);
+    u32[d + Desc.Used]++;
+    this.flipLive(chunk + CHUNK_HEADER);
+    this.busyPage = 0;
+    return chunk + CHUNK_HEADER;
+  }
+
+  /** Frees the live block at `offset` of fit page `d` (proven live by the caller); returns its usable size. */
+  free(d: number, offset: number): number {
+    const u32 = this.u32;
+    let chunk = offset - CHUNK_HEADER;
+    let size = u32[chunk >>> 2];
+    const pageStart = u32[d + Desc.PageStart];
+    const pageEnd = pageStart + FIT_PAGE_BYTES;
+    this.checkHeader(chunk, size, pageStart, pageEnd);
+    const usable = size - CHUNK_HEADER;
+    this.flipLive(offset);
+    u32[d + Desc.Used]--;
+    // Merge with the free neighbours.
+    const next = chunk + size;
+    if (next < pageEnd && (u32[next >>> 2] & FREE) !== 0) {
+      this.unlinkFree(next);
+      size += u32[next >>> 2] & ~FREE;
+    }
+    const prevSize = u32[(chunk >>> 2) + Chunk.PrevSize];
+    if (prevSize !== 0 && (u32[(chunk - prevSize) >>> 2] & FREE) !== 0) {
+      chunk -= prevSize;
+      this.unlinkFree(chunk);
+      size += prevSize;
+    }
+    this.writeFree(chunk, size, u32[(chunk >>> 2) + Chunk.PrevSize]);
+    this.setPrevSize(d, chunk + size, size);
+    if (size === FIT_PAGE_BYTES && u32[H_FIT_PAGE_COUNT] > 1) {
+      this.unlinkPage(d);
+      this.pages.retireFitPage(d);
+    } else {
+      this.linkFree(chunk);
+    }
+    return usable;
+  }
+
+  /**
+   * Grows the live block at `offset` of page `d` in place to hold `size`
+   * bytes, taking from the free chunk just above it; returns the new usable
+   * size, or 0 if that chunk is missing or too small.
+   */
+  growInPlace(d: number, offset: number, size: number): number {
+    const u32 = this.u32;
+    const chunk = offset - CHUNK_HEADER;
+    const have = u32[chunk >>> 2];
+    const need = chunkFor(size);
+    const next = chunk + have;
+    const pageEnd = u32[d + Desc.PageStart] + FIT_PAGE_BYTES;
+    if (next >= pageEnd || (u32[next >>> 2] & FREE) === 0) return 0;
+    const total = have + (u32[next >>> 2] & ~FREE);
+    if (total < need) return 0;
+    this.unlinkFree(next);
+    this.busyPage = d;
+    let taken = total;
+    if (total - need >= MIN_FREE_CHUNK) {
+      const rest = chunk + need;
+      this.pages.commitFitPage(d, rest + CHUNK_HEADER);
+      this.writeFree(rest, total - need, need);
+      this.written(d, rest + CHUNK_HEADER);
+      this.setPrevSize(d, rest + total - need, total - need);
+      this.linkFree(rest);
+      taken = need;
+    } else {
+      this.setPrevSize(d, chunk + total, total);
+    }
+    this.pages.commitFitPage(d, chunk + taken);
+    this.written(d, chunk + taken);
+    u32[chunk >>> 2] = taken;
+    this.busyPage = 0;
+    return taken - CHUNK_HEADER;
+  }
+
+  /** Whether `offset` is where the block of a free chunk of fit page `d` would start (for error reports). */
+  isFreedBlock(d: number, offset: number): boolean {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    for (let chunk = start; chunk < start + FIT_PAGE_BYTES;) {
+      const size = u32[chunk >>> 2] & ~FREE;
+      if (chunk + CHUNK_HEADER === offset) return (u32[chunk >>> 2] & FREE) !== 0;
+      if (chunk > offset || size === 0) return false;
+      chunk += size;
+    }
+    return false;
+  }
+
+  /** trim(): the one fit page kept when it emptied retires now. */
+  retireEmptyPage(): void {
+    const u32 = this.u32;
+    const d = u32[H_FIT_PAGES];
+    if (d === 0 || u32[d + Desc.Used] !== 0) return;
+    this.unlinkFree(u32[d + Desc.PageStart]);
+    this.unlinkPage(d);
+    this.pages.retireFitPage(d);
+  }
+
+  /** Calls `visit(offset, usable)` for every live fit block. */
+  forEachLive(visit: (offset: number, usable: number) => void): void {
+    const u32 = this.u32;
+    for (let d = u32[H_FIT_PAGES]; d !== 0; d = u32[d + Desc.Next]) {
+      const start = u32[d + Desc.PageStart];
+      for (let chunk = start; chunk < start + FIT_PAGE_BYTES;) {
+        const word = u32[chunk >>> 2];
+        const size = word & ~FREE;
+        if ((word & FREE) === 0) visit(chunk + CHUNK_HEADER, size - CHUNK_HEADER);
+        chunk += size;
+      }
+    }
+  }
+
+  /**
+   * Gives back the committed memory of fit pages that their last free chunk
+   * covers, past its header, in runs of at least MIN_TRIM_PAGES OS pages, up
+   * to about `wanted` bytes; returns the bytes.
+   */
+  trimFreeEnds(wanted: number): number {
+    const u32 = this.u32;
+    const arena = this.arena;
+    let released = 0;
+    for (let d = u32[H_FIT_PAGES]; d !== 0 && released < wanted; d = u32[d + Desc.Next]) {
+      if (d === this.busyPage) continue;
+      const start = u32[d + Desc.PageStart];
+      const commitEnd = u32[d + Desc.CommitEnd];
+      if (commitEnd - start < (MIN_TRIM_PAGES + 1) * OS_PAGE_SIZE) continue;
+      const tail = this.lastChunk(d);
+      if ((u32[tail >>> 2] & FREE) === 0) continue;
+      const keep = Math.ceil((tail + CHUNK_HEADER) / OS_PAGE_SIZE) * OS_PAGE_SIZE;
+      if (commitEnd - keep < MIN_TRIM_PAGES * OS_PAGE_SIZE) continue;
+      releasePages(arena.base + keep, commitEnd - keep);
+      arena.f64[S_MADVISE_CALLS]++;
+      arena.addCommitted(keep - commitEnd);
+      u32[d + Desc.CommitEnd] = keep;
+      if (u32[d + Desc.ZeroFrom] > keep) u32[d + Desc.ZeroFrom] = keep;
+      released += commitEnd - keep;
+    }
+    return released;
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  /** A free chunk of at least `need` bytes, still on its bin; 0 if none. */
+  private findFree(need: number): number {
+    const u32 = this.u32;
+    const bin = binOf(need);
+    let chunk = u32[H_FIT_BIN_HEADS + bin];
+    for (let i = 0; chunk !== 0 && i < BIN_SCAN; i++) {
+      if ((u32[chunk >>> 2] & ~FREE) >= need) return chunk;
+      chunk = u32[(chunk >>> 2) + Chunk.NextFree];
+    }
+    // Every chunk of a higher bin fits.
+    for (let word = (bin + 1) >>> 5; word < FIT_BINS >>> 5; word++) {
+      let bits = u32[H_FIT_BIN_MAP + word];
+      if (word === (bin + 1) >>> 5) bits &= ~0 << ((bin + 1) & 31);
+      if (bits !== 0) return u32[H_FIT_BIN_HEADS + (word << 5) + 31 - Math.clz32(bits & -bits)];
+    }
+    return 0;
+  }
+
+  /** A new fit page whose one chunk, all of it free, is on its bin; 0 if none. */
+  private newPage(): number {
+    const u32 = this.u32;
+    const d = this.pages.acquireFitPage();
+    if (d === 0) return 0;
+    const start = u32[d + Desc.PageStart];
+    this.pages.commitFitPage(d, start + CHUNK_HEADER);
+    this.writeFree(start, FIT_PAGE_BYTES, 0);
+    this.written(d, start + CHUNK_HEADER);
+    this.linkFree(start);
+    u32[d + Desc.Next] = u32[H_FIT_PAGES];
+    u32[d + Desc.Prev] = 0;
+    if (u32[H_FIT_PAGES] !== 0) u32[u32[H_FIT_PAGES] + Desc.Prev] = d;
+    u32[H_FIT_PAGES] = d;
+    u32[H_FIT_PAGE_COUNT]++;
+    return d;
+  }
+
+  /** Takes page `d` off the list of fit pages (its one free chunk is on no bin). */
+  private unlinkPage(d: number): void {
+    const u32 = this.u32;
+    const prev = u32[d + Desc.Prev];
+    const next = u32[d + Desc.Next];
+    if (prev !== 0) u32[prev + Desc.Next] = next;
+    else u32[H_FIT_PAGES] = next;
+    if (next !== 0) u32[next + Desc.Prev] = prev;
+    u32[d + Desc.Next] = 0;
+    u32[d + Desc.Prev] = 0;
+    u32[H_FIT_PAGE_COUNT]--;
+  }
+
+  /** The chunk that ends the page. */
+  private lastChunk(d: number): number {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    let chunk = start;
+    for (let size = u32[chunk >>> 2] & ~FREE; chunk + size < start + FIT_PAGE_BYTES;) {
+      chunk += size;
+      size = u32[chunk >>> 2] & ~FREE;
+    }
+    return chunk;
+  }
+
+  /**
+   * Memory up to `end` of page `d` has been written (a header or a block):
+   * ZERO_FROM moves past it. A new chunk boundary may fall where an old
+   * header was, so headers count as well as blocks.
+   */
+  private written(d: number, end: number): void {
+    if (end > this.u32[d + Desc.ZeroFrom]) this.u32[d + Desc.ZeroFrom] = end;
+  }
+
+  private writeFree(chunk: number, size: number, prevSize: number): void {
+    const i = chunk >>> 2;
+    this.u32[i] = size | FREE;
+    this.u32[i + Chunk.PrevSize] = prevSize;
+  }
+
+  /** Records `size` as the PREV_SIZE of the chunk at `next`, if the page goes on that far. */
+  private setPrevSize(d: number, next: number, size: number): void {
+    if (next < this.u32[d + Desc.PageStart] + FIT_PAGE_BYTES) {
+      this.u32[(next >>> 2) + Chunk.PrevSize] = size;
+    }
+  }
+
+  private linkFree(chunk: number): void {
+    const u32 = this.u32;
+    const bin = binOf(u32[chunk >>> 2] & ~FREE);
+    const head = u32[H_FIT_BIN_HEADS + bin];
+    u32[(chunk >>> 2) + Chunk.NextFree] = head;
+    u32[(chunk >>> 2) + Chunk.PrevFree] = 0;
+    if (head !== 0) u32[(head >>> 2) + Chunk.PrevFree] = chunk;
+    u32[H_FIT_BIN_HEADS + bin] = chunk;
+    u32[H_FIT_BIN_MAP + (bin >>> 5)] |= 1 << (bin & 31);
+  }
+
+  private unlinkFree(chunk: number): void {
+    const u32 = this.u32;
+    const bin = binOf(u32[chunk >>> 2] & ~FREE);
+    const next = u32[(chunk >>> 2) + Chunk.NextFree];
+    const prev = u32[(chunk >>> 2) + Chunk.PrevFree];
+    if (prev !== 0) u32[(prev >>> 2) + Chunk.NextFree] = next;
+    else u32[H_FIT_BIN_HEADS + bin] = next;
+    if (next !== 0) u32[(next >>> 2) + Chunk.PrevFree] = prev;
+    if (u32[H_FIT_BIN_HEADS + bin] === 0) u32[H_FIT_BIN_MAP + (bin >>> 5)] &= ~(1 << (bin & 31));
+  }
+
+  private flipLive(offset: number): void {
+    this.u32[this.u32[H_BITMAP_BIAS] + (offset >>> 9)] ^= 1 << ((offset >>> 4) & 31);
+  }
+
+  /** A live chunk's header must be sane before free trusts it: else the heap is corrupt. */
+  private checkHeader(
+    chunk: number,
+    size: number,
+    pageStart: number,
+    pageEnd: number,
+  ): void {
+    const u32 = this.u32;
+    const prevSize = u32[(chunk >>> 2) + Chunk.PrevSize];
+    const next = chunk + size;
+    if (
+      (size & 15) !== 0 || size < CHUNK_HEADER + 16 || next > pageEnd ||
+      (prevSize & 15) !== 0 || chunk - prevSize < pageStart ||
+      (prevSize === 0) !== (chunk === pageStart) ||
+      // The boundary tags on both sides must agree with this header.
+      (next < pageEnd && u32[(next >>> 2) + Chunk.PrevSize] !== size) ||
+      (prevSize !== 0 && (u32[(chunk - prevSize) >>> 2] & ~FREE) !== prevSize)
+    ) {
+      throw new HeapError(
+        "corrupt",
+        this.arena.base + chunk + CHUNK_HEADER,
+        `the 16-byte header before this block, or a neighbour's, is damaged (size ${size}, ` +
+          `previous ${prevSize}; fit page at 0x${(this.arena.base + pageStart).toString(16)})`,
+      );
+    }
+  }
+}
