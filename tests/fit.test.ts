@@ -1,0 +1,115 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Heap } from "../mod.ts";
+import { checked, endsMismatch, KiB, MiB, writeEnds } from "./helpers.ts";
+
+/** Committed bytes less metadata: what the blocks' pages hold. */
+function dataCommitted(heap: Heap): number {
+  const s = heap.stats();
+  return s.committedBytes - s.metadataBytes;
+}
+
+describe("fit pages: blocks above 1 KiB of a private heap", () => {
+  it("are cut to 16 bytes: usableSize is the size rounded up to a multiple of 16", () => {
+    using heap = new Heap();
+    for (
+      const [size, usable] of [[1025, 1040], [5000, 5008], [20_000, 20_000], [100_001, 100_016]]
+    ) {
+      const p = heap.malloc(size);
+      assert.equal(heap.usableSize(p), usable, `malloc(${size})`);
+      assert.equal(p % 16, 0);
+    }
+    assert.equal(heap.usableSize(heap.malloc(1024)), 1024, "1 KiB and below: size classes");
+    checked(heap);
+  });
+
+  it("neighbours freed one by one merge: the space of three serves one block of their total size, in place", () => {
+    using heap = new Heap();
+    const [a, b, c, guard] = [
+      heap.malloc(3000),
+      heap.malloc(5000),
+      heap.malloc(7000),
+      heap.malloc(2000),
+    ];
+    writeEnds(heap, guard, 2000, 9);
+    heap.free(b);
+    heap.free(a);
+    heap.free(c);
+    const before = dataCommitted(heap);
+    // 3008 + 5008 + 7008 usable and two headers of 16 bytes in between.
+    const merged = heap.malloc(3008 + 5008 + 7008 + 32);
+    assert.equal(merged, a, "the merged chunk starts where the first block did");
+    assert.equal(dataCommitted(heap), before, "nothing new committed");
+    assert.equal(endsMismatch(heap, guard, 2000, 9), null);
+    checked(heap);
+  });
+
+  it("a free chunk serves any size: a freed 40 KiB block holds two of 19 KiB without new memory", () => {
+    using heap = new Heap();
+    const big = heap.malloc(40 * KiB);
+    const guard = heap.malloc(2000);
+    heap.free(big);
+    const before = dataCommitted(heap);
+    const x = heap.malloc(19 * KiB);
+    const y = heap.malloc(19 * KiB);
+    for (const p of [x, y]) {
+      assert.ok(p >= big && p + 19 * KiB <= big + 40 * KiB, "inside the hole");
+    }
+    assert.equal(dataCommitted(heap), before);
+    heap.free(guard);
+    checked(heap);
+  });
+
+  it("realloc grows a block in place into the free space above it, keeping its bytes", () => {
+    using heap = new Heap();
+    const p = heap.malloc(2000);
+    const q = heap.malloc(10_000);
+    writeEnds(heap, p, 2000, 3);
+    heap.free(q);
+    const grown = heap.realloc(p, 11_000);
+    assert.equal(grown, p, "in place");
+    assert.ok(heap.usableSize(p) >= 11_000);
+    assert.equal(heap.bytes(p, 1)[0], 3);
+    const stats = checked(heap);
+    assert.equal(stats.allocatedBytes, heap.usableSize(p) + 0);
+  });
+
+  it("a page whose blocks are all freed retires, except the last fit page, which trim() gives back", () => {
+    using heap = new Heap({ retainBytes: 0 });
+    const blocks = Array.from({ length: 60 }, () => heap.malloc(60 * KiB)); // four 1 MiB pages
+    for (const p of blocks) heap.free(p);
+    const emptied = checked(heap);
+    assert.ok(dataCommitted(heap) <= MiB + 64 * KiB, `${emptied.committedBytes} still committed`);
+    const released = heap.trim();
+    assert.ok(released > 0);
+    assert.equal(checked(heap).committedBytes, checked(heap).metadataBytes);
+    // And the heap carries on.
+    const again = heap.calloc(1, 60 * KiB);
+    assert.ok(heap.bytes(again).every((b) => b === 0));
+  });
+
+  it("the free end of a fit page is given back before the heap grows past its peak", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const keep = heap.malloc(2000);
+    const blocks = Array.from({ length: 15 }, () => heap.malloc(60 * KiB)); // nearly a page
+    for (const p of blocks) heap.free(p); // a 900 KiB free end above `keep`
+    const before = checked(heap);
+    // New growth elsewhere (small blocks need new pages): the free end goes first.
+    const small = Array.from({ length: 4096 }, () => heap.malloc(64));
+    const after = checked(heap);
+    assert.ok(
+      after.peakCommittedBytes <= before.peakCommittedBytes + 64 * KiB,
+      `peak ${before.peakCommittedBytes} -> ${after.peakCommittedBytes}`,
+    );
+    assert.equal(heap.usableSize(keep), 2000);
+    for (const p of small) heap.free(p);
+    checked(heap);
+  });
+
+  it("secure and shared heaps keep blocks above 1 KiB in size-class pages", () => {
+    using secure = new Heap({ secure: true });
+    assert.equal(secure.usableSize(secure.malloc(5000)), 5120);
+    using shared = new Heap({ shared: true });
+    assert.equal(shared.usableSize(shared.malloc(5000)), 5120);
+  });
+});
