@@ -105,7 +105,10 @@ export function checkHeap(
     const purgedPages = u32[d + Desc.PurgedPages];
     committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
     purgedBytes += purgedPages * OS_PAGE_SIZE;
-    if (state !== PageState.Small && state !== PageState.Medium && purgedPages !== 0) {
+    if (
+      state !== PageState.Small && state !== PageState.Medium && state !== PageState.Fit &&
+      purgedPages !== 0
+    ) {
       fail(where, "an empty page has OS pages counted as purged");
     }
     if (state === PageState.Small || state === PageState.Medium) {
@@ -461,6 +464,8 @@ function checkFitPage(
   let free = 0;
   let prevSize = 0;
   let prevFree = false;
+  // OS pages that may be purged: whole pages of free chunks past their headers.
+  const purgeable = new Uint8Array(FIT_PAGE_BYTES / OS_PAGE_SIZE);
   for (let chunk = start; chunk < end;) {
     const at = arena.base + chunk;
     if (chunk + CHUNK_HEADER > commitEnd) fail(at, "fit page: a chunk header is not committed");
@@ -477,6 +482,8 @@ function checkFitPage(
     }
     if (isFree) {
       free++;
+      const first = Math.ceil((chunk + CHUNK_HEADER - start) / OS_PAGE_SIZE);
+      for (let p = first; (p + 1) * OS_PAGE_SIZE <= chunk + size - start; p++) purgeable[p] = 1;
     } else {
       if (chunk + size > commitEnd) fail(at, "fit page: a live block is not committed");
       allocated += size - CHUNK_HEADER;
@@ -493,6 +500,17 @@ function checkFitPage(
     for (let b = u32[w]; b !== 0; b &= b - 1) bits++;
   }
   if (bits !== live) fail(where, `fit page: ${bits} live bits for ${live} live blocks`);
+  let purged = 0;
+  for (let p = 0; p < purgeable.length; p++) {
+    if ((u32[d + (p >>> 4) * Desc.Words + Desc.PurgedMask] & (1 << (p & 15))) === 0) continue;
+    purged++;
+    if (!purgeable[p] || start + (p + 1) * OS_PAGE_SIZE > commitEnd) {
+      fail(where + p * OS_PAGE_SIZE, "fit page: a purged OS page holds a header or a live block");
+    }
+  }
+  if (purged !== u32[d + Desc.PurgedPages]) {
+    fail(where, `fit page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
+  }
   if (u32[d + Desc.Used] !== live) {
     fail(where, `fit page: USED ${u32[d + Desc.Used]}, ${live} live`);
   }

@@ -34,9 +34,12 @@
  * first chunk of the next non-empty bin above, whose every chunk fits, and
  * splits off the rest; a new page when none does. A page whose chunks are all
  * free again retires like any empty page, unless it is the only fit page.
- * Memory is committed as chunks are handed out, and the free end of a page
- * (the part of its last free chunk past its header) is what the idle budget
- * gives back first (Pages.trimFitPages).
+ * Memory is committed as chunks are handed out. Idle memory here is what
+ * free chunks hold past their headers: the idle budget (and trim()) gives
+ * it back before that of class pages (Pages.trimFitPages), a page's free end
+ * by lowering its COMMIT_END, a free chunk inside by purging its whole OS
+ * pages, which count as committed again when a chunk cut from it touches
+ * them (PURGED_PAGES and the purge masks, as for class pages).
  */
 
 import {
@@ -74,6 +77,10 @@ const enum Chunk {
   PrevFree = 3,
 }
 
+function roundUpPage(offset: number): number {
+  return Math.ceil(offset / OS_PAGE_SIZE) * OS_PAGE_SIZE;
+}
+
 /** The bin of a chunk of `size` bytes (32 <= size <= 1 MiB): 4 per doubling. */
 export function binOf(size: number): number {
   const k = 31 - Math.clz32(size);
@@ -91,14 +98,14 @@ export class FitPages {
   private readonly u32: Uint32Array;
   /** Whether the last alloc() handed out memory still zero from the OS (for calloc). */
   lastWasZero = false;
-  /** The page alloc() or growInPlace() is cutting a chunk from: trimFreeEnds leaves it alone. */
+  /** The page alloc() or growInPlace() is cutting a chunk from: purgeFree leaves it alone. */
   private busyPage = 0;
 
   constructor(arena: Arena, pages: Pages) {
     this.arena = arena;
     this.pages = pages;
     this.u32 = arena.u32;
-    pages.trimFitPages = (wanted) => this.trimFreeEnds(wanted);
+    pages.trimFitPages = (wanted) => this.purgeFree(wanted);
   }
 
   /** Usable bytes of the live block at arena offset `offset`. */
@@ -128,19 +135,19 @@ export class FitPages {
     this.unlinkFree(chunk);
     this.busyPage = d;
     const have = u32[chunk >>> 2] & ~FREE;
-    let taken = have;
-    if (have - need >= MIN_FREE_CHUNK) {
-      // Split: the rest becomes a free chunk of its own above this one.
-      const rest = chunk + need;
-      this.pages.commitFitPage(d, rest + CHUNK_HEADER);
-      this.writeFree(rest, have - need, need);
-      this.written(d, rest + CHUNK_HEADER);
-      this.setPrevSize(d, rest + have - need, have - need);
-      this.linkFree(rest);
-      taken = need;
-    }
+    // Split when the rest makes a free chunk of its own above this one.
+    const split = have - need >= MIN_FREE_CHUNK;
+    const taken = split ? need : have;
     const end = chunk + taken;
-    this.pages.commitFitPage(d, end);
+    const touched = split ? end + CHUNK_HEADER : end;
+    this.pages.commitFitPage(d, touched);
+    this.pages.recommitFitRange(d, chunk, touched);
+    if (split) {
+      this.writeFree(end, have - need, need);
+      this.written(d, end + CHUNK_HEADER);
+      this.setPrevSize(d, end + have - need, have - need);
+      this.linkFree(end);
+    }
     u32[chunk >>> 2] = taken;
     // Memory above ZERO_FROM has not been written since it came from the OS.
     this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
@@ -202,19 +209,20 @@ export class FitPages {
     if (total < need) return 0;
     this.unlinkFree(next);
     this.busyPage = d;
-    let taken = total;
-    if (total - need >= MIN_FREE_CHUNK) {
+    const split = total - need >= MIN_FREE_CHUNK;
+    const taken = split ? need : total;
+    const touched = split ? chunk + taken + CHUNK_HEADER : chunk + taken;
+    this.pages.commitFitPage(d, touched);
+    this.pages.recommitFitRange(d, next, touched);
+    if (split) {
       const rest = chunk + need;
-      this.pages.commitFitPage(d, rest + CHUNK_HEADER);
       this.writeFree(rest, total - need, need);
       this.written(d, rest + CHUNK_HEADER);
       this.setPrevSize(d, rest + total - need, total - need);
       this.linkFree(rest);
-      taken = need;
     } else {
       this.setPrevSize(d, chunk + total, total);
     }
-    this.pages.commitFitPage(d, chunk + taken);
     this.written(d, chunk + taken);
     u32[chunk >>> 2] = taken;
     this.busyPage = 0;
@@ -259,29 +267,47 @@ export class FitPages {
   }
 
   /**
-   * Gives back the committed memory of fit pages that their last free chunk
-   * covers, past its header, in runs of at least MIN_TRIM_PAGES OS pages, up
-   * to about `wanted` bytes; returns the bytes.
+   * Gives back, up to about `wanted` bytes, the memory of fit pages that free
+   * chunks hold past their headers, in runs of at least MIN_TRIM_PAGES OS
+   * pages: a page's free end by lowering its COMMIT_END, a free chunk inside
+   * it by purging its whole OS pages (alloc() counts them in again when a
+   * chunk cut from it touches them). Returns the bytes.
    */
-  trimFreeEnds(wanted: number): number {
+  purgeFree(wanted: number): number {
     const u32 = this.u32;
     const arena = this.arena;
+    const pages = this.pages;
     let released = 0;
     for (let d = u32[H_FIT_PAGES]; d !== 0 && released < wanted; d = u32[d + Desc.Next]) {
       if (d === this.busyPage) continue;
       const start = u32[d + Desc.PageStart];
-      const commitEnd = u32[d + Desc.CommitEnd];
-      if (commitEnd - start < (MIN_TRIM_PAGES + 1) * OS_PAGE_SIZE) continue;
-      const tail = this.lastChunk(d);
-      if ((u32[tail >>> 2] & FREE) === 0) continue;
-      const keep = Math.ceil((tail + CHUNK_HEADER) / OS_PAGE_SIZE) * OS_PAGE_SIZE;
-      if (commitEnd - keep < MIN_TRIM_PAGES * OS_PAGE_SIZE) continue;
-      releasePages(arena.base + keep, commitEnd - keep);
-      arena.f64[S_MADVISE_CALLS]++;
-      arena.addCommitted(keep - commitEnd);
-      u32[d + Desc.CommitEnd] = keep;
-      if (u32[d + Desc.ZeroFrom] > keep) u32[d + Desc.ZeroFrom] = keep;
-      released += commitEnd - keep;
+      const end = start + FIT_PAGE_BYTES;
+      for (let chunk = start; chunk < end && released < wanted;) {
+        const word = u32[chunk >>> 2];
+        const size = word & ~FREE;
+        const commitEnd = u32[d + Desc.CommitEnd];
+        if (chunk >= commitEnd) break;
+        const from = roundUpPage(chunk + CHUNK_HEADER);
+        if ((word & FREE) !== 0 && chunk + size === end) {
+          // The page's free end: no longer committed at all.
+          if (commitEnd - from >= MIN_TRIM_PAGES * OS_PAGE_SIZE) {
+            const purged = pages.recommitFitRange(d, from, commitEnd, true);
+            releasePages(arena.base + from, commitEnd - from);
+            arena.f64[S_MADVISE_CALLS]++;
+            const bytes = commitEnd - from - purged * OS_PAGE_SIZE;
+            arena.addCommitted(-bytes);
+            u32[d + Desc.CommitEnd] = from;
+            if (u32[d + Desc.ZeroFrom] > from) u32[d + Desc.ZeroFrom] = from;
+            released += bytes;
+          }
+        } else if ((word & FREE) !== 0) {
+          const to = Math.min(chunk + size - ((chunk + size) % OS_PAGE_SIZE), commitEnd);
+          if (to - from >= MIN_TRIM_PAGES * OS_PAGE_SIZE) {
+            released += pages.purgeFitRange(d, from, to);
+          }
+        }
+        chunk += size;
+      }
     }
     return released;
   }
@@ -335,18 +361,6 @@ export class FitPages {
     u32[d + Desc.Next] = 0;
     u32[d + Desc.Prev] = 0;
     u32[H_FIT_PAGE_COUNT]--;
-  }
-
-  /** The chunk that ends the page. */
-  private lastChunk(d: number): number {
-    const u32 = this.u32;
-    const start = u32[d + Desc.PageStart];
-    let chunk = start;
-    for (let size = u32[chunk >>> 2] & ~FREE; chunk + size < start + FIT_PAGE_BYTES;) {
-      chunk += size;
-      size = u32[chunk >>> 2] & ~FREE;
-    }
-    return chunk;
   }
 
   /**

@@ -525,6 +525,53 @@ export class Pages {
     if (populatePages(this.arena.base + from, newEnd - from)) this.arena.f64[S_MADVISE_CALLS]++;
   }
 
+  /**
+   * fit.ts: gives back the OS pages in `[from, to)` (page-aligned, below
+   * COMMIT_END) of fit page `d`, which no chunk header or live block
+   * touches; marks them purged. Returns the bytes newly given back.
+   */
+  purgeFitRange(d: number, from: number, to: number): number {
+    const start = this.u32[d + Desc.PageStart];
+    let fresh = 0;
+    for (let p = (from - start) >>> OsPage.Shift; p < (to - start) >>> OsPage.Shift; p++) {
+      if (!this.isPurged(d, p)) this.markPurged(d, p, true), fresh++;
+    }
+    if (fresh === 0) return 0;
+    releasePages(this.arena.base + from, to - from);
+    this.arena.f64[S_MADVISE_CALLS]++;
+    this.u32[d + Desc.PurgedPages] += fresh;
+    this.arena.f64[S_PURGED_BYTES] += fresh * OS_PAGE_SIZE;
+    this.arena.addCommitted(-fresh * OS_PAGE_SIZE);
+    return fresh * OS_PAGE_SIZE;
+  }
+
+  /**
+   * fit.ts: the purged OS pages of fit page `d` that `[from, to)` touches
+   * are about to be written: counted as committed again and faulted in.
+   * `unmarkOnly` (a trimmed page end, above the new COMMIT_END) just forgets
+   * them. Returns how many there were.
+   */
+  recommitFitRange(d: number, from: number, to: number, unmarkOnly = false): number {
+    const u32 = this.u32;
+    if (u32[d + Desc.PurgedPages] === 0) return 0;
+    const start = u32[d + Desc.PageStart];
+    let count = 0;
+    for (let p = (from - start) >>> OsPage.Shift; p <= (to - 1 - start) >>> OsPage.Shift; p++) {
+      if (this.isPurged(d, p)) this.markPurged(d, p, false), count++;
+    }
+    if (count === 0) return 0;
+    u32[d + Desc.PurgedPages] -= count;
+    this.arena.f64[S_PURGED_BYTES] -= count * OS_PAGE_SIZE;
+    if (unmarkOnly) return count;
+    this.giveBackIdle(count * OS_PAGE_SIZE);
+    this.arena.addCommitted(count * OS_PAGE_SIZE);
+    const first = start + (((from - start) >>> OsPage.Shift) << OsPage.Shift);
+    if (populatePages(this.arena.base + first, roundUp(to, OS_PAGE_SIZE) - first)) {
+      this.arena.f64[S_MADVISE_CALLS]++;
+    }
+    return count;
+  }
+
   /** fit.ts: gives back committed memory of fit pages that no block uses; returns the bytes. */
   trimFitPages: (wanted: number) => number = () => 0;
 

@@ -1,7 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap } from "../mod.ts";
-import { checked, endsMismatch, KiB, MiB, writeEnds } from "./helpers.ts";
+import { assertZero, checked, endsMismatch, KiB, MiB, writeEnds } from "./helpers.ts";
+import { residentBytes } from "./native_memory.ts";
 
 /** Committed bytes less metadata: what the blocks' pages hold. */
 function dataCommitted(heap: Heap): number {
@@ -103,6 +104,38 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     );
     assert.equal(heap.usableSize(keep), 2000);
     for (const p of small) heap.free(p);
+    checked(heap);
+  });
+
+  it("trim() purges the whole OS pages of a free chunk inside a page; a block cut from it later counts them again", () => {
+    using heap = new Heap();
+    const low = heap.malloc(2000);
+    const middle = Array.from({ length: 10 }, () => heap.malloc(50 * KiB));
+    const high = heap.malloc(2000);
+    for (const p of middle) heap.bytes(p).fill(0xee);
+    writeEnds(heap, low, 2000, 1);
+    writeEnds(heap, high, 2000, 2);
+    for (const p of middle) heap.free(p); // one free chunk of about 500 KiB between low and high
+    const hole = middle[0];
+    assert.ok(residentBytes(hole, 400 * KiB) >= 400 * KiB, "the hole is resident before trim()");
+    const before = checked(heap);
+    heap.trim();
+    const after = checked(heap);
+    assert.ok(after.purgedBytes >= 480 * KiB, `${after.purgedBytes} bytes purged`);
+    assert.equal(after.committedBytes, before.committedBytes - after.purgedBytes);
+    assert.ok(residentBytes(hole + 8 * KiB, 400 * KiB) === 0, "the hole left RAM");
+    assert.equal(endsMismatch(heap, low, 2000, 1), null);
+    assert.equal(endsMismatch(heap, high, 2000, 2), null);
+    // Cutting blocks from the hole brings its pages back, zeroed where calloc asks.
+    const again = heap.calloc(1, 100 * KiB);
+    assert.ok(again >= hole && again < high, "from the hole");
+    assertZero(heap, again, 100 * KiB, "calloc over purged pages");
+    const refilled = checked(heap);
+    assert.ok(refilled.purgedBytes <= after.purgedBytes - 90 * KiB, "its pages count again");
+    assert.ok(residentBytes(again, 100 * KiB) >= 100 * KiB, "and are resident");
+    heap.free(again);
+    heap.free(low);
+    heap.free(high);
     checked(heap);
   });
 
