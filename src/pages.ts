@@ -62,7 +62,7 @@
  *   line 1 (bytes 64..127), fixed while the page is in use
  *  16 BLOCK_SIZE  bytes per block
  *  17 CLASS       size class
- *  18 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION
+ *  18 STATE       UNUSED | SMALL | MEDIUM | RETAINED | RELEASED | CONTINUATION | FIT
  *  19 PAGE_START  offset of the page's first byte
  *  20 BUMP_END    end of the last whole block that fits
  *  21 CAPACITY    blocks the page holds
@@ -96,6 +96,9 @@
  *    small ones when a small page is wanted. When retained bytes exceed the
  *    heap's `retainBytes`, the oldest are released. A page with OS pages
  *    purged while in use (see "idle memory" below) is released, never retained.
+ *  - FIT: a 1 MiB page of fit.ts (blocks above 1 KiB of a private heap), on
+ *    the list of fit pages in the arena header, never on a class list; made
+ *    from a retained or released medium page like one, and retired like one.
  *  - RELEASED: returned to the OS with madvise(MADV_DONTNEED), on its kind's
  *    released list; reads zero when reused. Once the arena is carved to the
  *    top, released pages of one kind are split or merged into the other.
