@@ -388,11 +388,14 @@ export class Heap {
     if (total > MAX_CLASS_SIZE) return this.#allocLarge(total, 0); // fresh mappings are zero
     if (total > FIT_MIN_REQUEST && this.#fit !== null) {
       const address = this.#allocFit(total);
-      if (address !== 0 && !this.#fit.lastWasZero) {
-        const offset = address - this.#base;
-        this.#u8.fill(0, offset, offset + this.#fit.usable(offset));
+      if (address !== 0) {
+        if (!this.#fit.lastWasZero) {
+          const offset = address - this.#base;
+          this.#u8.fill(0, offset, offset + this.#fit.usable(offset));
+        }
+        return address;
       }
-      return address;
+      // Else a class page, as in #allocAny.
     }
     const cls = total <= LOOKUP_MAX_SIZE
       ? this.#sizeToClass[(total + 15) >>> 4]
@@ -754,7 +757,11 @@ export class Heap {
   /** Any valid size: a class block, a fit block or a large block. */
   #allocAny(size: number): number {
     if (size <= MAX_CLASS_SIZE) {
-      if (size > FIT_MIN_REQUEST && this.#fit !== null) return this.#allocFit(size);
+      if (size > FIT_MIN_REQUEST && this.#fit !== null) {
+        // 0: no room in fit pages and no 16 free units in a row for one; a class page may fit.
+        const block = this.#allocFit(size);
+        if (block !== 0) return block;
+      }
       return this.#allocFromClass(classOfSize(size), size);
     }
     return this.#allocLarge(size, 0);

@@ -136,6 +136,27 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     heap.free(again);
     heap.free(low);
     heap.free(high);
+
+  it("with no 16 free units in a row for a fit page, blocks above 1 KiB come from class pages instead of 0", () => {
+    using heap = new Heap({ arenaBytes: 16 * MiB, retainBytes: 0 });
+    const small: number[] = [];
+    for (let p = heap.malloc(1000); p !== 0; p = heap.malloc(1000)) small.push(p);
+    // Empty every other 64 KiB unit: half the arena is free, no 1 MiB of it in one piece.
+    const kept = small.filter((p) => {
+      const even = Math.floor(p / (64 * KiB)) % 2 === 0;
+      if (even) heap.free(p);
+      return !even;
+    });
+    checked(heap);
+    const p = heap.malloc(2000);
+    assert.notEqual(p, 0, "malloc(2000) with half the arena free");
+    writeEnds(heap, p, 2000, 5);
+    const q = heap.calloc(1, 3000);
+    assert.notEqual(q, 0, "calloc(1, 3000) with half the arena free");
+    assert.ok(heap.bytes(q).every((b) => b === 0));
+    assert.equal(endsMismatch(heap, p, 2000, 5), null);
+    checked(heap);
+    for (const b of [p, q, ...kept]) heap.free(b);
     checked(heap);
   });
 
