@@ -120,13 +120,14 @@ export class FitPages {
   alloc(size: number): number {
     const u32 = this.u32;
     const need = chunkFor(size);
-    let chunk = this.findFree(need);
-    let d: number;
-    if (chunk === 0) {
-      d = this.newPage();
-      if (d === 0) return 0;
+    let chunk = this.findFree(need, BIN_SCAN);
+    let d = chunk === 0 ? this.newPage() : 0;
+    if (d !== 0) {
       chunk = u32[d + Desc.PageStart];
     } else {
+      // No new page to be had: a chunk that fits further down the bin will do.
+      if (chunk === 0) chunk = this.findFree(need, Infinity);
+      if (chunk === 0) return 0;
       d = this.pages.descriptorOf(chunk);
       if (u32[d + Desc.State] === PageState.Continuation) {
         d = this.pages.descriptorOf(u32[d + Desc.PageStart]);
@@ -314,12 +315,12 @@ export class FitPages {
 
   // ---- internals ------------------------------------------------------------
 
-  /** A free chunk of at least `need` bytes, still on its bin; 0 if none. */
-  private findFree(need: number): number {
+  /** A free chunk of at least `need` bytes (looking at `scan` chunks of its bin), still on its bin; 0 if none. */
+  private findFree(need: number, scan: number): number {
     const u32 = this.u32;
     const bin = binOf(need);
     let chunk = u32[H_FIT_BIN_HEADS + bin];
-    for (let i = 0; chunk !== 0 && i < BIN_SCAN; i++) {
+    for (let i = 0; chunk !== 0 && i < scan; i++) {
       if ((u32[chunk >>> 2] & ~FREE) >= need) return chunk;
       chunk = u32[(chunk >>> 2) + Chunk.NextFree];
     }

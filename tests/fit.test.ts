@@ -160,6 +160,25 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     checked(heap);
   });
 
+  it("with the arena full, a free chunk that fits is found however far down its bin it is", () => {
+    using heap = new Heap({ arenaBytes: 16 * MiB });
+    // Chunks of 6000 (y) and 5200 (x) bytes share a bin; 1100-byte blocks keep them apart.
+    const ys: number[] = [];
+    const xs: number[] = [];
+    for (;;) {
+      const [y, g1, x, g2] = [5984, 1100, 5184, 1100].map((size) => heap.malloc(size));
+      if (y === 0 || g1 === 0 || x === 0 || g2 === 0) break;
+      ys.push(y), xs.push(x);
+    }
+    while (heap.malloc(1025) !== 0);
+    // The fitting chunk first, so that nine that do not fit come before it in the bin.
+    heap.free(ys[0]);
+    for (let i = 0; i < 9; i++) heap.free(xs[i]);
+    checked(heap);
+    assert.equal(heap.malloc(5984), ys[0]);
+    checked(heap);
+  });
+
   it("secure and shared heaps keep blocks above 1 KiB in size-class pages", () => {
     using secure = new Heap({ secure: true });
     assert.equal(secure.usableSize(secure.malloc(5000)), 5120);
