@@ -205,6 +205,7 @@ export class FitPages {
     const need = chunkFor(size);
     const next = chunk + have;
     const pageEnd = u32[d + Desc.PageStart] + FIT_PAGE_BYTES;
+    this.checkHeader(chunk, have, u32[d + Desc.PageStart], pageEnd);
     if (next >= pageEnd || (u32[next >>> 2] & FREE) === 0) return 0;
     const total = have + (u32[next >>> 2] & ~FREE);
     if (total < need) return 0;
@@ -261,6 +262,13 @@ export class FitPages {
       for (let chunk = start; chunk < start + FIT_PAGE_BYTES;) {
         const word = u32[chunk >>> 2];
         const size = word & ~FREE;
+        if (!this.tiles(chunk, size, start + FIT_PAGE_BYTES)) {
+          throw new HeapError(
+            "corrupt",
+            this.arena.base + chunk + CHUNK_HEADER,
+            `the 16-byte header before this block is damaged (size ${size})`,
+          );
+        }
         if ((word & FREE) === 0) visit(chunk + CHUNK_HEADER, size - CHUNK_HEADER);
         chunk += size;
       }
@@ -287,7 +295,9 @@ export class FitPages {
         const word = u32[chunk >>> 2];
         const size = word & ~FREE;
         const commitEnd = u32[d + Desc.CommitEnd];
-        if (chunk >= commitEnd) break;
+        // A damaged header (check() says where) leaves the rest of the page
+        // alone: madvise must not follow sizes that do not tile it.
+        if (chunk >= commitEnd || !this.tiles(chunk, size, end)) break;
         const from = roundUpPage(chunk + CHUNK_HEADER);
         if ((word & FREE) !== 0 && chunk + size === end) {
           // The page's free end: no longer committed at all.
@@ -314,6 +324,15 @@ export class FitPages {
   }
 
   // ---- internals ------------------------------------------------------------
+
+  /**
+   * Whether a chunk of `size` bytes at `chunk` fits the page ending at `end`
+   * and the chunk above it (if any) records the same size below it.
+   */
+  private tiles(chunk: number, size: number, end: number): boolean {
+    return (size & 15) === 0 && size >= CHUNK_HEADER + 16 && chunk + size <= end &&
+      (chunk + size === end || this.u32[((chunk + size) >>> 2) + Chunk.PrevSize] === size);
+  }
 
   /** A free chunk of at least `need` bytes (looking at `scan` chunks of its bin), still on its bin; 0 if none. */
   private findFree(need: number, scan: number): number {

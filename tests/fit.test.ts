@@ -1,8 +1,17 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Heap } from "../mod.ts";
+import { Heap, HeapError } from "../mod.ts";
 import { assertZero, checked, endsMismatch, KiB, MiB, writeEnds } from "./helpers.ts";
 import { residentBytes } from "./native_memory.ts";
+
+/** Overwrites the u32 at `address` (outside any block view, as a stray native write would). */
+function pokeU32(address: number, value: number): void {
+  const raw = Deno.UnsafePointerView.getArrayBuffer(
+    Deno.UnsafePointer.create(BigInt(address))!,
+    16,
+  );
+  new DataView(raw).setUint32(0, value, true);
+}
 
 /** Committed bytes less metadata: what the blocks' pages hold. */
 function dataCommitted(heap: Heap): number {
@@ -136,6 +145,8 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     heap.free(again);
     heap.free(low);
     heap.free(high);
+    checked(heap);
+  });
 
   it("with no 16 free units in a row for a fit page, blocks above 1 KiB come from class pages instead of 0", () => {
     using heap = new Heap({ arenaBytes: 16 * MiB, retainBytes: 0 });
@@ -177,6 +188,31 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     checked(heap);
     assert.equal(heap.malloc(5984), ys[0]);
     checked(heap);
+  });
+
+  it("a block overrun by 16 zero bytes (the next chunk's header) does not hang the heap: it grows on, and check() and leaks() throw HeapError corrupt", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const a = heap.malloc(5000);
+    heap.free(heap.malloc(100 * KiB)); // a committed free end above `a`
+    for (let i = 0; i < 4; i++) pokeU32(a + 5008 + 4 * i, 0);
+    // Growth past the peak: the idle budget walks the fit pages' free chunks.
+    for (let i = 0; i < 20_000; i++) assert.notEqual(heap.malloc(512), 0);
+    for (const op of [() => heap.check(), () => heap.leaks()]) {
+      assert.throws(op, (e: unknown) => e instanceof HeapError && e.code === "corrupt");
+    }
+  });
+
+  it("realloc of a block whose header says it is larger than it is throws HeapError corrupt", () => {
+    using heap = new Heap();
+    const a = heap.malloc(5000);
+    const b = heap.malloc(5000);
+    heap.free(heap.malloc(50 * KiB));
+    pokeU32(a - 16, 5024 + 5024); // a's size now claims b as well
+    assert.throws(
+      () => heap.realloc(a, 20_000),
+      (e: unknown) => e instanceof HeapError && e.code === "corrupt",
+    );
+    assert.ok(b !== 0);
   });
 
   it("secure and shared heaps keep blocks above 1 KiB in size-class pages", () => {
