@@ -11,6 +11,7 @@ import {
   H_BITMAP_BIAS,
   H_FIT_BIN_HEADS,
   H_FIT_BIN_MAP,
+  H_FIT_EMPTY,
   H_FIT_PAGE_COUNT,
   H_FIT_PAGES,
   H_LARGE_COUNT,
@@ -550,6 +551,18 @@ function checkFitLists(
     const at = arena.base + u32[d + Desc.PageStart];
     if (!fitPages.has(d) || ++count > fitPages.size) fail(at, "fit page list: not a fit page");
     if (u32[d + Desc.Prev] !== prev) fail(at, "fit page list: broken back link");
+  }
+  // At most one fit page is empty: the one kept.
+  for (const d of fitPages) {
+    if ((u32[d + Desc.Used] === 0) !== (d === u32[H_FIT_EMPTY])) {
+      fail(
+        arena.base + u32[d + Desc.PageStart],
+        "fit page: empty but not kept, or kept but in use",
+      );
+    }
+  }
+  if (u32[H_FIT_EMPTY] !== 0 && !fitPages.has(u32[H_FIT_EMPTY])) {
+    fail(arena.base, "the kept empty fit page is not a fit page");
   }
   if (count !== fitPages.size || count !== u32[H_FIT_PAGE_COUNT]) {
     fail(

@@ -33,7 +33,8 @@
  * first chunks of the bin of its size for one that fits, then takes the
  * first chunk of the next non-empty bin above, whose every chunk fits, and
  * splits off the rest; a new page when none does. A page whose chunks are all
- * free again retires like any empty page, unless it is the only fit page.
+ * free again retires like any empty page, except one, kept (H_FIT_EMPTY) so
+ * that a block that comes and goes does not take and retire a page each time.
  * Memory is committed as chunks are handed out. Idle memory here is what
  * free chunks hold past their headers: the idle budget (and trim()) gives
  * it back before that of class pages (Pages.trimFitPages), a page's free end
@@ -47,6 +48,7 @@ import {
   H_BITMAP_BIAS,
   H_FIT_BIN_HEADS,
   H_FIT_BIN_MAP,
+  H_FIT_EMPTY,
   H_FIT_PAGE_COUNT,
   H_FIT_PAGES,
   MEDIUM_UNITS,
@@ -135,6 +137,7 @@ export class FitPages {
     }
     this.unlinkFree(chunk);
     this.busyPage = d;
+    if (u32[H_FIT_EMPTY] === d) u32[H_FIT_EMPTY] = 0;
     const have = u32[chunk >>> 2] & ~FREE;
     // Split when the rest makes a free chunk of its own above this one.
     const split = have - need >= MIN_FREE_CHUNK;
@@ -184,10 +187,12 @@ export class FitPages {
     }
     this.writeFree(chunk, size, u32[(chunk >>> 2) + Chunk.PrevSize]);
     this.setPrevSize(d, chunk + size, size);
-    if (size === FIT_PAGE_BYTES && u32[H_FIT_PAGE_COUNT] > 1) {
+    const kept = u32[H_FIT_EMPTY];
+    if (size === FIT_PAGE_BYTES && kept !== 0 && kept !== d) {
       this.unlinkPage(d);
       this.pages.retireFitPage(d);
     } else {
+      if (size === FIT_PAGE_BYTES) u32[H_FIT_EMPTY] = d;
       this.linkFree(chunk);
     }
     return usable;
@@ -244,11 +249,12 @@ export class FitPages {
     return false;
   }
 
-  /** trim(): the one fit page kept when it emptied retires now. */
+  /** trim(): the fit page kept when it emptied retires now. */
   retireEmptyPage(): void {
     const u32 = this.u32;
-    const d = u32[H_FIT_PAGES];
-    if (d === 0 || u32[d + Desc.Used] !== 0) return;
+    const d = u32[H_FIT_EMPTY];
+    if (d === 0) return;
+    u32[H_FIT_EMPTY] = 0;
     this.unlinkFree(u32[d + Desc.PageStart]);
     this.unlinkPage(d);
     this.pages.retireFitPage(d);

@@ -98,6 +98,25 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     assert.ok(heap.bytes(again).every((b) => b === 0));
   });
 
+  it("a block that comes and goes on a page of its own keeps that page: no page taken and retired per pair", () => {
+    using heap = new Heap({ retainBytes: 0 });
+    const full = Array.from({ length: 20 }, () => heap.malloc(50 * KiB)); // the first page, nearly full
+    const first = heap.malloc(100 * KiB); // no room left there: a second page
+    heap.free(first);
+    const before = checked(heap);
+    for (let i = 0; i < 100; i++) {
+      const p = heap.malloc(100 * KiB);
+      assert.equal(p, first, `pair ${i}`);
+      heap.free(p);
+    }
+    const after = checked(heap);
+    assert.equal(after.madviseCalls, before.madviseCalls, "no page released or faulted in again");
+    assert.equal(after.committedBytes, before.committedBytes);
+    for (const p of full) heap.free(p);
+    heap.trim();
+    assert.equal(checked(heap).committedBytes, checked(heap).metadataBytes);
+  });
+
   it("the free end of a fit page is given back before the heap grows past its peak", () => {
     using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
     const keep = heap.malloc(2000);
