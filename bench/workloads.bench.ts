@@ -3,6 +3,8 @@
  *
  *  - pairs of every size class up to 1 KiB: 16..256 in 16-byte steps, then
  *    the 8-per-doubling classes 288..512 and 576..1024 (1000 pairs/iter)
+ *  - mixed 1..8 KiB: 200k ops over a window of 1024 live slots (the sizes of
+ *    the heap's fit pages; @thi.ng/malloc is left out, as in core's mixed)
  *  - lifetimes: 10M ops (5M mallocs, 5M frees) with random sizes and random
  *    lifetimes from a seeded schedule (see lifetimeSchedule); @thi.ng/malloc
  *    and Uint8Array would take far over 2 s an iteration, so they run the
@@ -71,6 +73,19 @@ for (const size of CLASS_SIZES) {
     { n: 300, warmup: 30, slow: { uint8array: { n: 30, warmup: 5 } } },
   );
 }
+
+// ---- blocks above 1 KiB: fit pages ----------------------------------------------------------
+
+// The heap cuts these from fit pages and merges them when freed (src/fit.ts):
+// what that costs against size classes shows here.
+const MID_OPS = 200_000;
+const midSizes = uniformSizes(MID_OPS, 1025, 8192, 0x5eed);
+const midSlots = randomSlots(MID_OPS, 1024, 0xc0ffee);
+group(
+  `mixed ${MID_OPS / 1000}k ops, 1024 live, 1..8 KiB`,
+  (a) => specialize(windowTemplate, `${a.name} mid`)(a, midSizes, midSlots, 1024),
+  { n: 10, warmup: 2, without: ["thing"], slow: { uint8array: { n: 3, warmup: 1 } } },
+);
 
 // ---- random sizes and lifetimes ------------------------------------------------------------
 
