@@ -108,6 +108,7 @@ export class FitPages {
     this.pages = pages;
     this.u32 = arena.u32;
     pages.trimFitPages = (wanted) => this.purgeFree(wanted);
+    pages.retireKeptFitPage = () => this.retireEmptyPage();
   }
 
   /** Usable bytes of the live block at arena offset `offset`. */
@@ -249,15 +250,16 @@ export class FitPages {
     return false;
   }
 
-  /** trim(): the fit page kept when it emptied retires now. */
-  retireEmptyPage(): void {
+  /** trim(), or no page to be had elsewhere: the fit page kept when it emptied retires now; false if none. */
+  retireEmptyPage(): boolean {
     const u32 = this.u32;
     const d = u32[H_FIT_EMPTY];
-    if (d === 0) return;
+    if (d === 0) return false;
     u32[H_FIT_EMPTY] = 0;
     this.unlinkFree(u32[d + Desc.PageStart]);
     this.unlinkPage(d);
     this.pages.retireFitPage(d);
+    return true;
   }
 
   /** Calls `visit(offset, usable)` for every live fit block. */

@@ -430,6 +430,11 @@ export class Pages {
     if (d === 0 && !medium) d = this.splitRetainedMedium();
     if (d === 0) d = this.carve(units);
     if (d === 0) d = this.convertReleased(medium);
+    if (d === 0 && this.retireKeptFitPage()) {
+      // The empty fit page fit.ts keeps for its next block is all the room left.
+      d = this.takeRetained(medium) || this.takeReleased(medium) ||
+        (medium ? 0 : this.splitRetainedMedium()) || this.convertReleased(medium);
+    }
     this.unlockShared();
     if (d === 0) return 0;
     const start = u32[d + Desc.PageStart];
@@ -577,6 +582,8 @@ export class Pages {
 
   /** fit.ts: gives back committed memory of fit pages that no block uses; returns the bytes. */
   trimFitPages: (wanted: number) => number = () => 0;
+  /** fit.ts: retires the empty fit page it keeps, if any (a page is wanted and none is left); whether it did. */
+  retireKeptFitPage: () => boolean = () => false;
 
   // ---- block slow paths ------------------------------------------------------
 

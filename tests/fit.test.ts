@@ -209,6 +209,25 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     checked(heap);
   });
 
+  it("with the arena full, the empty fit page kept for the next fit block serves class blocks instead of malloc returning 0", () => {
+    for (const retainBytes of [16 * MiB, 0]) {
+      using heap = new Heap({ arenaBytes: 16 * MiB, retainBytes });
+      const f = heap.malloc(5000);
+      heap.free(f); // the only fit page empties and is kept
+      const page = f - 16; // its first chunk's header starts it
+      const small: number[] = [];
+      for (let p = heap.malloc(1000); p !== 0; p = heap.malloc(1000)) small.push(p);
+      const inPage = small.filter((p) => p >= page && p < page + MiB).length;
+      assert.ok(
+        inPage >= 1000,
+        `retainBytes ${retainBytes}: ${inPage} blocks of 1000 in the kept page`,
+      );
+      checked(heap);
+      for (const p of small) heap.free(p);
+      checked(heap);
+    }
+  });
+
   it("a block overrun by 16 zero bytes (the next chunk's header) does not hang the heap: it grows on, and check() and leaks() throw HeapError corrupt", () => {
     using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
     const a = heap.malloc(5000);
