@@ -145,6 +145,9 @@ export class FitPages {
     const taken = split ? need : have;
     const end = chunk + taken;
     const touched = split ? end + CHUNK_HEADER : end;
+    // Memory above ZERO_FROM has not been written since it came from the OS
+    // (read before the split's header, above the block, moves ZERO_FROM past it).
+    this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
     this.pages.commitFitPage(d, touched);
     this.pages.recommitFitRange(d, chunk, touched);
     if (split) {
@@ -154,8 +157,6 @@ export class FitPages {
       this.linkFree(end);
     }
     u32[chunk >>> 2] = taken;
-    // Memory above ZERO_FROM has not been written since it came from the OS.
-    this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
     this.written(d, end);
     u32[d + Desc.Used]++;
     this.flipLive(chunk + CHUNK_HEADER);

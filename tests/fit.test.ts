@@ -167,6 +167,30 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     checked(heap);
   });
 
+  it("calloc does not zero a block cut from memory no one has written since the OS gave it (a fresh page's free end), and does zero reused memory", () => {
+    using heap = new Heap();
+    const fill = Uint8Array.prototype.fill;
+    let zeroed = 0;
+    Uint8Array.prototype.fill = function (this: Uint8Array, ...args: Parameters<typeof fill>) {
+      if (args[0] === 0 && (args[2] ?? this.length) - (args[1] ?? 0) >= 4000) zeroed++;
+      return fill.apply(this, args);
+    };
+    try {
+      const fresh = Array.from({ length: 20 }, (_, i) => heap.calloc(1, 4000 + 160 * i));
+      assert.equal(zeroed, 0, "fresh memory is zero already");
+      fresh.forEach((p, i) => assertZero(heap, p, 4000 + 160 * i, `fresh calloc ${i}`));
+      for (const p of fresh) heap.bytes(p).fill(0xab);
+      heap.free(fresh[3]);
+      const again = heap.calloc(1, 4000);
+      assert.equal(again, fresh[3], "from the freed chunk");
+      assert.equal(zeroed, 1, "reused memory is zeroed");
+      assertZero(heap, again, 4000, "calloc over a freed block");
+    } finally {
+      Uint8Array.prototype.fill = fill;
+    }
+    checked(heap);
+  });
+
   it("with no 16 free units in a row for a fit page, blocks above 1 KiB come from class pages instead of 0", () => {
     using heap = new Heap({ arenaBytes: 16 * MiB, retainBytes: 0 });
     const small: number[] = [];
