@@ -69,7 +69,7 @@ export const FIT_BINS = 64;
 /** How many chunks of the request's own bin malloc looks at before going up a bin. */
 const BIN_SCAN = 8;
 const FREE = 1;
-/** A free page end is given back when it spans at least this many OS pages. */
+/** Free memory of a fit page is given back in runs of at least this many OS pages. */
 const MIN_TRIM_PAGES = 4;
 
 const enum Chunk {
