@@ -19,7 +19,7 @@
  *                    | header: magic, layout, list heads (u32)       |  0..511
  *                    | statistics counters (f64)                     |  512..1023
  *                    | recently freed large blocks (f64 ring)        |  1024..1535
- *                    | fit pages: bins of free chunks, page list     |  1536..1811
+ *                    | fit pages: bins of free chunks, page list     |  1536..1807
  *                    | class table: 88 x 16 B                        |  2048..3455
  *                    | size -> class lookup, 65 x u8                 |  3584..3648
  *   4096             +-----------------------------------------------+
@@ -104,17 +104,16 @@ export const H_BITMAP_BIAS = 19;
 export const H_CHECK_LOCK = 20;
 
 /**
- * Fit pages (see fit.ts), in u32 words 384..452 (bytes 1536..1811): the
+ * Fit pages (see fit.ts), in u32 words 384..451 (bytes 1536..1807): the
  * heads of the 64 bins of free chunks, a bit per non-empty bin, the list of
- * fit pages (linked through their descriptors' NEXT and PREV) with its
- * length, and the empty fit page kept.
+ * fit pages (linked through their descriptors' NEXT and PREV), and the
+ * empty fit page kept.
  */
 export const H_FIT_BIN_HEADS = 384;
 export const H_FIT_BIN_MAP = 448;
 export const H_FIT_PAGES = 450;
-export const H_FIT_PAGE_COUNT = 451;
 /** The one fit page kept though all its blocks are free (0 = none): see fit.ts. */
-export const H_FIT_EMPTY = 452;
+export const H_FIT_EMPTY = 451;
 
 /** Ring of the last 64 freed large-block addresses (f64, bytes 1024..1535), for double-free reports. */
 export const RECENT_LARGE_F64 = 128;

@@ -49,7 +49,6 @@ import {
   H_FIT_BIN_HEADS,
   H_FIT_BIN_MAP,
   H_FIT_EMPTY,
-  H_FIT_PAGE_COUNT,
   H_FIT_PAGES,
   MEDIUM_UNITS,
   S_MADVISE_CALLS,
@@ -108,7 +107,7 @@ export class FitPages {
     this.pages = pages;
     this.u32 = arena.u32;
     pages.trimFitPages = (wanted) => this.purgeFree(wanted);
-    pages.retireKeptFitPage = () => this.retireEmptyPage();
+    pages.takeKeptFitPage = () => this.takeEmptyPage();
   }
 
   /** Usable bytes of the live block at arena offset `offset`. */
@@ -191,7 +190,7 @@ export class FitPages {
     this.setPrevSize(d, chunk + size, size);
     const kept = u32[H_FIT_EMPTY];
     if (size === FIT_PAGE_BYTES && kept !== 0 && kept !== d) {
-      this.unlinkPage(d);
+      this.pages.unlinkAvailable(d, H_FIT_PAGES);
       this.pages.retireFitPage(d);
     } else {
       if (size === FIT_PAGE_BYTES) u32[H_FIT_EMPTY] = d;
@@ -251,16 +250,15 @@ export class FitPages {
     return false;
   }
 
-  /** trim(), or no page to be had elsewhere: the fit page kept when it emptied retires now; false if none. */
-  retireEmptyPage(): boolean {
+  /** trim(), or no page to be had elsewhere: the fit page kept when it emptied, off every list; 0 if none. */
+  takeEmptyPage(): number {
     const u32 = this.u32;
     const d = u32[H_FIT_EMPTY];
-    if (d === 0) return false;
+    if (d === 0) return 0;
     u32[H_FIT_EMPTY] = 0;
     this.unlinkFree(u32[d + Desc.PageStart]);
-    this.unlinkPage(d);
-    this.pages.retireFitPage(d);
-    return true;
+    this.pages.unlinkAvailable(d, H_FIT_PAGES);
+    return d;
   }
 
   /** Calls `visit(offset, usable)` for every live fit block. */
@@ -375,21 +373,7 @@ export class FitPages {
     u32[d + Desc.Prev] = 0;
     if (u32[H_FIT_PAGES] !== 0) u32[u32[H_FIT_PAGES] + Desc.Prev] = d;
     u32[H_FIT_PAGES] = d;
-    u32[H_FIT_PAGE_COUNT]++;
     return d;
-  }
-
-  /** Takes page `d` off the list of fit pages (its one free chunk is on no bin). */
-  private unlinkPage(d: number): void {
-    const u32 = this.u32;
-    const prev = u32[d + Desc.Prev];
-    const next = u32[d + Desc.Next];
-    if (prev !== 0) u32[prev + Desc.Next] = next;
-    else u32[H_FIT_PAGES] = next;
-    if (next !== 0) u32[next + Desc.Prev] = prev;
-    u32[d + Desc.Next] = 0;
-    u32[d + Desc.Prev] = 0;
-    u32[H_FIT_PAGE_COUNT]--;
   }
 
   /**

@@ -18,7 +18,6 @@ import {
   MAX_ARENA_BYTES,
   MAX_OWNERS,
   MIN_ARENA_BYTES,
-  S_COMMITTED,
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena.ts";
@@ -617,13 +616,7 @@ export class Heap {
   trim(): number {
     if (this.#closed) throw closedError("trim");
     this.#debug?.flushQuarantine("trim");
-    if (this.#fit === null) return this.#pages.trim();
-    // The fit page kept when it emptied retires first, which may push the
-    // oldest retained page past retainBytes: count what goes, wherever it goes.
-    const before = this.#arena.f64[S_COMMITTED];
-    this.#fit.retireEmptyPage();
-    this.#pages.trim();
-    return before - this.#arena.f64[S_COMMITTED];
+    return this.#pages.trim();
   }
 
   /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */

@@ -425,38 +425,26 @@ export class Pages {
     const units = u32[ce + ClassEntry.Units];
     const medium = units === MEDIUM_UNITS;
     this.lockShared();
-    let d = this.takeRetained(medium);
-    if (d === 0) d = this.takeReleased(medium);
-    if (d === 0 && !medium) d = this.splitRetainedMedium();
-    if (d === 0) d = this.carve(units);
-    if (d === 0) d = this.convertReleased(medium);
-    if (d === 0 && this.retireKeptFitPage()) {
+    let d = this.findPage(medium);
+    if (d === 0) {
       // The empty fit page fit.ts keeps for its next block is all the room left.
-      d = this.takeRetained(medium) || this.takeReleased(medium) ||
-        (medium ? 0 : this.splitRetainedMedium()) || this.convertReleased(medium);
+      const kept = this.takeKeptFitPage();
+      if (kept !== 0) this.retire(kept), d = this.findPage(medium);
     }
     this.unlockShared();
     if (d === 0) return 0;
-    const start = u32[d + Desc.PageStart];
     const blockSize = u32[ce + ClassEntry.BlockSize];
     const capacity = u32[ce + ClassEntry.Capacity];
-    u32[d + Desc.Free] = 0;
-    u32[d + Desc.Bump] = start;
-    u32[d + Desc.BumpEnd] = start + capacity * blockSize;
-    u32[d + Desc.Used] = 0;
-    u32[d + Desc.BlockSize] = blockSize;
-    u32[d + Desc.Class] = cls;
-    setState(u32, d, medium ? PageState.Medium : PageState.Small);
-    u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
-    u32[d + Desc.Capacity] = capacity;
-    u32[d + Desc.LocalPageStart] = start;
-    u32[d + Desc.LocalCapacity] = capacity;
-    u32[d + Desc.LocalBlockSize] = blockSize;
+    this.formatPage(
+      d,
+      medium ? PageState.Medium : PageState.Small,
+      cls,
+      blockSize,
+      capacity,
+      capacity * blockSize,
+    );
     u32[d + Desc.Shift] = medium ? Granule.MediumShift : Granule.SmallShift;
     u32[d + Desc.RemoteFreed] = 0;
-    // A page with purged OS pages is released, never retained, so none are left here.
-    u32[d + Desc.Unlisted] = 0;
-    u32[d + Desc.ScanFrom] = 0;
     Atomics.store(u32, d + Desc.Owner, this.owner);
     if (this.key !== 0) {
       u32[d + Desc.Checksum] = this.checksum(d);
@@ -477,31 +465,49 @@ export class Pages {
    * memory can be had. Private, non-secure heaps only.
    */
   acquireFitPage(): number {
-    const u32 = this.u32;
-    let d = this.takeRetained(true);
-    if (d === 0) d = this.takeReleased(true);
-    if (d === 0) d = this.carve(MEDIUM_UNITS);
-    if (d === 0) d = this.convertReleased(true);
+    const d = this.findPage(true);
     if (d === 0) return 0;
+    this.formatPage(d, PageState.Fit, CLASS_COUNT, 0, 0, MEDIUM_UNITS * UNIT_SIZE);
+    this.u32[d + Desc.Shift] = Granule.SmallShift;
+    return d;
+  }
+
+  /** An off-list page of the kind asked for, from wherever there is one; 0 if none. */
+  private findPage(medium: boolean): number {
+    let d = this.takeRetained(medium);
+    if (d === 0) d = this.takeReleased(medium);
+    if (d === 0 && !medium) d = this.splitRetainedMedium();
+    if (d === 0) d = this.carve(medium ? MEDIUM_UNITS : 1);
+    if (d === 0) d = this.convertReleased(medium);
+    return d;
+  }
+
+  /** Descriptor words of a page about to be used (empty; committed memory below COMMIT_END is dirty). */
+  private formatPage(
+    d: number,
+    state: PageState,
+    cls: number,
+    blockSize: number,
+    capacity: number,
+    bumpBytes: number,
+  ): void {
+    const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     u32[d + Desc.Free] = 0;
     u32[d + Desc.Bump] = start;
-    u32[d + Desc.BumpEnd] = start + MEDIUM_UNITS * UNIT_SIZE;
+    u32[d + Desc.BumpEnd] = start + bumpBytes;
     u32[d + Desc.Used] = 0;
-    u32[d + Desc.BlockSize] = 0;
-    u32[d + Desc.Class] = CLASS_COUNT;
-    setState(u32, d, PageState.Fit);
+    u32[d + Desc.BlockSize] = blockSize;
+    u32[d + Desc.Class] = cls;
+    setState(u32, d, state);
     u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
-    u32[d + Desc.Capacity] = 0;
+    u32[d + Desc.Capacity] = capacity;
     u32[d + Desc.LocalPageStart] = start;
-    u32[d + Desc.LocalCapacity] = 0;
-    u32[d + Desc.LocalBlockSize] = 0;
-    u32[d + Desc.Shift] = Granule.SmallShift;
+    u32[d + Desc.LocalCapacity] = capacity;
+    u32[d + Desc.LocalBlockSize] = blockSize;
+    // A page with purged OS pages is released, never retained, so none are left here.
     u32[d + Desc.Unlisted] = 0;
     u32[d + Desc.ScanFrom] = 0;
-    u32[d + Desc.Next] = 0;
-    u32[d + Desc.Prev] = 0;
-    return d;
   }
 
   /** fit.ts: a fit page that emptied goes where empty pages go. */
@@ -509,28 +515,9 @@ export class Pages {
     this.retire(d);
   }
 
-  /**
-   * fit.ts: counts fit page `d` as committed up to the OS page that holds
-   * `end`, and ahead of it as a class page's bump area is, faulting that
-   * memory in with one call (after giving idle memory back if the heap is
-   * about to pass its peak).
-   */
+  /** fit.ts: fit page `d` is about to be written up to `end` (see extendCommit). */
   commitFitPage(d: number, end: number): void {
-    const u32 = this.u32;
-    if (end <= u32[d + Desc.CommitEnd]) return;
-    // Ahead as for the bump area of a class page (see extendCommit).
-    const commitEnd = u32[d + Desc.CommitEnd];
-    const ahead = Math.min(commitEnd - u32[d + Desc.PageStart], POPULATE_AHEAD);
-    const newEnd = Math.min(
-      roundUp(Math.max(end, commitEnd + ahead), OS_PAGE_SIZE),
-      u32[d + Desc.BumpEnd],
-    );
-    this.giveBackIdle(newEnd - u32[d + Desc.CommitEnd]);
-    // (Read after: giving back idle memory may have trimmed this page too.)
-    const from = u32[d + Desc.CommitEnd];
-    this.arena.addCommitted(newEnd - from);
-    u32[d + Desc.CommitEnd] = newEnd;
-    if (populatePages(this.arena.base + from, newEnd - from)) this.arena.f64[S_MADVISE_CALLS]++;
+    if (end > this.u32[d + Desc.CommitEnd]) this.extendCommit(d, end);
   }
 
   /**
@@ -582,8 +569,8 @@ export class Pages {
 
   /** fit.ts: gives back committed memory of fit pages that no block uses; returns the bytes. */
   trimFitPages: (wanted: number) => number = () => 0;
-  /** fit.ts: retires the empty fit page it keeps, if any (a page is wanted and none is left); whether it did. */
-  retireKeptFitPage: () => boolean = () => false;
+  /** fit.ts: takes the empty fit page it keeps off its lists and returns it (0 if none). */
+  takeKeptFitPage: () => number = () => 0;
 
   // ---- block slow paths ------------------------------------------------------
 
@@ -916,8 +903,9 @@ export class Pages {
   /**
    * Counts page `d` as committed up to the OS page that holds `end`, and some
    * way past it as the page proves used (as much again as it has committed,
-   * up to POPULATE_AHEAD), faulting all of that in with one call: a page
-   * fault costs about 12 us here, a populated page about 1 us.
+   * up to POPULATE_AHEAD, never past BUMP_END), faulting all of that in with
+   * one call: a page fault costs about 12 us here, a populated page about 1 us.
+   * (COMMIT_END is read again after giveBackIdle, which may trim this page.)
    */
   private extendCommit(d: number, end: number): void {
     const u32 = this.u32;
@@ -987,7 +975,8 @@ export class Pages {
       this.collectStranded();
     }
     this.lockShared();
-    let released = 0;
+    const kept = this.takeKeptFitPage();
+    let released = kept === 0 ? 0 : this.release(kept);
     for (let c = 0; c < CLASS_COUNT; c++) {
       const slot = this.headSlot(c);
       const head = u32[slot];
@@ -1454,7 +1443,8 @@ export class Pages {
     u32[slot] = d;
   }
 
-  private unlinkAvailable(d: number, slot: number): void {
+  /** Takes page `d` off the doubly linked list whose head is at u32 index `slot` (also fit.ts's page list). */
+  unlinkAvailable(d: number, slot: number): void {
     const u32 = this.u32;
     const prev = u32[d + Desc.Prev];
     const next = u32[d + Desc.Next];
