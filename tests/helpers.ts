@@ -167,3 +167,13 @@ export function assertStillWorks(heap: Heap): void {
   }
   heap.check();
 }
+
+/**
+ * For `it(name, { skip: needs("run", "net") }, fn)`: the library's tests run
+ * with `deno test --allow-ffi` alone; a test that needs more (a subprocess, a
+ * socket, files) says which permission it lacks and is skipped, instead of failing.
+ */
+export function needs(...names: Deno.PermissionName[]): string | false {
+  const missing = names.filter((name) => Deno.permissions.querySync({ name }).state !== "granted");
+  return missing.length === 0 ? false : `needs --allow-${missing.join(", --allow-")}`;
+}

@@ -29,7 +29,7 @@ import {
   TraceError,
 } from "../tools/replay.ts";
 import { type Allocator, createAllocator, createHeap } from "../bench/comparators.ts";
-import { mulberry32 } from "./helpers.ts";
+import { mulberry32, needs } from "./helpers.ts";
 
 async function gzip(text: string): Promise<Uint8Array> {
   const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
@@ -376,10 +376,9 @@ describe("replay tool: report", () => {
     }
   });
 
-  const canWrite = Deno.permissions.querySync({ name: "write" }).state === "granted";
   it(
     "writes the SVG file from the command line (--in-process --svg)",
-    { skip: canWrite ? false : "needs --allow-write" },
+    { skip: needs("write") },
     async () => {
       const dir = await Deno.makeTempDir({ prefix: "replay-test-" });
       try {
