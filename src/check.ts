@@ -68,6 +68,8 @@ export function checkHeap(
   if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
   const addressOf = (offset: number) => arena.base + offset;
 
+  const waiting = checkAllocLists(arena, pages, fail);
+
   // Pass 1: every carved unit, page by page.
   let allocated = 0;
   let live = 0;
@@ -90,7 +92,7 @@ export function checkHeap(
       const c = d + i * Desc.Words;
       if (
         u32[c + Desc.State] !== PageState.Continuation || u32[c + Desc.PageStart] !== start ||
-        u32[c + Desc.SmallInUse] !== 0
+        u32[c + Desc.FastFree] !== 0
       ) {
         fail(where, `unit ${unit + i}: medium page continuation is broken`);
       }
@@ -99,8 +101,14 @@ export function checkHeap(
     if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
       fail(where, `page commit end ${commitEnd} out of range`);
     }
-    if (u32[d + Desc.SmallInUse] !== (state === PageState.Small ? 1 : 0)) {
-      fail(where, `unit ${unit}: the small-page flag does not match state ${state}`);
+    // FAST_FREE: 1 on small pages, except a full one off its list (see pass 2).
+    const fastFree = u32[d + Desc.FastFree];
+    if (
+      state === PageState.Small
+        ? fastFree !== 1 && (fastFree !== 0 || u32[d + Desc.Used] !== u32[d + Desc.Capacity])
+        : fastFree !== 0
+    ) {
+      fail(where, `unit ${unit}: the fast-free flag ${fastFree} does not match the page`);
     }
     const purgedPages = u32[d + Desc.PurgedPages];
     committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
@@ -114,8 +122,9 @@ export function checkHeap(
     if (state === PageState.Small || state === PageState.Medium) {
       // Blocks other Workers freed are freed (their live bits are clear), though
       // their owner has not taken them back: USED still counts them.
-      const remotelyFreed = checkHandedOut(arena, pages, d, fail);
-      const used = checkPage(arena, pages, d, start, remotelyFreed, fail);
+      const notLive = checkHandedOut(arena, pages, d, fail);
+      for (const block of waiting.get(d) ?? []) notLive.add(block);
+      const used = checkPage(arena, pages, d, start, notLive, fail);
       allocated += used * u32[d + Desc.BlockSize];
       live += used;
       if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
@@ -171,6 +180,9 @@ export function checkHeap(
         }
         if (u32[d + Desc.Used] === 0 && prev !== 0) {
           fail(where, `class ${c}: empty page not at the head`);
+        }
+        if (u32[d + Desc.State] === PageState.Small && u32[d + Desc.FastFree] !== 1) {
+          fail(where, `class ${c}: a listed small page is marked off its list`);
         }
       }
     }
@@ -258,6 +270,48 @@ export function checkHeap(
 }
 
 /**
+ * Checks the allocation lists (see pages.ts): each holds blocks of its
+ * class's head page, below the bump pointer, on block boundaries, not live,
+ * touching no purged OS page, at most a page's capacity of them. Every link
+ * is range-checked before it is followed. Returns them by page descriptor.
+ */
+function checkAllocLists(
+  arena: Arena,
+  pages: Pages,
+  fail: (address: number, what: string) => never,
+): Map<number, Set<number>> {
+  const u32 = arena.u32;
+  const byPage = new Map<number, Set<number>>();
+  pages.allocLists.forEach((first, c) => {
+    if (first === 0) return;
+    const d = u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.AvailHead];
+    if (!pages.splitLists || d === 0 || u32[d + Desc.Class] !== c) {
+      fail(arena.base + first, `class ${c}: an allocation list without a head page`);
+    }
+    const start = u32[d + Desc.PageStart];
+    const blockSize = u32[d + Desc.BlockSize];
+    const blocks = new Set<number>();
+    for (let b = first; b !== 0; b = u32[b >>> 2]) {
+      if (
+        b < start || b >= u32[d + Desc.Bump] || (b - start) % blockSize !== 0 ||
+        blocks.has(b) || blocks.size >= u32[d + Desc.Capacity]
+      ) {
+        fail(arena.base + b, `class ${c}: allocation list link outside its page's free blocks`);
+      }
+      if (pages.isLive(d, b)) {
+        fail(arena.base + b, `class ${c}: a live block is on the allocation list`);
+      }
+      if (pages.touchesPurged(d, b)) {
+        fail(arena.base + b, `class ${c}: a block on the allocation list touches a purged page`);
+      }
+      blocks.add(b);
+    }
+    byPage.set(d, blocks);
+  });
+  return byPage;
+}
+
+/**
  * Shared heaps: checks page `d`'s handed-out bitmap against its live bitmap
  * (every live block was handed out; a block handed out and no longer live,
  * freed by another Worker, is on a flagged page) and returns the blocks
@@ -296,9 +350,9 @@ function checkHandedOut(
 }
 
 /**
- * Checks one in-use page, whose `remotelyFreed` blocks wait for their owner
- * (counted in USED, neither live nor on the free list); returns its live
- * block count.
+ * Checks one in-use page, whose `remotelyFreed` blocks (on its allocation
+ * list, or freed by other Workers and waiting for their owner) are counted in
+ * USED, neither live nor on the free list; returns its live block count.
  */
 function checkPage(
   arena: Arena,
@@ -356,7 +410,10 @@ function checkPage(
     }
     if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
     if (remotelyFreed.has(f)) {
-      fail(arena.base + f, "a block another Worker freed is on the free list already");
+      fail(
+        arena.base + f,
+        "a block counted as handed out (on an allocation list, or freed by another Worker) is on the free list",
+      );
     }
     if (pages.touchesPurged(d, f)) {
       fail(arena.base + f, "a listed free block touches a purged page");
@@ -411,7 +468,7 @@ function checkPage(
     fail(
       where,
       `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} live ` +
-        `and ${remotelyFreed.size} freed by other Workers`,
+        `and ${remotelyFreed.size} on its allocation list or freed by other Workers`,
     );
   }
   if (

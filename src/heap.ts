@@ -1,19 +1,21 @@
 /**
  * The heap: public API, argument checks, counters, and dispatch between
- * size-class pages (pages.ts) and large blocks (large.ts).
+ * size-class pages (pages.ts), fit pages (fit.ts) and large blocks (large.ts).
  *
- * malloc of up to 1 KiB is a class lookup, takeBlockFast and four counter
- * updates in fields of this object; free is a range check, freeBlockFast
- * and two counter updates. Both stay small enough (V8's inlining budget is
- * 920 bytes of bytecode for all that one caller inlines) for V8 to inline
- * them, with what they call, into the caller's loop: a call costs as much as
- * the allocation, and an address above 2^31 (see lowAddresses) that crosses
- * one is boxed as a heap number. Everything else (a new or full page, an
- * emptied page, medium pages, large blocks, errors) leaves through a call.
+ * malloc of up to 1 KiB is a class lookup and takeBlockFast (a pop from the
+ * class's allocation list); free is a range check and freeBlockFast (a push
+ * onto the page's free list and two counters). Neither tests a mode: a
+ * secure, shared, debug or closed heap has empty allocation lists and a
+ * fast-free range of 0, so its calls take the slow paths, where the modes
+ * are. Both stay small enough for V8 to inline them, with what they call,
+ * into the caller's loop: a call costs as much as the allocation, and an
+ * address above 2^31 (see lowAddresses) that crosses one is boxed as a heap
+ * number. Everything else leaves through a call.
  */
 
 import {
   Arena,
+  H_BITMAP_BIAS,
   H_SECURE_KEY,
   MAX_ARENA_BYTES,
   MAX_OWNERS,
@@ -21,10 +23,9 @@ import {
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena.ts";
-import { Desc, freeBlockFast, Pages, PageState, Tables, takeBlockFast } from "./pages.ts";
+import { Desc, freeBlockFast, Pages, PageState, Tables, takeBlockFast, Tally } from "./pages.ts";
 import { LargeBlocks } from "./large.ts";
 import {
-  CLASS_COUNT,
   classForAlignment,
   classOfSize,
   LOOKUP_ENTRIES,
@@ -38,6 +39,7 @@ import { FIT_MIN_REQUEST, FitPages } from "./fit.ts";
 import { HeapError } from "./errors.ts";
 import {
   type HeapStats,
+  type HotCounters,
   publishCounters,
   readOwnerCounters,
   readStats,
@@ -173,24 +175,32 @@ export class Heap {
   /** Blocks above 1 KiB of a private, non-secure heap (null otherwise): see fit.ts. */
   #fit: FitPages | null = null;
   #large: LargeBlocks;
-  #u8: Uint8Array;
-  #u32: Uint32Array;
-  /** Views of the arena's class tables, so the fast path indexes without constants. */
-  #sizeToClass: Uint8Array;
-  #classes: Uint32Array;
-  #base: number;
-  #dataStart: number;
-  #dataEnd: number;
+  // What the fast paths read: assigned once, in the constructor, with no
+  // field initializer (declare): V8 then tracks each as a constant of its
+  // final type (a field that starts as undefined is generalised, and costs
+  // a map check after every load). Closing changes their contents, never them.
+  declare private readonly u8: Uint8Array;
+  declare private readonly u32: Uint32Array;
+  /** Size -> class for sizes up to 1 KiB (a copy of the arena's lookup, readable after close). */
+  declare private readonly sizeToClass: Uint8Array;
+  /** The pages' allocation lists and tally (see pages.ts). */
+  declare private readonly allocLists: Uint32Array;
+  declare private readonly tally: Float64Array;
+  /** u32 index that, plus an arena offset >>> 9, is the word of the offset's live bit. */
+  declare private readonly bitmapBias: number;
+  declare private readonly base: number;
+  declare private readonly dataStart: number;
+  declare private readonly dataEnd: number;
+  /**
+   * [0]: offsets from the data start below this may take free's fast path:
+   * the data size for a private heap in no special mode, 0 otherwise and
+   * once closed.
+   */
+  declare private readonly fastFreeEnd: Uint32Array;
   #closed = false;
   #debug: DebugLayer | null = null;
-  /** True when closed, in debug mode or in secure mode: one test keeps them off the fast paths. */
+  /** True when closed, in debug, secure or shared mode: the slow paths dispatch on it. */
   #special = false;
-  // Hot counters (see stats.ts): plain fields are the cheapest thing to bump.
-  #allocated = 0;
-  #peakAllocated = 0;
-  #allocs = 0;
-  #frees = 0;
-  #requested = 0;
   /** Shared heaps: this Worker's owner slot (0 = not shared), and whether this object made the arena. */
   #owner = 0;
   #creator = true;
@@ -255,38 +265,30 @@ export class Heap {
         if (this.#creator) arena.unmap();
         throw new RangeError(`a shared heap serves at most ${MAX_OWNERS - 1} Workers at once`);
       }
-      // A slot taken over from a Worker that detached brings its counters along.
-      const inherited = readOwnerCounters(arena, this.#owner);
-      this.#allocated = inherited.allocated;
-      this.#peakAllocated = inherited.peakAllocated;
-      this.#allocs = inherited.allocs;
-      this.#frees = inherited.frees;
-      this.#requested = inherited.requested;
     }
     this.#arena = arena;
-    this.#pages = new Pages(arena, this.#owner);
+    const split = !shared && !secure && !options.debug;
+    this.#pages = new Pages(arena, this.#owner, split);
+    this.tally = this.#pages.tally;
+    // A slot taken over from a Worker that detached brings its counters along.
+    if (shared) this.#addCounters(readOwnerCounters(arena, this.#owner));
     if (!shared && !secure) this.#fit = new FitPages(arena, this.#pages);
-    this.#pages.onAdopt = (orphan) => {
-      const taken = readOwnerCounters(arena, orphan);
-      this.#allocated += taken.allocated;
-      this.#peakAllocated += taken.peakAllocated;
-      this.#allocs += taken.allocs;
-      this.#frees += taken.frees;
-      this.#requested += taken.requested;
-    };
+    this.#pages.onAdopt = (orphan) => this.#addCounters(readOwnerCounters(arena, orphan));
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
       this.#pages.idleFloor = idleFloorBytes;
-      this.#pages.busyBytes = () => this.#allocated + this.#large.tableBytes;
+      this.#pages.largeTableBytes = () => this.#large.tableBytes;
     }
     this.#large = new LargeBlocks(arena, secure, this.#owner);
-    this.#u8 = arena.u8;
-    this.#u32 = arena.u32;
-    this.#sizeToClass = new Uint8Array(arena.buffer, Tables.LookupU8, LOOKUP_ENTRIES);
-    this.#classes = new Uint32Array(arena.buffer, Tables.ClassU32 * 4, CLASS_COUNT * 4);
-    this.#base = arena.base;
-    this.#dataStart = arena.dataStart;
-    this.#dataEnd = arena.dataEnd;
+    this.u8 = arena.u8;
+    this.u32 = arena.u32;
+    this.sizeToClass = arena.u8.slice(Tables.LookupU8, Tables.LookupU8 + LOOKUP_ENTRIES);
+    this.allocLists = this.#pages.allocLists;
+    this.bitmapBias = arena.u32[H_BITMAP_BIAS];
+    this.base = arena.base;
+    this.dataStart = arena.dataStart;
+    this.dataEnd = arena.dataEnd;
+    this.fastFreeEnd = new Uint32Array([split ? arena.dataEnd - arena.dataStart : 0]);
     if (options.debug) {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
@@ -341,21 +343,14 @@ export class Heap {
     // typeof first: anything but a number (a BigInt, a Symbol, on a closed
     // heap too) goes to #mallocSlow, which says what is wrong, before `>>>`
     // could throw a TypeError of V8's own.
-    if (
-      typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE &&
-      !this.#special
-    ) {
-      const cls = this.#sizeToClass[(size + 15) >>> 4];
-      const block = takeBlockFast(this.#u32, cls);
-      if (block !== 0) {
-        // #allocFromClass's bookkeeping, written out: one call less keeps malloc inlinable.
-        const allocated = this.#allocated + this.#classes[cls << 2];
-        this.#allocated = allocated;
-        if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
-        this.#allocs++;
-        this.#requested += size;
-        return this.#base + block;
-      }
+    if (typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+      const block = takeBlockFast(
+        this.u32,
+        this.allocLists,
+        this.bitmapBias,
+        this.sizeToClass[(size + 15) >>> 4],
+      );
+      if (block !== 0) return this.base + block;
     }
     // "+ 0" makes this result a plain number like the fast path's: otherwise,
     // with addresses above 2^31 (see lowAddresses), V8 merges the two as a
@@ -371,7 +366,7 @@ export class Heap {
       return this.#mallocSpecial(size);
     }
     if (typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
-      return this.#allocFromClass(this.#sizeToClass[(size + 15) >>> 4], size);
+      return this.#allocFromClass(this.sizeToClass[(size + 15) >>> 4]);
     }
     return this.#allocAny(checkSize(size, "malloc"));
   }
@@ -389,17 +384,31 @@ export class Heap {
       const address = this.#allocFit(total);
       if (address !== 0) {
         if (!this.#fit.lastWasZero) {
-          const offset = address - this.#base;
-          this.#u8.fill(0, offset, offset + this.#fit.usable(offset));
+          const offset = address - this.base;
+          this.u8.fill(0, offset, offset + this.#fit.usable(offset));
         }
         return address;
       }
       // Else a class page, as in #allocAny.
     }
     const cls = total <= LOOKUP_MAX_SIZE
-      ? this.#sizeToClass[(total + 15) >>> 4]
+      ? this.sizeToClass[(total + 15) >>> 4]
       : classOfSize(total);
-    const u32 = this.#u32;
+    if (this.fastFreeEnd[0] !== 0 && total <= LOOKUP_MAX_SIZE) {
+      // Blocks on allocation lists hold a link: zero them (1 KiB at most).
+      const address = this.#allocFromClass(cls);
+      if (address !== 0) {
+        const offset = address - this.base;
+        zeroBlock(
+          this.u8,
+          this.u32,
+          offset,
+          this.u32[this.#pages.descriptorOf(offset) + Desc.BlockSize],
+        );
+      }
+      return address;
+    }
+    const u32 = this.u32;
     let d = u32[this.#pages.headSlot(cls)];
     if (d === 0) {
       d = this.#pages.acquire(cls);
@@ -411,19 +420,9 @@ export class Heap {
     const blockSize = u32[d + Desc.BlockSize];
     const fresh = u32[d + Desc.Free] === 0 && bump >= u32[d + Desc.ZeroFrom] &&
       bump + blockSize <= u32[d + Desc.BumpEnd]; // else an unlisted block
-    // (takeBlockFast serves small pages only: the classes of the size lookup.)
-    const block = this.#special || total > LOOKUP_MAX_SIZE ? 0 : takeBlockFast(u32, cls);
-    let address: number;
-    if (block !== 0) {
-      this.#countAllocated(blockSize);
-      this.#allocs++;
-      this.#requested += total;
-      address = this.#base + block;
-    } else {
-      address = this.#allocFromClass(cls, total);
-      if (address === 0) return 0;
-    }
-    if (!fresh) zeroBlock(this.#u8, u32, address - this.#base, blockSize);
+    const address = this.#allocFromClass(cls);
+    if (address === 0) return 0;
+    if (!fresh) zeroBlock(this.u8, u32, address - this.base, blockSize);
     return address;
   }
 
@@ -452,7 +451,7 @@ export class Heap {
     if (alignment <= 16) return this.#allocAny(size);
     if (alignment <= MAX_CLASS_ALIGNMENT && size <= MAX_CLASS_SIZE) {
       const cls = classForAlignment(size, alignment);
-      if (cls >= 0) return this.#allocFromClass(cls, size);
+      if (cls >= 0) return this.#allocFromClass(cls);
     }
     return this.#allocLarge(Math.max(size, 1), alignment);
   }
@@ -477,7 +476,6 @@ export class Heap {
       size > MAX_CLASS_SIZE && typeof address === "number" &&
       this.#large.resizesInPlace(address, size)
     ) {
-      this.#requested += size;
       return address;
     }
     const where = this.#locate(address, "realloc");
@@ -487,15 +485,11 @@ export class Heap {
     }
     if (where > 0) {
       const usable = this.#usableAt(where, address);
-      if (size <= usable) {
-        this.#requested += size;
-        return address;
-      }
-      if (this.#u32[where + Desc.State] === PageState.Fit && size <= MAX_CLASS_SIZE) {
-        const grown = this.#fit!.growInPlace(where, address - this.#base, size);
+      if (size <= usable) return address;
+      if (this.u32[where + Desc.State] === PageState.Fit && size <= MAX_CLASS_SIZE) {
+        const grown = this.#fit!.growInPlace(where, address - this.base, size);
         if (grown !== 0) {
-          this.#countAllocated(grown - usable);
-          this.#requested += size;
+          this.#countOther(0, grown - usable);
           return address;
         }
       }
@@ -517,10 +511,9 @@ export class Heap {
       return result;
     }
     if (result !== 0) {
-      this.#requested += size;
-      this.#countAllocated(large.lengthAfter - usable);
+      this.#countOther(0, large.lengthAfter - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
-      if (result !== address) this.#allocs++, this.#frees++;
+      if (result !== address) this.#pages.countHanded(1, 0), this.#pages.countFreed(1, 0);
     }
     return result;
   }
@@ -529,17 +522,19 @@ export class Heap {
 
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
-    // The subtraction only after both tests: on a closed heap (or a special
-    // mode) any argument goes to #freeSlow, and a BigInt or Symbol would throw.
-    if (!this.#special && typeof address === "number") {
-      const offset = address - this.#base;
-      if (offset >= this.#dataStart && offset < this.#dataEnd) {
-        const blockSize = freeBlockFast(this.#u32, offset, offset - this.#dataStart);
-        if (blockSize !== 0) {
-          this.#allocated -= blockSize;
-          this.#frees++;
-          return;
-        }
+    // typeof first: a BigInt or Symbol would throw in the subtraction. Then
+    // an integer offset from the data start, a multiple of 16, below the
+    // fast-free range (0 in special modes and once closed): in int32
+    // arithmetic, without a division.
+    if (typeof address === "number") {
+      const offset = address - this.base;
+      const unitOffset = offset - this.dataStart;
+      if (
+        (unitOffset >>> 0) === unitOffset && unitOffset < this.fastFreeEnd[0] &&
+        (unitOffset & 15) === 0 &&
+        freeBlockFast(this.u32, this.bitmapBias, offset, unitOffset)
+      ) {
+        return;
       }
     }
     this.#freeSlow(address);
@@ -640,11 +635,11 @@ export class Heap {
   #closeNow(): void {
     this.#closed = true;
     this.#special = true;
+    this.allocLists.fill(0);
+    this.fastFreeEnd[0] = 0;
     if (!this.#creator) return;
     this.#large.unmapAll();
     this.#arena.unmap();
-    this.#u8 = new Uint8Array(0);
-    this.#u32 = new Uint32Array(0);
   }
 
   /** Same as close(); does nothing if the heap is already closed. */
@@ -662,10 +657,10 @@ export class Heap {
     if (this.#debug) return this.#debug.leaks();
     const blocks: LeakedBlock[] = [];
     this.#pages.forEachLiveBlock((offset, size) =>
-      blocks.push({ address: this.#base + offset, size, stack: "" })
+      blocks.push({ address: this.base + offset, size, stack: "" })
     );
     this.#fit?.forEachLive((offset, size) =>
-      blocks.push({ address: this.#base + offset, size, stack: "" })
+      blocks.push({ address: this.base + offset, size, stack: "" })
     );
     blocks.sort((a, b) => a.address - b.address);
     this.#large.forEach((address, size) => blocks.push({ address, size, stack: "" }));
@@ -706,14 +701,14 @@ export class Heap {
       },
       isLarge: (address) => this.#locate(address, "debug") < 0,
       forEachLive: (visit) => {
-        this.#pages.forEachLiveBlock((offset) => visit(this.#base + offset));
-        this.#fit?.forEachLive((offset) => visit(this.#base + offset));
+        this.#pages.forEachLiveBlock((offset) => visit(this.base + offset));
+        this.#fit?.forEachLive((offset) => visit(this.base + offset));
         this.#large.forEach((address) => visit(address));
       },
       words: (address, length) => {
-        const offset = address - this.#base;
+        const offset = address - this.base;
         if (offset >= 0 && offset + length <= this.#arena.size) {
-          return { u32: this.#u32, index: offset / 4 };
+          return { u32: this.u32, index: offset / 4 };
         }
         return { u32: new Uint32Array(viewMemory(address, Math.ceil(length / 4) * 4)), index: 0 };
       },
@@ -730,21 +725,17 @@ export class Heap {
 
   /** A byte view of `length` bytes at `address`: a view of the arena, or a fresh one. */
   #view(address: number, length: number): Uint8Array {
-    const offset = address - this.#base;
+    const offset = address - this.base;
     if (offset >= 0 && offset + length <= this.#arena.size) {
       return new Uint8Array(this.#arena.buffer, offset, length);
     }
     return length === 0 ? new Uint8Array(0) : new Uint8Array(viewMemory(address, length));
   }
 
-  /** Takes a block of class `cls` for a request of `size` bytes; 0 when out of memory. */
-  #allocFromClass(cls: number, size: number): number {
+  /** Takes a block of class `cls` (counted by the pages); 0 when out of memory. */
+  #allocFromClass(cls: number): number {
     const block = this.#pages.take(cls);
-    if (block === 0) return 0;
-    this.#countAllocated(this.#classes[cls << 2]);
-    this.#allocs++;
-    this.#requested += size;
-    return this.#base + block;
+    return block === 0 ? 0 : this.base + block;
   }
 
   /** Any valid size: a class block, a fit block or a large block. */
@@ -755,7 +746,7 @@ export class Heap {
         const block = this.#allocFit(size);
         if (block !== 0) return block;
       }
-      return this.#allocFromClass(classOfSize(size), size);
+      return this.#allocFromClass(classOfSize(size));
     }
     return this.#allocLarge(size, 0);
   }
@@ -765,77 +756,109 @@ export class Heap {
     const fit = this.#fit!;
     const block = fit.alloc(size);
     if (block === 0) return 0;
-    this.#countAllocated(fit.usable(block));
-    this.#allocs++;
-    this.#requested += size;
-    return this.#base + block;
+    this.#countOther(1, fit.usable(block));
+    return this.base + block;
   }
 
   /** Usable bytes of the live block at `address`, on page `where` (> 0). */
   #usableAt(where: number, address: number): number {
-    return this.#u32[where + Desc.State] === PageState.Fit
-      ? this.#fit!.usable(address - this.#base)
-      : this.#u32[where + Desc.BlockSize];
+    return this.u32[where + Desc.State] === PageState.Fit
+      ? this.#fit!.usable(address - this.base)
+      : this.u32[where + Desc.BlockSize];
   }
 
   #allocLarge(size: number, alignment: number): number {
     this.#pages.giveBackIdle(size);
     const address = this.#large.allocate(size, alignment);
     if (address === 0) return 0;
-    this.#countAllocated(this.#large.usableSize(address));
-    this.#allocs++;
-    this.#requested += size;
+    this.#countOther(1, this.#large.usableSize(address));
     return address;
   }
 
-  #countAllocated(delta: number): void {
-    const allocated = this.#allocated + delta;
-    this.#allocated = allocated;
-    if (allocated > this.#peakAllocated) this.#peakAllocated = allocated;
+  /**
+   * Counts a fit-page or large block handed out (blocks 1), freed (-1), or
+   * resized in place (0): bytes is the change of usable bytes.
+   */
+  #countOther(blocks: number, bytes: number): void {
+    const tally = this.tally;
+    tally[Tally.OtherBlocks] += blocks;
+    tally[Tally.OtherBytes] += bytes;
+    if (blocks < 0) this.#pages.countFreed(-blocks, -bytes);
+    else this.#pages.countHanded(blocks, bytes);
+  }
+
+  /** Shared heaps: counters of an owner slot this Worker takes over (see HotCounters). */
+  #addCounters(taken: HotCounters): void {
+    const tally = this.tally;
+    tally[Tally.HandedBlocks] += taken.allocs;
+    tally[Tally.FreedBlocks] += taken.frees;
+    tally[Tally.UpperBytes] += taken.allocated;
+    tally[Tally.PeakBytes] += taken.peakAllocated;
+  }
+
+  /**
+   * The counters as stats() shows them (see "Counting" in pages.ts). With
+   * allocation lists, live blocks and bytes come from the pages' USED, less
+   * what waits on the lists (handed out there, not to a caller).
+   */
+  #counters(): HotCounters {
+    const tally = this.tally;
+    if (!this.#pages.splitLists) {
+      return {
+        allocated: tally[Tally.UpperBytes],
+        peakAllocated: tally[Tally.PeakBytes],
+        allocs: tally[Tally.HandedBlocks],
+        frees: tally[Tally.FreedBlocks],
+      };
+    }
+    const waiting = this.#pages.waitingOnAllocLists();
+    const used = this.#pages.usedInClassPages();
+    const allocs = tally[Tally.HandedBlocks] - waiting.blocks;
+    return {
+      allocated: used.bytes - waiting.bytes + tally[Tally.OtherBytes],
+      peakAllocated: tally[Tally.PeakBytes],
+      allocs,
+      frees: allocs - (used.blocks - waiting.blocks + tally[Tally.OtherBlocks]),
+    };
   }
 
   #publish(): void {
+    const counters = this.#counters();
     if (this.#owner === 0) {
-      publishCounters(this.#arena, {
-        allocated: this.#allocated,
-        peakAllocated: this.#peakAllocated,
-        allocs: this.#allocs,
-        frees: this.#frees,
-        requested: this.#requested,
-      });
+      publishCounters(this.#arena, counters);
       return;
     }
     // Shared heaps: into this Worker's owner slot, in Counter order (sync.ts),
     // where stats() in any Worker adds them up.
     const f64 = this.#arena.f64;
     const f = this.#countersF64;
-    f64[f] = this.#allocated;
-    f64[f + 1] = this.#peakAllocated;
-    f64[f + 2] = this.#allocs;
-    f64[f + 3] = this.#frees;
-    f64[f + 4] = this.#requested;
+    f64[f] = counters.allocated;
+    f64[f + 1] = counters.peakAllocated;
+    f64[f + 2] = counters.allocs;
+    f64[f + 3] = counters.frees;
   }
 
   /** Frees a block already proven live by #locate. */
   #freeLocated(address: number, where: number): void {
-    const offset = address - this.#base;
+    const offset = address - this.base;
     // A plain read of OWNER decides: only this Worker writes its own id there
     // (formatting or adopting a page), and a page of this Worker changes
     // hands only when this Worker retires it or is gone.
     if (
-      where > 0 && this.#owner !== 0 && this.#u32[where + Desc.Owner] !== this.#owner
+      where > 0 && this.#owner !== 0 && this.u32[where + Desc.Owner] !== this.#owner
     ) {
       // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
-      this.#allocated -= this.#pages.freeRemote(where, offset);
-      this.#frees++;
+      this.#pages.countFreed(1, this.#pages.freeRemote(where, offset));
       return;
     }
-    this.#allocated -= where <= 0
-      ? this.#large.free(address)
-      : this.#u32[where + Desc.State] === PageState.Fit
-      ? this.#fit!.free(where, offset)
-      : this.#pages.freeLive(where, offset);
-    this.#frees++;
+    if (where > 0 && this.u32[where + Desc.State] !== PageState.Fit) {
+      this.#pages.freeLive(where, offset); // counted by the pages
+      return;
+    }
+    this.#countOther(
+      -1,
+      -(where <= 0 ? this.#large.free(address) : this.#fit!.free(where, offset)),
+    );
   }
 
   /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
@@ -926,9 +949,9 @@ export class Heap {
       throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
     }
     if (address === 0) throw new HeapError("invalid-free", 0, `${op}: 0 is not a block`);
-    const offset = address - this.#base;
-    if (offset >= this.#dataStart && offset < this.#dataEnd && Number.isInteger(offset)) {
-      const u32 = this.#u32;
+    const offset = address - this.base;
+    if (offset >= this.dataStart && offset < this.dataEnd && Number.isInteger(offset)) {
+      const u32 = this.u32;
       let d = this.#pages.descriptorOf(offset);
       if (u32[d + Desc.State] === PageState.Continuation) {
         d = this.#pages.descriptorOf(u32[d + Desc.PageStart]);
@@ -968,10 +991,10 @@ export class Heap {
 
   /** Copies `length` bytes between blocks, inside the arena when both are there. */
   #copy(dst: number, src: number, length: number): void {
-    const base = this.#base;
-    const inArena = (a: number) => a - base >= this.#dataStart && a - base < this.#dataEnd;
+    const base = this.base;
+    const inArena = (a: number) => a - base >= this.dataStart && a - base < this.dataEnd;
     if (inArena(dst) && inArena(src)) {
-      this.#u8.copyWithin(dst - base, src - base, src - base + length);
+      this.u8.copyWithin(dst - base, src - base, src - base + length);
     } else {
       moveMemory(dst, src, length);
     }

@@ -54,10 +54,11 @@
  *   9 PURGED_PAGES OS pages given back to the OS while the page is in use
  *  10 PURGED_MASK one bit per 4 KiB OS page of this unit (a medium page's
  *                 continuation descriptors hold the bits of their units)
- *  11 SMALL_IN_USE 1 while STATE is SMALL, else 0
+ *  11 FAST_FREE   1 while STATE is SMALL and the page is on its class list
+ *                 (free's fast path may push onto its free list), else 0
  *  12,14,15 PAGE_START, CAPACITY, BLOCK_SIZE again: the fast paths of a
  *                 private heap read these, and so one line of the descriptor
- *  13            spare
+ *  13 SYNCED_USED USED when the heap's counters last counted the page
  *
  *   line 1 (bytes 64..127), fixed while the page is in use
  *  16 BLOCK_SIZE  bytes per block
@@ -133,6 +134,7 @@ import {
   classBlockSize,
   classOfSize,
   LOOKUP_ENTRIES,
+  LOOKUP_MAX_SIZE,
   MAX_SMALL_PAGE_BLOCK,
 } from "./size_classes.ts";
 import {
@@ -177,14 +179,16 @@ export const enum Desc {
    */
   PurgedMask = 10,
   /**
-   * Copies, on the owner's line, of what the block fast paths read from line 1
-   * (written when the page is formatted, like the originals), so that a
-   * private heap's malloc and free touch one descriptor line. SMALL_IN_USE
-   * is 1 exactly while STATE is SMALL (see setState).
+   * 1 while STATE is SMALL and the page is on its class list, else 0: the
+   * one flag free's fast path reads. A full page taken off its list gets 0,
+   * so its next free takes the slow path, which puts it back (readmit).
+   * LOCAL_PAGE_START, LOCAL_CAPACITY and LOCAL_BLOCK_SIZE copy line 1 onto
+   * the owner's line, so that a private heap's free touches one line.
    */
-  SmallInUse = 11,
+  FastFree = 11,
   LocalPageStart = 12,
-  // 13: spare (the fast paths find live bits from the offset; see H_BITMAP_BIAS)
+  /** With allocation lists: USED when the Tally last counted this page (see "Counting"). */
+  SyncedUsed = 13,
   LocalCapacity = 14,
   LocalBlockSize = 15,
   // Line 1: fixed while the page is in use (read by Workers that free its blocks).
@@ -247,6 +251,9 @@ export const enum ClassEntry {
   Words = 4,
 }
 
+/** Small classes with allocation lists: those of the size lookup (blocks up to 1 KiB). */
+const SPLIT_CLASSES = classOfSize(LOOKUP_MAX_SIZE) + 1;
+
 /** An empty head page stays on its class list only while it has committed this much or less. */
 const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
 
@@ -260,10 +267,10 @@ const MIN_PURGE_PAGES = 4;
 /** The most a page's commit runs ahead of its bump pointer (see extendCommit). */
 const POPULATE_AHEAD = 16 * 1024;
 
-/** Sets a page's STATE, and SMALL_IN_USE with it (every STATE write goes through here). */
+/** Sets a page's STATE, and FAST_FREE with it (every STATE write goes through here). */
 function setState(u32: Uint32Array, d: number, state: PageState): void {
   u32[d + Desc.State] = state;
-  u32[d + Desc.SmallInUse] = state === PageState.Small ? 1 : 0;
+  u32[d + Desc.FastFree] = state === PageState.Small ? 1 : 0;
 }
 
 /** The u32 index of the purge-mask word that holds OS page `p` of page `d` (16 per unit). */
@@ -289,71 +296,95 @@ const enum Unit {
 
 // ---- block fast paths --------------------------------------------------------
 //
-// These two functions are the whole of malloc and free for small blocks in
-// the common case. They take the arena's u32 view and plain numbers, use only
-// literals (the const enums above), and hand anything unusual back to the
-// caller by returning 0 without changing a thing, so that V8 inlines them
-// into Heap.malloc/free and those into the caller's loop.
+// A private heap's malloc and free for blocks up to 1 KiB, after mimalloc's
+// split free lists. Each small class has an allocation list: free blocks of
+// the class's head page, taken off that page in one go (its free list, or a
+// batch of never-used blocks) and already counted in its USED. malloc pops
+// that list and sets the block's live bit; it never reads a descriptor. free
+// pushes the block onto its own page's free list and decrements USED; the
+// page's FAST_FREE flag and the new USED tell, with two compares, that
+// nothing else must happen (the page neither emptied nor was full and off
+// its list). Everything else, including refilling an empty allocation list,
+// is Pages.take and Pages.freeLive. Both functions use literals only (the
+// const enums of this module) so that V8 inlines them into Heap.malloc/free
+// and those into the caller's loop. Neither counts anything: a counter
+// updated on every call is a chain of loads and stores from one call to the
+// next, and cost more than the rest of free (see bench/fast_path.bench.ts).
+//
+// Secure, shared and debug heaps keep their allocation lists empty and their
+// Heap sends every free to the slow path: their modes live off these paths.
+//
+// Counting (the Tally, read by stats()). Every block handed out is counted
+// when it is: one by one on the slow paths, a batch at a time when it goes
+// onto an allocation list. With allocation lists, a free on the fast path
+// only lowers its page's USED, so live blocks and bytes are derived when
+// stats() runs, from the USED of every page less what waits on allocation
+// lists. UPPER_BYTES bounds allocated bytes from above at every moment: it
+// rises with every block handed out and falls when a slow path counts a
+// page's USED again (SYNCED_USED: what it was when last counted), so the
+// fast frees of a page are subtracted the next time its page goes through
+// a slow path. The peak is UPPER_BYTES at its highest: above the true peak
+// by at most the free blocks of partly used pages not counted again since,
+// and the blocks waiting on allocation lists. Without allocation lists,
+// every free is counted as it happens, and UPPER_BYTES is exact.
+
+/** Counters of a heap's allocations, in a Float64Array (past 2^31 with no change of representation). */
+export const enum Tally {
+  /** Blocks handed out (to a caller, or onto an allocation list), less those taken back from a list. */
+  HandedBlocks = 0,
+  /** Frees counted as they happen (all of them, without allocation lists). */
+  FreedBlocks = 1,
+  /** Allocated bytes or more (see "Counting" above). */
+  UpperBytes = 2,
+  /** The highest UpperBytes seen when blocks were handed out. */
+  PeakBytes = 3,
+  /** Live fit-page and large blocks, and their bytes. */
+  OtherBlocks = 4,
+  OtherBytes = 5,
+  Words = 6,
+}
 
 /**
- * Takes a block of class `cls` (a small-page class: one of the size lookup's)
- * from the head page of its class list and returns its arena offset; returns
- * 0 (nothing changed) when there is no head page, when the page would become
- * full, or when the block would reach past the committed part of the page:
- * Pages.take handles those.
+ * Pops a block of small class `cls` off its allocation list, marks it live
+ * and returns its arena offset; 0 (nothing changed) when the list is empty.
  */
-export function takeBlockFast(u32: Uint32Array, cls: number): number {
-  const d = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.AvailHead];
-  if (d === 0) return 0;
-  let block = u32[d + Desc.Free];
+export function takeBlockFast(
+  u32: Uint32Array,
+  allocLists: Uint32Array,
+  bitmapBias: number,
+  cls: number,
+): number {
+  const block = allocLists[cls];
   if (block !== 0) {
-    u32[d + Desc.Free] = u32[block >>> 2];
-  } else {
-    block = u32[d + Desc.Bump];
-    const end = block + u32[d + Desc.LocalBlockSize];
-    if (end > u32[d + Desc.CommitEnd]) return 0;
-    u32[d + Desc.Bump] = end;
+    allocLists[cls] = u32[block >>> 2];
+    u32[bitmapBias + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
   }
-  // A page this fills stays at the head of its list (see the list rules above).
-  u32[d + Desc.Used]++;
-  u32[u32[H_BITMAP_BIAS] + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
   return block;
 }
 
 /**
- * Frees the block at `offset` (arena offset, any number in the data range;
- * `unitOffset` is the same minus the data start) if it is a live block of a
- * small page that stays on the list it is on, and returns the block size;
- * otherwise returns 0 having changed nothing, and the caller takes the slow
- * path.
+ * Frees the block at arena offset `offset` (`unitOffset`: the same from the
+ * data start, an integer from 0 that is a multiple of 16) if it is a live
+ * block of a listed small page that does not empty; returns false having
+ * changed nothing otherwise.
  */
-export function freeBlockFast(u32: Uint32Array, offset: number, unitOffset: number): number {
+export function freeBlockFast(
+  u32: Uint32Array,
+  bitmapBias: number,
+  offset: number,
+  unitOffset: number,
+): boolean {
   const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
-  // (offset >>> 4) * 16 equals offset only for a multiple of 16: no fraction,
-  // no interior address of a granule.
-  if (u32[d + Desc.SmallInUse] !== 1 || (offset >>> 4) * 16 !== offset) return 0;
-  const word = u32[H_BITMAP_BIAS] + (offset >>> 9);
+  const word = bitmapBias + (offset >>> 9);
   const bit = 1 << ((offset >>> 4) & 31);
   const bits = u32[word];
   const used = u32[d + Desc.Used] - 1;
-  if ((bits & bit) === 0) return 0;
-  // A page that was full or empties may change lists, unless it is its
-  // class's head: a full head is still listed, and an empty head with little
-  // committed stays (see staysWhenEmpty).
-  if (
-    (used === 0 || used + 1 === u32[d + Desc.LocalCapacity]) && (
-      u32[Tables.ClassU32 + u32[d + Desc.Class] * ClassEntry.Words + ClassEntry.AvailHead] !== d ||
-      used === 0 &&
-        u32[d + Desc.CommitEnd] - u32[d + Desc.LocalPageStart] > KEPT_EMPTY_PAGE_BYTES
-    )
-  ) {
-    return 0;
-  }
+  if ((bits & bit) === 0 || u32[d + Desc.FastFree] !== 1 || used === 0) return false;
   u32[word] = bits ^ bit;
   u32[offset >>> 2] = u32[d + Desc.Free];
   u32[d + Desc.Free] = offset;
   u32[d + Desc.Used] = used;
-  return u32[d + Desc.LocalBlockSize];
+  return true;
 }
 
 /** Page-level operations; the block-level fast paths live in heap.ts. */
@@ -368,6 +399,18 @@ export class Pages {
   readonly owner: number;
   /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
   onAdopt: (orphan: number) => void = () => {};
+  /**
+   * Per small class, the arena offset of the first block of its allocation
+   * list (0 = empty; see "block fast paths"). Every block on it belongs to
+   * the class's head page, is counted in that page's USED and in the tally's
+   * handed-out blocks, has its live bit clear, and links to the next with a
+   * plain offset. Always empty unless `splitLists`.
+   */
+  readonly allocLists = new Uint32Array(CLASS_COUNT);
+  /** The heap's allocation counters (see Tally); stats() subtracts what waits on allocation lists. */
+  readonly tally = new Float64Array(Tally.Words);
+  /** Whether small classes allocate through allocation lists (a private heap in no special mode). */
+  readonly splitLists: boolean;
   private readonly shared: boolean;
   /** See TOTAL_STORE_ORDER (sync.ts). */
   private readonly totalStoreOrder = TOTAL_STORE_ORDER;
@@ -385,18 +428,16 @@ export class Pages {
   idleFloor = 0;
   /** Whether OS pages of in-use pages may be purged: not with shared or secure heaps. */
   private readonly purgesInUsePages: boolean;
-  /**
-   * The Heap's committed bytes that are not idle: its live blocks (whose hot
-   * counters live in JS fields, not in the arena) and the large-block table.
-   */
-  busyBytes: () => number = () => 0;
+  /** Committed bytes outside the arena that are not idle: the large-block table (set by the Heap). */
+  largeTableBytes: () => number = () => 0;
   /** committedBytes up to which growth does not look at the idle budget again. */
   private nextIdleCheck = 0;
   /** Scratch for scavengePage: which OS pages of a page hold live bytes. */
   private readonly pinned = new Uint8Array(MEDIUM_UNITS * UNIT_SIZE / OS_PAGE_SIZE);
 
-  constructor(arena: Arena, owner = 0) {
+  constructor(arena: Arena, owner = 0, splitLists = false) {
     this.arena = arena;
+    this.splitLists = splitLists;
     this.u32 = arena.u32;
     this.key = arena.u32[H_SECURE_KEY];
     this.shuffleState = this.key | 1;
@@ -497,6 +538,7 @@ export class Pages {
     u32[d + Desc.Bump] = start;
     u32[d + Desc.BumpEnd] = start + bumpBytes;
     u32[d + Desc.Used] = 0;
+    u32[d + Desc.SyncedUsed] = 0;
     u32[d + Desc.BlockSize] = blockSize;
     u32[d + Desc.Class] = cls;
     setState(u32, d, state);
@@ -609,6 +651,16 @@ export class Pages {
    */
   take(cls: number): number {
     const u32 = this.u32;
+    if (this.splitLists && cls < SPLIT_CLASSES) {
+      let block = this.allocLists[cls];
+      if (block === 0) {
+        block = this.refill(cls);
+        if (block === 0) return 0;
+      }
+      this.allocLists[cls] = u32[block >>> 2];
+      u32[u32[H_BITMAP_BIAS] + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
+      return block;
+    }
     const slot = this.headSlot(cls);
     let d = u32[slot];
     if (d !== 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity]) {
@@ -642,12 +694,178 @@ export class Pages {
     } else {
       block = this.bump(d);
     }
+    if (this.splitLists) this.syncPage(d), u32[d + Desc.SyncedUsed]++;
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
     if (this.shared) this.handOut(d, block);
     else this.flipLiveBit(d, block);
+    this.countHanded(1, u32[d + Desc.BlockSize]);
     return block;
+  }
+
+  /**
+   * Fills the empty allocation list of small class `cls` from its head page
+   * (the page's whole free list, else a batch of never-used blocks, else one
+   * unlisted block), moving to the next page, or a new one, when the head is
+   * full. Returns the list's first block (the list is left in allocLists
+   * from its second), or 0 when out of memory.
+   */
+  private refill(cls: number): number {
+    const u32 = this.u32;
+    const slot = this.headSlot(cls);
+    for (;;) {
+      let d = u32[slot];
+      if (d === 0) {
+        d = this.acquire(cls);
+        if (d === 0) return 0;
+      }
+      const blockSize = u32[d + Desc.BlockSize];
+      const used = u32[d + Desc.Used];
+      const first = u32[d + Desc.Free];
+      if (first !== 0) {
+        // USED + free + UNLISTED + unbumped = CAPACITY gives the list's length.
+        const unbumped = (u32[d + Desc.BumpEnd] - u32[d + Desc.Bump]) / blockSize;
+        const listed = u32[d + Desc.Capacity] - used - u32[d + Desc.Unlisted] - unbumped;
+        u32[d + Desc.Free] = 0;
+        return this.handToList(cls, d, first, listed);
+      }
+      const bump = u32[d + Desc.Bump];
+      if (bump < u32[d + Desc.BumpEnd]) {
+        if (bump + blockSize > u32[d + Desc.CommitEnd]) this.extendCommit(d, bump + blockSize);
+        const end = Math.min(u32[d + Desc.BumpEnd], u32[d + Desc.CommitEnd]);
+        const count = Math.floor((end - bump) / blockSize);
+        for (let i = 1, b = bump; i < count; i++, b += blockSize) u32[b >>> 2] = b + blockSize;
+        u32[(bump + (count - 1) * blockSize) >>> 2] = 0;
+        u32[d + Desc.Bump] = bump + count * blockSize;
+        if (u32[d + Desc.ZeroFrom] < u32[d + Desc.Bump]) {
+          u32[d + Desc.ZeroFrom] = u32[d + Desc.Bump];
+        }
+        return this.handToList(cls, d, bump, count);
+      }
+      if (u32[d + Desc.Unlisted] !== 0) {
+        const block = this.takeUnlisted(d);
+        u32[block >>> 2] = 0;
+        return this.handToList(cls, d, block, 1);
+      }
+      this.dropFullHead(d);
+    }
+  }
+
+  /** refill(): `count` blocks of page `d` from `first` on become class `cls`'s allocation list. */
+  private handToList(cls: number, d: number, first: number, count: number): number {
+    const u32 = this.u32;
+    this.syncPage(d);
+    u32[d + Desc.Used] += count;
+    u32[d + Desc.SyncedUsed] += count;
+    this.countHanded(count, count * u32[d + Desc.BlockSize]);
+    this.allocLists[cls] = first;
+    return first;
+  }
+
+  /**
+   * Puts the blocks waiting on class `cls`'s allocation list back on its
+   * head page's free list (before anything changes the head page or reads
+   * free lists to purge): the page then holds all its free blocks again.
+   */
+  private flushAllocList(cls: number): void {
+    const u32 = this.u32;
+    let block = this.allocLists[cls];
+    if (block === 0) return;
+    const d = u32[this.headSlot(cls)];
+    let count = 0;
+    while (block !== 0) {
+      const next = u32[block >>> 2];
+      u32[block >>> 2] = u32[d + Desc.Free];
+      u32[d + Desc.Free] = block;
+      block = next;
+      count++;
+    }
+    this.allocLists[cls] = 0;
+    u32[d + Desc.Used] -= count;
+    u32[d + Desc.SyncedUsed] -= count;
+    this.countHanded(-count, -count * u32[d + Desc.BlockSize]);
+  }
+
+  /** flushAllocList for every class. */
+  private flushAllocLists(): void {
+    for (let c = 0; c < SPLIT_CLASSES; c++) this.flushAllocList(c);
+  }
+
+  /**
+   * Blocks and bytes waiting on allocation lists: handed out in the tally,
+   * not to a caller. Walks the lists, each bounded by its page's capacity.
+   */
+  waitingOnAllocLists(): { blocks: number; bytes: number } {
+    const u32 = this.u32;
+    let blocks = 0;
+    let bytes = 0;
+    for (let c = 0; c < SPLIT_CLASSES; c++) {
+      const limit = u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.Capacity];
+      let count = 0;
+      for (let b = this.allocLists[c]; b !== 0 && count <= limit; b = u32[b >>> 2]) count++;
+      if (count > limit) {
+        throw new HeapError(
+          "corrupt",
+          this.arena.base + this.allocLists[c],
+          `class ${c}: its allocation list is longer than a page (a block was written after free)`,
+        );
+      }
+      blocks += count;
+      bytes += count * u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.BlockSize];
+    }
+    return { blocks, bytes };
+  }
+
+  /** Counts blocks handed out (negative: taken back) and raises the peak. */
+  countHanded(blocks: number, bytes: number): void {
+    const tally = this.tally;
+    tally[Tally.HandedBlocks] += blocks;
+    const upper = tally[Tally.UpperBytes] + bytes;
+    tally[Tally.UpperBytes] = upper;
+    if (upper > tally[Tally.PeakBytes]) tally[Tally.PeakBytes] = upper;
+  }
+
+  /** Counts blocks freed (or bytes given back by shrinking in place). */
+  countFreed(blocks: number, bytes: number): void {
+    this.tally[Tally.FreedBlocks] += blocks;
+    this.tally[Tally.UpperBytes] -= bytes;
+  }
+
+  /** With allocation lists: subtracts the frees of page `d` not counted yet (see "Counting"). */
+  private syncPage(d: number): void {
+    const u32 = this.u32;
+    const used = u32[d + Desc.Used];
+    this.tally[Tally.UpperBytes] -= (u32[d + Desc.SyncedUsed] - used) * u32[d + Desc.BlockSize];
+    u32[d + Desc.SyncedUsed] = used;
+  }
+
+  /** Allocated bytes now (exact; with allocation lists, a walk over the pages). */
+  allocatedBytes(): number {
+    if (!this.splitLists) return this.tally[Tally.UpperBytes];
+    return this.usedInClassPages().bytes - this.waitingOnAllocLists().bytes +
+      this.tally[Tally.OtherBytes];
+  }
+
+  /**
+   * Blocks and bytes counted in the USED of this owner's (or a private
+   * heap's) size-class pages: live, or waiting on an allocation list.
+   */
+  usedInClassPages(): { blocks: number; bytes: number } {
+    const u32 = this.u32;
+    let blocks = 0;
+    let bytes = 0;
+    const top = u32[H_TOP_UNIT];
+    for (let unit = 0; unit < top;) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (state === PageState.Small || state === PageState.Medium) {
+        blocks += u32[d + Desc.Used];
+        bytes += u32[d + Desc.Used] * u32[d + Desc.BlockSize];
+      }
+      unit += u32[d + Desc.Units];
+    }
+    return { blocks, bytes };
   }
 
   /**
@@ -665,6 +883,8 @@ export class Pages {
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
     u32[d + Desc.Used] = used;
+    if (this.splitLists) this.syncPage(d);
+    else this.countFreed(1, blockSize);
     // A full page is on no list, unless it is its class's head.
     const unlisted = used + 1 === u32[d + Desc.Capacity] &&
       u32[this.headSlot(u32[d + Desc.Class])] !== d;
@@ -929,6 +1149,7 @@ export class Pages {
   /** The head page of its class list is full: take it off the list. */
   private dropFullHead(d: number): void {
     const u32 = this.u32;
+    u32[d + Desc.FastFree] = 0; // its next free puts it back (readmit)
     const next = u32[d + Desc.Next];
     u32[this.headSlot(u32[d + Desc.Class])] = next;
     if (next !== 0) u32[next + Desc.Prev] = 0;
@@ -938,6 +1159,8 @@ export class Pages {
   /** A full page got a block back: it goes to the head of its class list. */
   private readmit(d: number): void {
     const u32 = this.u32;
+    // The allocation list belongs to the head page, which is about to change.
+    if (u32[d + Desc.Units] === 1) this.flushAllocList(u32[d + Desc.Class]);
     const slot = this.headSlot(u32[d + Desc.Class]);
     const head = u32[slot];
     if (head !== 0 && u32[head + Desc.Used] === 0) {
@@ -974,6 +1197,7 @@ export class Pages {
       this.adoptOrphans();
       this.collectStranded();
     }
+    this.flushAllocLists();
     this.lockShared();
     const kept = this.takeKeptFitPage();
     let released = kept === 0 ? 0 : this.release(kept);
@@ -1026,7 +1250,7 @@ export class Pages {
     // ...and past where the last look at in-use pages left off.
     const committed = f64[S_COMMITTED];
     if (committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)) return;
-    const busy = this.busyBytes();
+    const busy = this.allocatedBytes() + this.largeTableBytes();
     const budget = Math.max(this.idleFloor, busy * this.idleRatio);
     const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
     // One look per step of growth: a heap that churns at its peak trades
@@ -1053,6 +1277,7 @@ export class Pages {
   private scavenge(wanted: number): number {
     if (!this.purgesInUsePages) return 0;
     const u32 = this.u32;
+    this.flushAllocLists(); // the pages' free lists then hold every free block
     // The free ends of fit pages first: one call each, and nothing to relink.
     let released = this.trimFitPages(wanted);
     const candidates: number[] = [];
@@ -1441,6 +1666,7 @@ export class Pages {
     u32[d + Desc.Next] = head;
     if (head !== 0) u32[head + Desc.Prev] = d;
     u32[slot] = d;
+    if (u32[d + Desc.State] === PageState.Small) u32[d + Desc.FastFree] = 1;
   }
 
   /** Takes page `d` off the doubly linked list whose head is at u32 index `slot` (also fit.ts's page list). */

@@ -22,7 +22,6 @@ import {
   S_PEAK_ALLOCATED,
   S_PEAK_COMMITTED,
   S_PURGED_BYTES,
-  S_REQUESTED,
   S_RESERVED,
   S_RETAINED_BYTES,
 } from "./arena.ts";
@@ -31,11 +30,14 @@ import {
 export interface HeapStats {
   /** Sum of the usable sizes of live blocks. */
   allocatedBytes: number;
-  /** Sum of the sizes asked for by every allocation since the heap was made (cumulative). */
-  requestedBytes: number;
   /** Bytes that may be resident: pages handed to blocks or metadata and not yet given back. */
   committedBytes: number;
-  /** Highest allocatedBytes seen. */
+  /**
+   * Highest allocatedBytes seen, or a little above it: a private heap in no
+   * special mode notes its peak when a class's allocation list is refilled,
+   * counting the blocks just put on the list as allocated (at most one
+   * page's worth per size class up to 1 KiB; see docs/performance.md).
+   */
   peakAllocatedBytes: number;
   /** Highest committedBytes seen. */
   peakCommittedBytes: number;
@@ -73,16 +75,15 @@ export interface HeapStats {
 }
 
 /**
- * The counters every malloc and free updates. They live in JS fields of the
- * Heap object, where updating them is cheapest, and are published into the
- * arena header (S_ALLOCATED ... S_FREE_COUNT) whenever stats() or check() runs.
+ * The allocation counters, derived from the pages' tally (see Tally in
+ * pages.ts) and published into the arena header (S_ALLOCATED ...
+ * S_FREE_COUNT) whenever stats() or check() runs.
  */
 export interface HotCounters {
   allocated: number;
   peakAllocated: number;
   allocs: number;
   frees: number;
-  requested: number;
 }
 
 /** Copies the hot counters into the arena header. */
@@ -92,7 +93,6 @@ export function publishCounters(arena: Arena, c: HotCounters): void {
   f64[S_PEAK_ALLOCATED] = c.peakAllocated;
   f64[S_ALLOC_COUNT] = c.allocs;
   f64[S_FREE_COUNT] = c.frees;
-  f64[S_REQUESTED] = c.requested;
 }
 
 /** Shared heaps: the counters an owner slot holds (0 for a fresh slot). */
@@ -104,7 +104,6 @@ export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
     peakAllocated: f64[f + Counter.PeakAllocated],
     allocs: f64[f + Counter.Allocs],
     frees: f64[f + Counter.Frees],
-    requested: f64[f + Counter.Requested],
   };
 }
 
@@ -115,7 +114,7 @@ export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
  * peak: an upper bound of the heap's true peak.
  */
 export function sumOwnerCounters(arena: Arena): void {
-  const totals = { allocated: 0, peakAllocated: 0, allocs: 0, frees: 0, requested: 0 };
+  const totals = { allocated: 0, peakAllocated: 0, allocs: 0, frees: 0 };
   for (let owner = 1; owner < MAX_OWNERS; owner++) {
     const slot = slotOf(arena, owner);
     if (Atomics.load(arena.u32, slot + Slot.State) === 0) continue;
@@ -124,7 +123,6 @@ export function sumOwnerCounters(arena: Arena): void {
     totals.peakAllocated += arena.f64[f + Counter.PeakAllocated];
     totals.allocs += arena.f64[f + Counter.Allocs];
     totals.frees += arena.f64[f + Counter.Frees];
-    totals.requested += arena.f64[f + Counter.Requested];
   }
   publishCounters(arena, totals);
 }
@@ -138,7 +136,6 @@ export function readStats(arena: Arena, largeTableBytes: number): HeapStats {
   const frees = f64[S_FREE_COUNT];
   return {
     allocatedBytes: allocated,
-    requestedBytes: f64[S_REQUESTED],
     committedBytes: committed,
     peakAllocatedBytes: f64[S_PEAK_ALLOCATED],
     peakCommittedBytes: f64[S_PEAK_COMMITTED],

@@ -5,7 +5,6 @@ import { KiB, MiB, Rng } from "./helpers.ts";
 
 const FIELDS = [
   "allocatedBytes",
-  "requestedBytes",
   "committedBytes",
   "peakAllocatedBytes",
   "peakCommittedBytes",
@@ -40,7 +39,6 @@ describe("stats()", () => {
     const s = heap.stats();
     assertCoherent(s, "fresh");
     assert.equal(s.allocatedBytes, 0);
-    assert.equal(s.requestedBytes, 0);
     assert.equal(s.liveBlocks, 0);
     assert.equal(s.allocCount, 0);
     assert.equal(s.freeCount, 0);
@@ -63,7 +61,7 @@ describe("stats()", () => {
     heap.check();
   });
 
-  it("counts each allocation and free in liveBlocks, allocCount, freeCount and requestedBytes", () => {
+  it("counts each allocation and free in liveBlocks, allocCount and freeCount", () => {
     using heap = new Heap();
     const a = heap.malloc(100);
     const b = heap.calloc(10, 30);
@@ -73,7 +71,6 @@ describe("stats()", () => {
     assert.equal(s.liveBlocks, 4);
     assert.equal(s.allocCount, 4);
     assert.equal(s.freeCount, 0);
-    assert.equal(s.requestedBytes, 100 + 300 + 5000 + 300 * KiB);
     heap.free(b);
     heap.free(d);
     s = heap.stats();
@@ -165,7 +162,10 @@ describe("stats()", () => {
     using heap = new Heap();
     const blocks = Array.from({ length: 1000 }, () => heap.malloc(1000));
     const full = heap.stats();
-    assert.equal(full.peakAllocatedBytes, full.allocatedBytes);
+    // An upper bound: blocks put on an allocation list count from then on
+    // (at most a page of 1 KiB blocks here).
+    assert.ok(full.peakAllocatedBytes >= full.allocatedBytes);
+    assert.ok(full.peakAllocatedBytes <= full.allocatedBytes + 64 * KiB);
     assert.ok(full.peakCommittedBytes >= full.committedBytes);
     for (const p of blocks) heap.free(p);
     heap.trim();
