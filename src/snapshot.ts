@@ -369,7 +369,7 @@ function readClassPage(arena: Arena, d: number, start: number, withBlocks: boole
   };
   if (withBlocks) {
     page.touched = (u32[d + Desc.Bump] - start) / blockSize;
-    page.blocks = classPageBlocks(u32, d, start, blockSize, capacity);
+    page.blocks = classPageBlocks(u32, d, blockSize, capacity);
   }
   return page;
 }
@@ -378,7 +378,6 @@ function readClassPage(arena: Arena, d: number, start: number, withBlocks: boole
 function classPageBlocks(
   u32: Uint32Array,
   d: number,
-  start: number,
   blockSize: number,
   capacity: number,
 ): string {
