@@ -64,6 +64,7 @@ export function serveHeapMap(heap: Heap, options: ServeHeapMapOptions = {}): Hea
       // A closed heap: the program is done with it.
       return new Response(String((error as Error).message), { status: 410 });
     }
+    if (path === "/favicon.ico") return new Response(null, { status: 204 });
     return new Response("not found", { status: 404 });
   };
   let server: Deno.HttpServer<Deno.NetAddr>;
