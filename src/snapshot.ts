@@ -53,8 +53,11 @@ export type PageKind = "metadata" | "class" | "fit" | "retained" | "released" | 
 
 /** One page (or stretch) of the arena. Addresses are real virtual addresses. */
 export interface PageSnapshot {
+  /** Address of its first byte. */
   address: number;
+  /** Its length in bytes. */
   bytes: number;
+  /** What it is (see PageKind). */
   kind: PageKind;
   /** Size class (`class` pages), else -1. */
   class: number;
@@ -85,6 +88,7 @@ export interface PageSnapshot {
 
 /** A block above 128 KiB, in a mapping of its own. */
 export interface LargeSnapshot {
+  /** Address of the block (its mapping's start). */
   address: number;
   /** Usable (mapped) bytes, guard pages excluded. */
   bytes: number;
@@ -96,8 +100,11 @@ export interface LargeSnapshot {
 
 /** The figures of one size class over all its pages. */
 export interface ClassSnapshot {
+  /** The size class. */
   class: number;
+  /** Bytes per block. */
   blockSize: number;
+  /** Pages of the class. */
   pages: number;
   /** Live blocks. */
   live: number;
@@ -146,9 +153,11 @@ export interface FragmentationSnapshot {
   largestFreeChunkBytes: number;
   /** Address space not carved into pages yet. */
   uncarvedBytes: number;
-  /** Pages with live blocks and room for more / full / in use with none live. */
+  /** Pages with live blocks and room for more. */
   partlyUsedPages: number;
+  /** Pages whose every block is live. */
   fullPages: number;
+  /** Class and fit pages in use with no live block (a class's kept head page, the fit page kept). */
   emptyPages: number;
 }
 
@@ -166,10 +175,13 @@ export interface HeapSnapshot {
   version: 1;
   /** Milliseconds since the epoch when it was taken. */
   time: number;
+  /** What `options.label` said, if anything. */
   label?: string;
+  /** The modes the heap runs in. */
   mode: { secure: boolean; debug: boolean; shared: boolean };
   /** The heap's counters at the same moment. */
   stats: HeapStats;
+  /** Where the arena lies and how much of it is carved into pages. */
   arena: {
     base: number;
     bytes: number;
@@ -182,12 +194,15 @@ export interface HeapSnapshot {
   };
   /** The arena in address order; the entries tile [arena.base, arena.base + arena.bytes). */
   pages: PageSnapshot[];
+  /** Live large blocks in address order. */
   large: LargeSnapshot[];
   /** Bytes of the large-block table mapping (counted as metadata). */
   largeTableBytes: number;
   /** Size classes that have at least one page, by class. */
   classes: ClassSnapshot[];
+  /** The fragmentation figures (see FragmentationSnapshot). */
   fragmentation: FragmentationSnapshot;
+  /** Debug mode with `{ blocks: true }`: every live block's allocation site. */
   sites?: SitesSnapshot;
 }
 

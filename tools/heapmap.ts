@@ -32,9 +32,6 @@ const USAGE = "usage: deno task heapmap TRACE.gz --out map.html [--every N] [--d
   "[--png peak.png]\n       deno task heapmap --demo --out map.html [--every N] [--png peak.png]";
 const TARGET_SNAPSHOTS = 200;
 
-/** A usage problem: reported with the usage text, exit code 2. */
-class UsageError extends Error {}
-
 interface Run {
   snapshots: HeapSnapshot[];
   /** Index of the snapshot at the peak of live bytes. */

@@ -27,6 +27,7 @@ export interface HeapMapServer {
   readonly url: string;
   /** Stops serving; resolves when the listener is closed. */
   close(): Promise<void>;
+  /** Same as close(), for `await using`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
 
