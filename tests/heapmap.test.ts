@@ -67,6 +67,14 @@ describe("renderHeapMap", () => {
         "[...document.querySelectorAll('#map .cell > i')].filter(i => i.offsetHeight > 0).length",
       );
       assert.ok(filled > 0, "page cells are filled by occupancy");
+      const tip = await page.evaluate<string>(
+        "(() => { const c = document.querySelector('#map .cell.class'), r = c.getBoundingClientRect(); c.dispatchEvent(new MouseEvent('mousemove', { clientX: r.left + 2, clientY: r.top + 2, bubbles: true })); return document.getElementById('tooltip').textContent; })()",
+      );
+      assert.match(
+        tip,
+        /class page at 0x[0-9a-f]+, 64\.0 KiB\nclass \d+, blocks of \d+ B\nlive \d+ \/ \d+ blocks/,
+      );
+      assert.match(tip, /committed [\d.]+ KiB/);
       const legend = await page.evaluate<string>("document.getElementById('legend').textContent");
       for (const text of ["64 B", "fit", "retained", "released"]) assert.ok(legend.includes(text));
       assert.equal(
@@ -140,7 +148,10 @@ describe("renderHeapMap", () => {
       "document.getElementById('sites-legend').textContent",
     );
     assert.match(legend, /130 live blocks from 2 sites/);
-    // Click the first block drawn: its stack shows.
+    const sitesData = () =>
+      page.evaluate<Record<string, string>>("({ ...document.getElementById('sites').dataset })");
+    assert.deepEqual(await sitesData(), { blocks: "130", leaks: "50", highlighted: "0" });
+    // Click the first block drawn (one of the 50 kept): its stack shows, its site's blocks stay lit.
     await page.evaluate(
       "(() => { const c = document.getElementById('sites'), r = c.getBoundingClientRect(); c.dispatchEvent(new MouseEvent('click', { clientX: r.left + 1, clientY: r.top + 3, bubbles: true })); })()",
     );
@@ -148,6 +159,7 @@ describe("renderHeapMap", () => {
       await page.evaluate<string>("document.getElementById('site-stack').textContent"),
       /allocation #\d+\n.*heapmap\.test\.ts/,
     );
+    assert.equal((await sitesData()).highlighted, "50", "the other blocks of the same site");
     assert.deepEqual(page.errors, []);
     for (const p of kept) heap.free(p);
     await Deno.remove(path);

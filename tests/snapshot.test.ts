@@ -7,7 +7,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, type HeapOptions, type HeapSnapshot } from "../mod.ts";
-import { KiB, MiB, needs, Rng } from "./helpers.ts";
+import { assertHeapError, KiB, MiB, needs, Rng } from "./helpers.ts";
 import type { SnapshotStart } from "./workers/snapshot.ts";
 
 const WAIT_MS = 60_000;
@@ -151,6 +151,13 @@ describe("heap.snapshot()", () => {
       }
     });
   }
+
+  it("throws HeapError(closed) on a closed heap", () => {
+    const heap = new Heap({ arenaBytes: 64 * MiB });
+    heap.close();
+    assertHeapError(() => heap.snapshot(), "closed", 0);
+    assertHeapError(() => heap.summary(), "closed", 0);
+  });
 
   it("names its mode and keeps a label", () => {
     using heap = new Heap({ arenaBytes: 64 * MiB, secure: true });

@@ -351,10 +351,6 @@ export const CLIENT_JS = String.raw`
     var survivors = {};
     if (last.sites) for (var k = 0; k < last.sites.blocks.length; k += 4) survivors[last.sites.blocks[k] + ":" + last.sites.blocks[k + 3]] = 1;
     var rowsByPage = {}, order = [];
-    function pageOf(addr) {
-      for (var i = 0; i < s.pages.length; i++) { var p = s.pages[i]; if (addr >= p[A] && addr < p[A] + p[BYTES]) return p; }
-      return null;
-    }
     var sorted = []; for (var j = 0; j < sites.blocks.length; j += 4) sorted.push(j);
     sorted.sort(function (a, b) { return sites.blocks[a] - sites.blocks[b]; });
     var pi = 0;
@@ -371,6 +367,7 @@ export const CLIENT_JS = String.raw`
     canvas.width = W; canvas.height = Math.max(1, shown.length) * RH;
     var g = canvas.getContext("2d");
     siteHits = [];
+    var leaks = 0, highlighted = 0;
     shown.forEach(function (key, row) {
       var r = rowsByPage[key];
       g.fillStyle = "#f3f3f3"; g.fillRect(0, row * RH, W, RH - 1);
@@ -380,10 +377,15 @@ export const CLIENT_JS = String.raw`
         var dim = selectedSite >= 0 && site !== selectedSite;
         g.fillStyle = dim ? "#ddd" : classColor(site * 7 + 3);
         g.fillRect(x0, row * RH, w, RH - 1);
+        if (!dim && selectedSite >= 0) highlighted++;
+        if (survivors[addr + ":" + sites.blocks[j + 3]]) leaks++;
         if (survivors[addr + ":" + sites.blocks[j + 3]] && !dim) { g.strokeStyle = "#d00"; g.lineWidth = 1.5; g.strokeRect(x0 + 0.5, row * RH + 0.5, Math.max(1, w - 1), RH - 2); }
         siteHits.push([x0, row * RH, w, RH, j]);
       });
     });
+    canvas.dataset.blocks = String(siteHits.length);
+    canvas.dataset.leaks = String(leaks);
+    canvas.dataset.highlighted = String(highlighted);
     var legend = $("sites-legend"); legend.textContent = "";
     var counts = {}; for (var q = 0; q < sites.blocks.length; q += 4) counts[sites.blocks[q + 2]] = (counts[sites.blocks[q + 2]] || 0) + sites.blocks[q + 1];
     Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a]; }).slice(0, 12).forEach(function (site) {
