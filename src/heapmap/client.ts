@@ -332,6 +332,7 @@ export const CLIENT_JS = String.raw`
         g.fillRect(col * colW, rows - 1 - r, colW, 1);
       }
     });
+    $("timeaddr-axis").textContent = "addresses " + hex(lo) + " (bottom) to " + hex(hi) + " (top), " + fmtBytes(span) + " a row";
     g.fillStyle = "rgba(0,0,0,0.6)";
     g.fillRect(current * colW, 0, Math.max(1, colW), 4);
   }

@@ -158,6 +158,13 @@ export function renderHeapMap(
 <section id="timeaddr-section">
   <h2>Time &times; address <span class="hint">(x: snapshots in time, y: arena addresses upwards, colour: how full that stretch was)</span></h2>
   <canvas id="timeaddr" width="600" height="256"></canvas>
+  <div id="timeaddr-key"><span class="key"><b style="background: hsl(0, 80%, 48%)"></b>full</span>
+  <span class="key"><b style="background: hsl(120, 80%, 68%)"></b>half full</span>
+  <span class="key"><b style="background: hsl(240, 80%, 88%)"></b>nearly empty</span>
+  <span class="key"><b style="background: #c8c8c8"></b>retained</span>
+  <span class="key"><b style="background: #dcdcdc"></b>released</span>
+  <span class="key"><b style="background: #f2f2f2; border: 1px solid #ccc"></b>not carved</span>
+  <span id="timeaddr-axis" class="hint"></span></div>
 </section>
 <section id="sites-section">
   <h2>By allocation site <span class="hint">(debug mode: colour = site, red outline = still live at the series' end; click a block)</span></h2>
