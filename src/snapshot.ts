@@ -16,8 +16,9 @@
  * of a page's internals touches one place here.
  *
  * The arena's pages tile its reservation: `metadata` (header, descriptors,
- * bitmaps), then every carved page, then one `unused` entry for the address
- * space not carved yet (reserved, inaccessible until carved).
+ * bitmaps), then every carved page (in secure mode each followed by its
+ * guard page), then one `unused` entry for the address space not carved yet
+ * (reserved, inaccessible until carved).
  */
 
 import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena.ts";
@@ -47,9 +48,18 @@ export interface SnapshotOptions {
  * - `fit`: a 1 MiB page of blocks above 1 KiB cut to 16 bytes (private heaps);
  * - `retained`: an empty page kept committed for reuse (given back by `trim()`);
  * - `released`: an empty page given back to the OS, still reserved;
+ * - `guard`: secure mode: the last OS page of every page, inaccessible, so a
+ *   run past a page's end faults;
  * - `unused`: address space reserved and not carved into pages yet.
  */
-export type PageKind = "metadata" | "class" | "fit" | "retained" | "released" | "unused";
+export type PageKind =
+  | "metadata"
+  | "class"
+  | "fit"
+  | "retained"
+  | "released"
+  | "guard"
+  | "unused";
 
 /** One page (or stretch) of the arena. Addresses are real virtual addresses. */
 export interface PageSnapshot {
@@ -251,6 +261,8 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
     emptyPages: 0,
   };
   let freeRun = 0;
+  // Secure mode: every carved page's last OS page is a guard (see Pages.setGuard).
+  const guard = src.secure ? OS_PAGE_SIZE : 0;
   for (let unit = 0; unit < top;) {
     const d = Tables.DescriptorsU32 + unit * Desc.Words;
     const start = arena.dataStart + unit * UNIT_SIZE;
@@ -261,6 +273,10 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
       ? readFitPage(arena, d, start, withBlocks, frag)
       : readEmptyPage(arena, d, start);
     pages.push(page);
+    if (guard !== 0) {
+      page.bytes -= guard;
+      pages.push(blankPage(page.address + page.bytes, guard, "guard"));
+    }
     unit += Math.max(1, u32[d + Desc.Units]);
 
     if (page.kind === "class") {
@@ -287,8 +303,8 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
         frag.emptyPages++;
         frag.idleCommittedBytes += page.committed;
       }
-      frag.freePageBytes += page.bytes;
-      freeRun += page.bytes;
+      frag.freePageBytes += page.bytes + guard;
+      freeRun += page.bytes + guard;
       frag.largestFreeRunBytes = Math.max(frag.largestFreeRunBytes, freeRun);
     }
   }

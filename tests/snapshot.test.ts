@@ -161,8 +161,15 @@ describe("heap.snapshot()", () => {
 
   it("names its mode and keeps a label", () => {
     using heap = new Heap({ arenaBytes: 64 * MiB, secure: true });
+    const blocks = [heap.malloc(100), heap.malloc(70 * KiB)];
     const s = heap.snapshot({ label: "after load" });
     assert.deepEqual(s.mode, { secure: true, debug: false, shared: false });
+    // Secure mode: every carved page ends with its guard page.
+    const carved = s.pages.filter((p) => p.kind !== "metadata" && p.kind !== "unused");
+    assert.ok(carved.length >= 4);
+    carved.forEach((p, i) => assert.equal(p.kind === "guard", i % 2 === 1, `entry ${i}`));
+    for (const g of carved.filter((p) => p.kind === "guard")) assert.equal(g.bytes, 4096);
+    for (const p of blocks) heap.free(p);
     assert.equal(s.label, "after load");
     assert.equal(s.version, 1);
     assert.ok(Math.abs(s.time - Date.now()) < 60_000);

@@ -21,6 +21,7 @@ h3 { font-size: 13px; margin: 10px 0 4px; }
 .cell.retained { background: #fff; border: 1px dashed #888; }
 .cell.released { background: repeating-linear-gradient(45deg, #d0d0d0 0 3px, #f4f4f4 3px 6px); }
 .cell.metadata { background: #555; }
+.cell.guard { background: #000; }
 .cell.unused { background: #eee; color: #999; font-size: 10px; line-height: 18px; padding-left: 3px; }
 .cell.selected { outline: 2px solid #000; z-index: 1; }
 #legend { display: flex; flex-wrap: wrap; gap: 4px 10px; margin-bottom: 6px; max-width: 1040px; }
@@ -80,6 +81,8 @@ export const CLIENT_JS = String.raw`
       if (p[OWNER]) lines.push("owner Worker slot " + p[OWNER]);
     } else if (kind === "retained" || kind === "metadata") {
       lines.push("committed " + fmtBytes(p[COMMIT]));
+    } else if (kind === "guard") {
+      lines.push("inaccessible: a stray access past the page's end faults (secure mode)");
     } else if (kind === "released") {
       lines.push("given back to the OS (reserved, not committed)");
     } else {
@@ -128,6 +131,7 @@ export const CLIENT_JS = String.raw`
     key("#fff", "retained (empty, committed)", "border: 1px dashed #888");
     key("repeating-linear-gradient(45deg, #d0d0d0 0 3px, #f4f4f4 3px 6px)", "released (given back)");
     key("#555", "metadata");
+    if (D.some(function (s) { return s.mode.secure; })) key("#000", "guard page (secure mode)");
     key("#eee", "not carved yet");
     key("#8c564b", "large block (own mapping)");
   }
@@ -148,7 +152,7 @@ export const CLIENT_JS = String.raw`
       var units = Math.max(1, Math.round(p[BYTES] / UNIT));
       if (kind === "unused") { units = Math.min(units, 32); cell.textContent = fmtBytes(p[BYTES]) + " free address space"; }
       if (kind === "metadata") units = Math.min(units, 4);
-      cell.style.width = (units * UNIT_PX + (units - 1)) + "px";
+      cell.style.width = kind === "guard" ? "2px" : (units * UNIT_PX + (units - 1)) + "px";
       if (kind === "class" || kind === "fit") {
         cell.style.background = pageColor(p, true);
         var fill = el("i");
@@ -314,7 +318,7 @@ export const CLIENT_JS = String.raw`
       var live = new Float64Array(rows), used = new Float64Array(rows), kindAt = new Int8Array(rows).fill(-1);
       s.pages.forEach(function (p) {
         var kind = KINDS[p[KIND]];
-        if (kind === "metadata" || kind === "unused") return;
+        if (kind === "metadata" || kind === "unused" || kind === "guard") return;
         var start = p[A], end = p[A] + p[BYTES], density = kind === "class" || kind === "fit" ? p[LBYTES] / p[BYTES] : 0;
         for (var r = Math.max(0, Math.floor((start - lo) / span)); r < rows && lo + r * span < end; r++) {
           var a = Math.max(start, lo + r * span), b = Math.min(end, lo + (r + 1) * span);

@@ -31,6 +31,7 @@ export const KINDS: readonly PageKind[] = [
   "fit",
   "retained",
   "released",
+  "guard",
   "unused",
 ];
 
