@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Heap, type HeapOptions, type HeapSnapshot } from "../mod.ts";
 import { assertHeapError, KiB, MiB, needs, Rng } from "./helpers.ts";
 import type { SnapshotStart } from "./workers/snapshot.ts";
+import { threadExited } from "./workers/common.ts";
 
 const WAIT_MS = 60_000;
 
@@ -235,7 +236,9 @@ describe("heap.snapshot()", () => {
       type: "module",
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const reply = new Promise<{ ok: boolean; snapshot: HeapSnapshot; error?: string }>(
+    const reply = new Promise<
+      { ok: boolean; snapshot: HeapSnapshot; error?: string; tid: number }
+    >(
       (resolve) => worker.onmessage = (e) => resolve(e.data),
     );
     worker.postMessage(
@@ -252,6 +255,12 @@ describe("heap.snapshot()", () => {
       }),
     ]).finally(() => clearTimeout(timer));
     worker.terminate();
+    // The heap is unmapped at the end of this test: not before the Worker's thread is gone.
+    const deadline = Date.now() + WAIT_MS;
+    while (!threadExited(data.tid)) {
+      assert.ok(Date.now() < deadline, "the Worker's thread did not exit");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     assert.ok(data.ok, data.error);
     assert.equal(data.snapshot.mode.shared, true);
     assertSnapshotAddsUp(data.snapshot);

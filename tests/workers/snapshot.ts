@@ -1,12 +1,12 @@
 /**
  * Worker for tests/snapshot.test.ts: attaches to a shared heap, allocates
  * `sizes`, frees the `remote` blocks (allocated by the main thread: remote
- * frees its owner has not taken back), and answers with a snapshot taken
- * here, and the stats and leaks around it.
+ * frees its owner has not taken back), and answers, detached, with a
+ * snapshot taken here and the stats around it.
  */
 
 import { Heap, type SharedHeapHandle } from "../../mod.ts";
-import { scope } from "./common.ts";
+import { scope, threadId } from "./common.ts";
 
 export interface SnapshotStart {
   handle: SharedHeapHandle;
@@ -24,10 +24,15 @@ scope.onmessage = (event) => {
     const snapshot = heap.snapshot({ blocks: true });
     heap.check();
     const after = heap.stats();
-    // The blocks stay: the main thread reads them in its own snapshot.
-    scope.postMessage({ ok: true, snapshot, before, after, mine });
+    // Detach before answering: once the main thread has the answer it may
+    // close (unmap) the heap. The blocks stay, for the main thread's snapshot.
     heap.close();
+    scope.postMessage({ ok: true, snapshot, before, after, mine, tid: threadId() });
   } catch (error) {
-    scope.postMessage({ ok: false, error: String((error as Error)?.stack ?? error) });
+    scope.postMessage({
+      ok: false,
+      error: String((error as Error)?.stack ?? error),
+      tid: threadId(),
+    });
   }
 };
