@@ -253,6 +253,26 @@ describe("deno task heapmap", () => {
     await Deno.remove(dir, { recursive: true });
   });
 
+  it("--demo fragments the heap and recovers, leaking from one site", { skip: PERMS }, async () => {
+    const dir = await Deno.makeTempDir();
+    const { code, stderr } = await run("--demo", "--out", `${dir}/demo.html`);
+    assert.equal(code, 0, stderr);
+    const html = await Deno.readTextFile(`${dir}/demo.html`);
+    const data = JSON.parse(html.match(/HEAPMAP_DATA = (.*);\n/)![1]);
+    const byLabel = (label: string) => data.find((s: { label: string }) => s.label === label);
+    const [peak, fragmented, end] = [
+      byLabel("peak"),
+      byLabel("fragmented"),
+      byLabel("end (after trim)"),
+    ];
+    assert.ok(fragmented.stats.utilization < peak.stats.utilization - 0.3, "utilization falls");
+    assert.equal(fragmented.stats.committedBytes, peak.stats.committedBytes, "pages stay");
+    assert.ok(end.stats.committedBytes < fragmented.stats.committedBytes / 4, "and come back");
+    assert.equal(end.sites.stacks.length, 1, "what is left comes from one site");
+    assert.match(end.sites.stacks[0], /allocateLeakySession/);
+    await Deno.remove(dir, { recursive: true });
+  });
+
   it("exits 2 with a message for a bad path, trace line or option", { skip: PERMS }, async () => {
     const dir = await Deno.makeTempDir();
     const bad = `${dir}/bad.trace.gz`;
