@@ -20,6 +20,16 @@ export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
 export type { DebugOptions, LeakedBlock } from "./src/debug.ts";
 export type { HeapErrorDetails } from "./src/errors.ts";
+export type {
+  ClassSnapshot,
+  FragmentationSnapshot,
+  HeapSnapshot,
+  LargeSnapshot,
+  PageKind,
+  PageSnapshot,
+  SitesSnapshot,
+  SnapshotOptions,
+} from "./src/snapshot.ts";
 
 let defaultHeap: Heap | undefined;
 

@@ -253,6 +253,16 @@ export class DebugLayer {
       .map((b) => ({ address: b.address, size: b.size, stack: this.#stackOf(b) }));
   }
 
+  /** Every live block with its allocation number and stack (for heap snapshots). */
+  liveSites(): { address: number; size: number; site: number; stack: string }[] {
+    return this.#liveBlocks().map((b) => ({
+      address: b.address,
+      size: b.size,
+      site: b.site,
+      stack: this.#stackOf(b),
+    }));
+  }
+
   /** Live blocks grouped by allocation site, largest total first. */
   leakReport(): string {
     const sites = new Map<string, { count: number; bytes: number }>();

@@ -56,6 +56,8 @@ import {
   unlockOwner,
 } from "./sync.ts";
 import { checkHeap } from "./check.ts";
+import { type HeapSnapshot, type SnapshotOptions, takeSnapshot } from "./snapshot.ts";
+import { formatSummary } from "./summary.ts";
 
 /** Options for `new Heap()`. */
 export interface HeapOptions {
@@ -605,6 +607,39 @@ export class Heap {
       return;
     }
     this.#debug?.check();
+  }
+
+  /**
+   * A plain, JSON-serialisable description of the heap now: totals, every
+   * page of the arena in address order, large blocks, per-class figures and
+   * fragmentation figures (see HeapSnapshot). Reads the heap's structures
+   * without changing them, in time proportional to its pages (`{ blocks:
+   * true }` adds every block's state). A shared heap is read with every
+   * Worker held out of heap calls, as check() does.
+   */
+  snapshot(options: SnapshotOptions = {}): HeapSnapshot {
+    if (this.#closed) throw closedError("snapshot");
+    this.#publish();
+    const take = () =>
+      takeSnapshot({
+        arena: this.#arena,
+        large: this.#large,
+        stats: readStats(this.#arena, this.#large.tableBytes),
+        debug: this.#debug,
+        secure: this.#arena.u32[H_SECURE_KEY] !== 0,
+      }, options);
+    if (this.#owner === 0) return take();
+    let snapshot: HeapSnapshot | undefined;
+    stopTheWorld(this.#arena, this.#owner, () => {
+      sumOwnerCounters(this.#arena);
+      snapshot = take();
+    });
+    return snapshot!;
+  }
+
+  /** A short text table of the heap now: per size class its pages, live blocks and a utilization bar. */
+  summary(): string {
+    return formatSummary(this.snapshot());
   }
 
   /** Gives every empty page back to the OS now; returns the bytes released. */
