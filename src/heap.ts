@@ -627,6 +627,7 @@ export class Heap {
         stats: readStats(this.#arena, this.#large.tableBytes),
         debug: this.#debug,
         secure: this.#arena.u32[H_SECURE_KEY] !== 0,
+        waiting: this.#pages.waitingByPage(),
       }, options);
     if (this.#owner === 0) return take();
     let snapshot: HeapSnapshot | undefined;

@@ -797,24 +797,40 @@ export class Pages {
    * not to a caller. Walks the lists, each bounded by its page's capacity.
    */
   waitingOnAllocLists(): { blocks: number; bytes: number } {
-    const u32 = this.u32;
     let blocks = 0;
     let bytes = 0;
     for (let c = 0; c < SPLIT_CLASSES; c++) {
-      const limit = u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.Capacity];
-      let count = 0;
-      for (let b = this.allocLists[c]; b !== 0 && count <= limit; b = u32[b >>> 2]) count++;
-      if (count > limit) {
-        throw new HeapError(
-          "corrupt",
-          this.arena.base + this.allocLists[c],
-          `class ${c}: its allocation list is longer than a page (a block was written after free)`,
-        );
-      }
+      const count = this.allocListLength(c);
       blocks += count;
-      bytes += count * u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.BlockSize];
+      bytes += count * this.u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.BlockSize];
     }
     return { blocks, bytes };
+  }
+
+  /** Blocks waiting on allocation lists, by the descriptor of the (head) page they belong to. */
+  waitingByPage(): Map<number, number> {
+    const byPage = new Map<number, number>();
+    for (let c = 0; c < SPLIT_CLASSES; c++) {
+      const count = this.allocListLength(c);
+      if (count !== 0) byPage.set(this.u32[this.headSlot(c)], count);
+    }
+    return byPage;
+  }
+
+  /** Length of class `cls`'s allocation list; throws corrupt past a page's capacity (a cycle). */
+  private allocListLength(cls: number): number {
+    const u32 = this.u32;
+    const limit = u32[Tables.ClassU32 + cls * ClassEntry.Words + ClassEntry.Capacity];
+    let count = 0;
+    for (let b = this.allocLists[cls]; b !== 0 && count <= limit; b = u32[b >>> 2]) count++;
+    if (count > limit) {
+      throw new HeapError(
+        "corrupt",
+        this.arena.base + this.allocLists[cls],
+        `class ${cls}: its allocation list is longer than a page (a block was written after free)`,
+      );
+    }
+    return count;
   }
 
   /** Counts blocks handed out (negative: taken back) and raises the peak. */

@@ -223,6 +223,8 @@ export interface SnapshotSources {
   stats: HeapStats;
   debug: DebugLayer | null;
   secure: boolean;
+  /** Blocks waiting on allocation lists (counted in USED, free), by page descriptor. */
+  waiting: ReadonlyMap<number, number>;
 }
 
 const EMPTY_CLASS = (c: number): ClassSnapshot => ({
@@ -268,7 +270,7 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
     const start = arena.dataStart + unit * UNIT_SIZE;
     const state = u32[d + Desc.State];
     const page = state === PageState.Small || state === PageState.Medium
-      ? readClassPage(arena, d, start, withBlocks)
+      ? readClassPage(arena, d, start, withBlocks, src.waiting)
       : state === PageState.Fit
       ? readFitPage(arena, d, start, withBlocks, frag)
       : readEmptyPage(arena, d, start);
@@ -360,13 +362,14 @@ function committedOf(u32: Uint32Array, d: number, start: number): number {
 }
 
 /**
- * Live blocks of class page `d`: USED, except in a shared heap, where USED
- * also counts blocks other Workers freed (live bit cleared, not yet taken
- * back by the owner), so the live bits are counted instead.
+ * Live blocks of class page `d`: USED less the blocks waiting on its
+ * class's allocation list, except in a shared heap, where USED also counts
+ * blocks other Workers freed (live bit cleared, not yet taken back by the
+ * owner), so the live bits are counted instead.
  */
-function classPageLive(arena: Arena, d: number): number {
+function classPageLive(arena: Arena, d: number, waiting: ReadonlyMap<number, number>): number {
   const u32 = arena.u32;
-  if (u32[H_SHARED] !== 1) return u32[d + Desc.Used];
+  if (u32[H_SHARED] !== 1) return u32[d + Desc.Used] - (waiting.get(d) ?? 0);
   const bitmap = u32[d + Desc.Bitmap];
   const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
   let live = 0;
@@ -380,11 +383,17 @@ function classPageLive(arena: Arena, d: number): number {
 }
 
 /** A size-class page (STATE SMALL or MEDIUM). */
-function readClassPage(arena: Arena, d: number, start: number, withBlocks: boolean): PageSnapshot {
+function readClassPage(
+  arena: Arena,
+  d: number,
+  start: number,
+  withBlocks: boolean,
+  waiting: ReadonlyMap<number, number>,
+): PageSnapshot {
   const u32 = arena.u32;
   const blockSize = u32[d + Desc.BlockSize];
   const capacity = u32[d + Desc.Capacity];
-  const live = classPageLive(arena, d);
+  const live = classPageLive(arena, d, waiting);
   const page: PageSnapshot = {
     address: arena.base + start,
     bytes: u32[d + Desc.Units] * UNIT_SIZE,
