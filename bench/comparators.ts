@@ -62,6 +62,8 @@ export interface Allocator {
   verify(h: Handle, size: number, byte: number): boolean;
   /** Requests the allocator could not serve (it returned nil) since creation. */
   failures(): number;
+  /** Allocations since creation, where the allocator counts them (the heap's stats()). */
+  allocCount?(): number;
 }
 
 /** Environment jemalloc needs at process start for Deno.dlopen to succeed. */
@@ -282,6 +284,7 @@ export function createHeap(options?: HeapOptions): Allocator {
     nil: 0,
     reusesMemory: true,
     footprintSource: "stats().committedBytes",
+    allocCount: () => heap.stats().allocCount,
     malloc: (size) => heap.malloc(size),
     free(h) {
       const a = h as number;

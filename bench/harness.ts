@@ -154,6 +154,13 @@ export interface GroupOptions {
   only?: readonly string[];
   /** Iteration counts for allocators far slower than the rest. */
   slow?: Record<string, { n: number; warmup: number }>;
+  /**
+   * Iterations run once, before the group is timed, by every allocator not
+   * in `slow`: a few million operations, so that what is measured is a
+   * process that has run a while (code optimised once and for all, pages
+   * in use), not V8's first tiers.
+   */
+  prewarm?: number;
 }
 
 /** Registers one `deno bench` group: one bench per allocator, glibc the baseline. */
@@ -167,15 +174,33 @@ export function benchGroup(
     if (options.without?.includes(a.name)) continue;
     if (options.only && !options.only.includes(a.name)) continue;
     const iterations = options.slow?.[a.name] ?? options;
+    const fn = make(a);
+    if (!options.slow?.[a.name]) { for (let i = 0; i < (options.prewarm ?? 0); i++) fn(); }
     Deno.bench({
       name: a.name,
       group: name,
       baseline: a.name === "glibc",
       n: iterations.n,
       warmup: iterations.warmup,
-      fn: make(a),
+      fn,
     });
   }
+}
+
+/**
+ * Makes `heap` (the heap comparator, when loaded) a long-running heap: 16-byte
+ * malloc+free pairs until it has handed out more than 2^31 blocks (about ten
+ * seconds), then says how many.
+ */
+export function pastTwoToThe31(heap: Allocator | undefined): void {
+  if (heap === undefined) return;
+  const loop = specialize(pairsTemplate, "heap past 2^31")(heap, 16, 1_000_000);
+  const start = performance.now();
+  for (let i = 0; i < 2 ** 31 / 1_000_000 + 1; i++) loop();
+  console.error(
+    `note: the heap made ${heap.allocCount?.()} allocations before the groups ` +
+      `(${((performance.now() - start) / 1000).toFixed(1)} s)`,
+  );
 }
 
 /** Registers an "unload" hook that prints, per allocator, requests it could not serve. */
