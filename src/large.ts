@@ -107,11 +107,6 @@ export class LargeBlocks {
     return this.guard === 0 && canRemap();
   }
 
-  /** Live large blocks. */
-  get count(): number {
-    return this.arena.u32[H_LARGE_COUNT];
-  }
-
   /**
    * Maps a block of at least `size` bytes whose address is a multiple of
    * `alignment`. Returns the address, or 0 when the OS refuses.

@@ -50,7 +50,6 @@ const symbols = {
   munmap: { parameters: ["usize", "usize"], result: "i32" },
   madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
   mprotect: { parameters: ["usize", "usize", "i32"], result: "i32" },
-  memset: { parameters: ["usize", "i32", "usize"], result: "usize" },
   memmove: { parameters: ["usize", "usize", "usize"], result: "usize" },
   errno: {
     name: IS_DARWIN ? "__error" : "__errno_location",
@@ -162,11 +161,6 @@ export function releasePages(address: number, length: number): void {
 /** Changes protection; returns false when the kernel refuses (e.g. out of map entries). */
 export function protectMemory(address: number, length: number, prot: number): boolean {
   return lib().mprotect(BigInt(address), BigInt(length), prot) === 0;
-}
-
-/** `memset` on native memory outside any view (large blocks, tests writing past a block). */
-export function fillMemory(address: number, byte: number, length: number): void {
-  if (length > 0) lib().memset(BigInt(address), byte, BigInt(length));
 }
 
 /** `memmove` between any two native addresses. */
