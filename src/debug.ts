@@ -199,8 +199,15 @@ export class DebugLayer {
     return this.#liveBlock(address, op).size;
   }
 
-  /** A view of exactly the user bytes of a live block. */
-  bytes(address: number, length: number | undefined, op: string): Uint8Array {
+  /**
+   * Where a view of a live block's first `length` bytes (default: exactly
+   * its size) lies: the core block it is in and the length, checked.
+   */
+  viewSpan(
+    address: number,
+    length: number | undefined,
+    op: string,
+  ): { core: number; size: number; length: number } {
     const block = this.#liveBlock(address, op);
     const n = length ?? block.size;
     if (!Number.isSafeInteger(n) || n < 0 || n > block.size) {
@@ -208,7 +215,7 @@ export class DebugLayer {
         `${op}: length must be an integer from 0 to ${block.size}, got ${length}`,
       );
     }
-    return this.#core.view(address, n);
+    return { core: block.core, size: block.size, length: n };
   }
 
   /** Throws unless `address` is a live user block. */

@@ -54,6 +54,7 @@ import {
   unlockOwner,
 } from "./sync.ts";
 import { checkHeap } from "./check.ts";
+import { UserBuffers } from "./user_buffers.ts";
 
 /** Options for `new Heap()`. */
 export interface HeapOptions {
@@ -173,6 +174,8 @@ export class Heap {
   /** Blocks above 1 KiB of a private, non-secure heap (null otherwise): see fit.ts. */
   #fit: FitPages | null = null;
   #large: LargeBlocks;
+  /** The buffers behind the views bytes() hands out (never the arena's own). */
+  #buffers: UserBuffers;
   #u8: Uint8Array;
   #u32: Uint32Array;
   /** Views of the arena's class tables, so the fast path indexes without constants. */
@@ -280,6 +283,7 @@ export class Heap {
       this.#pages.busyBytes = () => this.#allocated + this.#large.tableBytes;
     }
     this.#large = new LargeBlocks(arena, secure, this.#owner);
+    this.#buffers = new UserBuffers(arena, secure);
     this.#u8 = arena.u8;
     this.#u32 = arena.u32;
     this.#sizeToClass = new Uint8Array(arena.buffer, Tables.LookupU8, LOOKUP_ENTRIES);
@@ -517,6 +521,8 @@ export class Heap {
       return result;
     }
     if (result !== 0) {
+      // Shrunk or moved: its views are detached before anyone can read unmapped memory.
+      if (result !== address || large.lengthAfter !== usable) this.#buffers.release(address);
       this.#requested += size;
       this.#countAllocated(large.lengthAfter - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
@@ -568,14 +574,17 @@ export class Heap {
   /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
   bytes(address: number, length?: number): Uint8Array {
     const debug = this.#special ? this.#specialMode("bytes") : null;
-    if (debug) return debug.bytes(address, length, "bytes");
+    if (debug) {
+      const span = debug.viewSpan(address, length, "bytes");
+      return this.#buffers.view(span.core, address, span.size, address, span.length);
+    }
     const where = this.#locate(address, "bytes");
     const usable = where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
     const n = length ?? usable;
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
     }
-    return this.#view(address, n);
+    return this.#buffers.view(address, address, usable, address, n);
   }
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
@@ -619,9 +628,14 @@ export class Heap {
     return this.#pages.trim();
   }
 
-  /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
+  /**
+   * Unmaps all of the heap's memory (a shared heap: detaches this Worker).
+   * Every view bytes() handed out is detached first (length 0, reads
+   * `undefined`); every address is dead afterwards. Closing a closed heap
+   * does nothing.
+   */
   close(): void {
-    if (this.#closed) throw closedError("close");
+    if (this.#closed) return;
     if (this.#owner === 0) return this.#closeNow();
     // Detach, under this Worker's lock so that a check() elsewhere sees it whole:
     // the quarantine (debug mode) goes back, the counters are published, and the
@@ -640,6 +654,7 @@ export class Heap {
   #closeNow(): void {
     this.#closed = true;
     this.#special = true;
+    this.#buffers.releaseAll();
     if (!this.#creator) return;
     this.#large.unmapAll();
     this.#arena.unmap();
@@ -647,9 +662,9 @@ export class Heap {
     this.#u32 = new Uint32Array(0);
   }
 
-  /** Same as close(); does nothing if the heap is already closed. */
+  /** Same as close(). */
   [Symbol.dispose](): void {
-    if (!this.#closed) this.close();
+    this.close();
   }
 
   /**
@@ -828,6 +843,7 @@ export class Heap {
       // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
       this.#allocated -= this.#pages.freeRemote(where, offset);
       this.#frees++;
+      if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
       return;
     }
     this.#allocated -= where <= 0
@@ -836,6 +852,8 @@ export class Heap {
       ? this.#fit!.free(where, offset)
       : this.#pages.freeLive(where, offset);
     this.#frees++;
+    // Views of a large block (or of any block in secure mode) die with it.
+    if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
   }
 
   /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
