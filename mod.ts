@@ -20,6 +20,21 @@ export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
 export type { DebugOptions, LeakedBlock } from "./src/debug.ts";
 export type { HeapErrorDetails } from "./src/errors.ts";
+export {
+  addressOf,
+  copy,
+  copyIn,
+  copyInto,
+  cString,
+  dataView,
+  getArrayBuffer,
+  getCString,
+  ScopedBlock,
+  setCString,
+  typedArray,
+  type TypedArrayConstructor,
+  zero,
+} from "./src/views.ts";
 
 let defaultHeap: Heap | undefined;
 
