@@ -25,9 +25,7 @@
  */
 
 import { Heap, type HeapOptions } from "../mod.ts";
-// An inline specifier because this module may only add tasks to deno.json, not imports.
-// deno-lint-ignore no-import-prefix
-import { MemPool } from "npm:@thi.ng/malloc@^6.1.150";
+import { MemPool } from "@thi.ng/malloc";
 
 /** An allocation: an address (number or bigint) or a slot number. */
 export type Handle = number | bigint;

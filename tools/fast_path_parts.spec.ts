@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { missingEdits, VARIANTS } from "../tools/fast_path_parts.ts";
+import { missingEdits, VARIANTS } from "./fast_path_parts.ts";
 
 describe("bench:parts (tools/fast_path_parts.ts)", () => {
   it("every part it removes is still in the sources exactly once, so its figures can be rerun", async () => {
