@@ -25,7 +25,7 @@
  */
 
 import { Heap, type HeapOptions } from "../mod.ts";
-import { MemPool } from "@thi.ng/malloc";
+import { MemPool } from "npm:@thi.ng/malloc@^6.1.150";
 
 /** An allocation: an address (number or bigint) or a slot number. */
 export type Handle = number | bigint;

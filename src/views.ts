@@ -37,8 +37,11 @@ const decoder = new TextDecoder();
 
 /** A typed array constructor: Uint8Array, Int32Array, Float64Array, BigInt64Array, ... */
 export interface TypedArrayConstructor<T> {
+  /** Makes a view of `length` elements at `byteOffset` of `buffer`. */
   new (buffer: ArrayBuffer, byteOffset: number, length: number): T;
+  /** Bytes per element (the alignment an address needs). */
   readonly BYTES_PER_ELEMENT: number;
+  /** The type's name, for messages. */
   readonly name: string;
 }
 

@@ -829,8 +829,8 @@ export async function renderSvg(panels: readonly ChartPanel[]): Promise<string> 
 async function chartLibraries() {
   // Vega's data loader pulls in Node's deprecated punycode module: keep its warning off stderr.
   (process as unknown as { noDeprecation: boolean }).noDeprecation = true;
-  const vega = await import("vega");
-  const vegaLite = await import("vega-lite");
+  const vega = await import("npm:vega@^5.33.0");
+  const vegaLite = await import("npm:vega-lite@^5.23.0");
   return { vega, vegaLite };
 }
 
@@ -914,8 +914,8 @@ async function runProgress(runs: number) {
   if (!Deno.stderr.isTerminal()) {
     return { log: (line: string) => console.error(line), step: (_label: string) => {}, stop() {} };
   }
-  // @ts-types="@types/cli-progress"
-  const { default: cliProgress } = await import("cli-progress");
+  // @ts-types="npm:@types/cli-progress@^3.11.0"
+  const { default: cliProgress } = await import("npm:cli-progress@^3.12.0");
   const bars = new cliProgress.MultiBar({
     stream: process.stderr,
     format: "replay [{bar}] {value}/{total} runs | {label} | ETA {eta_formatted}",
