@@ -45,19 +45,13 @@ export interface TypedArrayConstructor<T> {
   readonly name: string;
 }
 
-/** A live block: its start and usable size. */
-interface Block {
-  start: number;
-  size: number;
-}
-
 /**
- * The live block whose bytes include `address` (an address C returned into
- * a block is fine); throws a HeapError if there is none.
+ * A view of the whole live block whose bytes include `address` (an address
+ * C returned into a block is fine); throws a HeapError if there is none.
  */
-function locate(heap: Heap, address: number, op: string): Block {
+function blockView(heap: Heap, address: number, op: string): { start: number; view: Uint8Array } {
   const start = heap.blockOf(address);
-  if (start !== 0) return { start, size: heap.usableSize(start) };
+  if (start !== 0) return { start, view: heap.bytes(start) };
   let code: "invalid-address" | "freed-block" = "invalid-address";
   try {
     heap.usableSize(address);
@@ -86,18 +80,19 @@ function span(
   offset: number,
   length?: number,
 ): Uint8Array {
-  const block = locate(heap, address, op);
-  const from = address - block.start + offset;
-  if (!Number.isSafeInteger(offset) || from < 0 || from > block.size) {
-    throw new RangeError(`${op}: offset ${offset} is outside the block's ${block.size} bytes`);
+  const { start, view } = blockView(heap, address, op);
+  const size = view.length;
+  const from = address - start + offset;
+  if (!Number.isSafeInteger(offset) || from < 0 || from > size) {
+    throw new RangeError(`${op}: offset ${offset} is outside the block's ${size} bytes`);
   }
-  const n = length ?? block.size - from;
-  if (!Number.isSafeInteger(n) || n < 0 || from + n > block.size) {
+  const n = length ?? size - from;
+  if (!Number.isSafeInteger(n) || n < 0 || from + n > size) {
     throw new RangeError(
-      `${op}: ${n} bytes at offset ${from} do not fit in the block's ${block.size} bytes`,
+      `${op}: ${n} bytes at offset ${from} do not fit in the block's ${size} bytes`,
     );
   }
-  return heap.bytes(block.start, from + n).subarray(from);
+  return view.subarray(from, from + n);
 }
 
 /**

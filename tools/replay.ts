@@ -1,9 +1,9 @@
 /**
  * Trace replay: runs the malloc/calloc/realloc/memalign/free stream of a real
- * program (see /work/shared/traces/README.md for the format) through
+ * program (see bench/traces/README.md for the format) through
  * tsmalloc's Heap and C allocators, and reports time and memory.
  *
- *   deno task replay <trace.gz>... [--allocators heap,glibc,mimalloc,jemalloc]
+ *   deno task replay bench/traces/*.trace.gz [--allocators heap,glibc,mimalloc,jemalloc]
  *                    [--svg out.svg] [--runs 3] [--sample 10000] [--no-touch]
  *                    [--warmup N] [--in-process] [--json results.json]
  *
@@ -892,7 +892,7 @@ const RESULT_PREFIX = "@@replay-result ";
 
 function usage(): string {
   return [
-    "usage: deno task replay <trace.gz>... [options]",
+    "usage: deno task replay <trace.gz>... [options]   (recorded traces: bench/traces/*.trace.gz)",
     "  --allocators a,b,...  heap,glibc,mimalloc,jemalloc (default), thing, uint8array, bump,",
     "                        freelist",
     "  --svg FILE            chart of live bytes, Heap committed/allocated and others' footprint",
