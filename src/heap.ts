@@ -575,7 +575,12 @@ export class Heap {
     return where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
   }
 
-  /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
+  /**
+   * A Uint8Array over exactly the block's first `length` bytes (default: its
+   * usable size). Its buffer is not the heap's own and starts at the heap's
+   * data, never at its metadata. A large block's views are detached (length
+   * 0) when it is freed, shrunk or moved, every view by close().
+   */
   bytes(address: number, length?: number): Uint8Array {
     const debug = this.#special ? this.#specialMode("bytes") : null;
     if (debug) {
