@@ -1093,11 +1093,14 @@ export async function main(args: string[]): Promise<number> {
 /** `deno run` arguments that start this tool again with the permissions it needs. */
 function runArgs(forMain: boolean): string[] {
   const config = new URL("../deno.json", import.meta.url).pathname;
+  const lock = new URL("./deno.lock", import.meta.url).pathname;
   const self = new URL(import.meta.url).pathname;
   return [
     "run",
     "--config",
     config,
+    "--lock",
+    lock,
     "--v8-flags=--expose-gc",
     "--allow-ffi",
     "--allow-env",
