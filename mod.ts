@@ -30,6 +30,21 @@ export type {
   SitesSnapshot,
   SnapshotOptions,
 } from "./src/snapshot.ts";
+export {
+  addressOf,
+  copy,
+  copyIn,
+  copyInto,
+  cString,
+  dataView,
+  getArrayBuffer,
+  getCString,
+  ScopedBlock,
+  setCString,
+  typedArray,
+  type TypedArrayConstructor,
+  zero,
+} from "./src/views.ts";
 
 let defaultHeap: Heap | undefined;
 

@@ -25,8 +25,6 @@
  */
 
 import { Heap, type HeapOptions } from "../mod.ts";
-// An inline specifier because this module may only add tasks to deno.json, not imports.
-// deno-lint-ignore no-import-prefix
 import { MemPool } from "npm:@thi.ng/malloc@^6.1.150";
 
 /** An allocation: an address (number or bigint) or a slot number. */
@@ -257,20 +255,30 @@ const U32_MAX = 0xffff_ffff;
 
 // ---- tsmalloc ----------------------------------------------------------------------
 
-/** tsmalloc's Heap; blocks are written through one view of the arena. */
+/**
+ * tsmalloc's Heap; blocks are written through one view of the arena's data
+ * (the buffer behind any arena block's bytes() view, which spans the data
+ * made read-write so far), remade when a block lies beyond it.
+ */
 export function createHeap(options?: HeapOptions): Allocator {
   const heap = new Heap(options);
-  // Any arena block's bytes() view has the whole arena as its buffer.
   const probe = heap.malloc(16);
   const view = heap.bytes(probe, 1);
-  const arenaWide = view.buffer.byteLength > 1024 * 1024;
+  /** Address of the data buffer's first byte. */
   const base = probe - view.byteOffset;
-  const u8 = arenaWide ? new Uint8Array(view.buffer) : new Uint8Array(0);
-  const arenaBytes = u8.length;
+  let u8 = new Uint8Array(view.buffer);
   heap.free(probe);
-  if (!arenaWide) {
-    console.error("note: heap.bytes() no longer views the arena; heap writes use a view per block");
-  }
+  /**
+   * The data view if the block at `base + o` is in the arena (remade if the
+   * block lies beyond it), or null for a large block (a mapping of its own).
+   */
+  const data = (o: number, size: number): Uint8Array | null => {
+    if (o >= 0 && o + size <= u8.length) return u8;
+    const v = heap.bytes(base + o, 1);
+    if (o < 0 || v.byteOffset !== o) return null;
+    u8 = new Uint8Array(v.buffer);
+    return u8;
+  };
   // Large blocks (own mappings): one view each, made on first touch, dropped on free.
   const views = new Map<number, Uint8Array>();
   const blockView = (a: number): Uint8Array => {
@@ -288,12 +296,12 @@ export function createHeap(options?: HeapOptions): Allocator {
     malloc: (size) => heap.malloc(size),
     free(h) {
       const a = h as number;
-      if (a - base >= arenaBytes || a < base) views.delete(a);
+      views.delete(a);
       heap.free(a);
     },
     realloc(h, size) {
       const a = h as number;
-      if (a - base >= arenaBytes || a < base) views.delete(a);
+      views.delete(a);
       const r = heap.realloc(a, size);
       if (r === 0 && size !== 0) failures++;
       return r;
@@ -313,14 +321,16 @@ export function createHeap(options?: HeapOptions): Allocator {
     close: () => heap.close(),
     fill(h, size, byte) {
       const o = (h as number) - base;
-      if (o >= 0 && o < arenaBytes) fillView(u8, o, size, byte);
+      const v = data(o, size);
+      if (v !== null) fillView(v, o, size, byte);
       else fillView(blockView(h as number), 0, size, byte);
     },
     mark(h, size, byte) {
       if (size === 0) return;
       const o = (h as number) - base;
-      const v = o >= 0 && o < arenaBytes ? u8 : blockView(h as number);
-      const at = v === u8 ? o : 0;
+      const arena = data(o, size);
+      const v = arena ?? blockView(h as number);
+      const at = arena !== null ? o : 0;
       v[at] = byte;
       for (let p = PAGE; p < size; p += PAGE) v[at + p] = byte;
       v[at + size - 1] = byte;
@@ -328,7 +338,8 @@ export function createHeap(options?: HeapOptions): Allocator {
     verify(h, size, byte) {
       if (size === 0) return true;
       const o = (h as number) - base;
-      if (o >= 0 && o < arenaBytes) return u8[o] === byte && u8[o + size - 1] === byte;
+      const arena = data(o, size);
+      if (arena !== null) return arena[o] === byte && arena[o + size - 1] === byte;
       const v = blockView(h as number);
       return v[0] === byte && v[size - 1] === byte;
     },

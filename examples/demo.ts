@@ -5,7 +5,7 @@
  *   deno task demo
  */
 
-import { Heap } from "../mod.ts";
+import { getCString, Heap } from "../mod.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
   getcwd: { parameters: ["pointer", "usize"], result: "pointer" },
@@ -21,8 +21,7 @@ using heap = new Heap();
 // 1. A block is a real address that C can use.
 const path = heap.malloc(4096);
 libc.symbols.getcwd(heap.pointer(path), 4096n);
-const bytes = heap.bytes(path);
-const cwd = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0)));
+const cwd = getCString(heap, path);
 console.log(`getcwd() wrote into 0x${path.toString(16)}: ${JSON.stringify(cwd)}`);
 heap.free(path);
 

@@ -35,8 +35,16 @@
  * out of circulation for the life of the heap.
  */
 
-import { HeapError, type HeapErrorCode } from "./errors.ts";
+import {
+  freedBlock,
+  HeapError,
+  type HeapErrorCode,
+  type HeapErrorDetails,
+  notABlock,
+  plural,
+} from "./errors.ts";
 import { OS_PAGE_SIZE, PROT_NONE } from "./os.ts";
+import type { HeapStats } from "./stats.ts";
 import { MAX_CLASS_ALIGNMENT, MAX_CLASS_SIZE } from "./size_classes.ts";
 
 /** Knobs of `new Heap({ debug: { ... } })`. */
@@ -125,6 +133,11 @@ export class DebugLayer {
   /** Recently freed (or retired) blocks, for reports about them after they leave quarantine. */
   readonly #graveyard = new Map<number, { block: DebugBlock; damage?: HeapErrorCode }>();
   #nextSite = 0;
+  /** The user's blocks as stats() reports them in debug mode (this Worker's calls). */
+  #allocs = 0;
+  #frees = 0;
+  #liveBytes = 0;
+  #peakBytes = 0;
 
   constructor(core: CoreAccess, options: DebugOptions) {
     this.#core = core;
@@ -167,6 +180,9 @@ export class DebugLayer {
     this.#writeHeader(block);
     if (this.#stacks) this.#sites.set(site, new Error("allocated here"));
     this.#graveyard.delete(block.address);
+    this.#allocs++;
+    this.#liveBytes += size;
+    if (this.#liveBytes > this.#peakBytes) this.#peakBytes = this.#liveBytes;
     return block.address;
   }
 
@@ -199,8 +215,15 @@ export class DebugLayer {
     return this.#liveBlock(address, op).size;
   }
 
-  /** A view of exactly the user bytes of a live block. */
-  bytes(address: number, length: number | undefined, op: string): Uint8Array {
+  /**
+   * Where a view of a live block's first `length` bytes (default: exactly
+   * its size) lies: the core block it is in and the length, checked.
+   */
+  viewSpan(
+    address: number,
+    length: number | undefined,
+    op: string,
+  ): { core: number; size: number; length: number } {
     const block = this.#liveBlock(address, op);
     const n = length ?? block.size;
     if (!Number.isSafeInteger(n) || n < 0 || n > block.size) {
@@ -208,7 +231,16 @@ export class DebugLayer {
         `${op}: length must be an integer from 0 to ${block.size}, got ${length}`,
       );
     }
-    return this.#core.view(address, n);
+    return { core: block.core, size: block.size, length: n };
+  }
+
+  /** The live user block in core block `core` whose bytes include `address`, or 0. */
+  userBlockIn(core: number, address: number): number {
+    const block = this.#readHeader(core);
+    if (block === null || block.state !== State.Live) return 0;
+    const inside = address >= block.address &&
+      address < block.address + Math.max(block.size, 1);
+    return inside ? block.address : 0;
   }
 
   /** Throws unless `address` is a live user block. */
@@ -276,14 +308,50 @@ export class DebugLayer {
     if (sites.size === 0) return "no leaks: every block was freed";
     const rows = [...sites.entries()].sort((a, b) => b[1].bytes - a[1].bytes);
     const total = rows.reduce((sum, [, s]) => sum + s.bytes, 0);
-    const lines = [`${live.length} live blocks, ${total} bytes, from ${rows.length} sites:`];
+    const lines = [
+      `${plural(live.length, "live block")}, ${plural(total, "byte")}, from ${
+        plural(rows.length, "site")
+      }:`,
+    ];
     for (const [stack, site] of rows) {
-      lines.push(`${site.bytes} bytes in ${site.count} blocks allocated at:`);
+      lines.push(`${plural(site.bytes, "byte")} in ${plural(site.count, "block")} allocated at:`);
       lines.push(
         stack ? stack.split("\n").map((l) => "    " + l.trim()).join("\n") : "    (stacks off)",
       );
     }
     return lines.join("\n");
+  }
+
+  /**
+   * Puts the user's blocks in place of the core blocks behind them in
+   * `stats`: their count, their sizes as asked, and the calls made. A shared
+   * heap's blocks come and go in every Worker (`shared`): live blocks and
+   * bytes are then counted by walking the heap, and the calls are the core's
+   * (one core block per user block), a block in this Worker's quarantine
+   * counting as freed.
+   */
+  userStats(stats: HeapStats, shared: boolean): void {
+    if (shared) {
+      const blocks = this.#liveBlocks();
+      const bytes = blocks.reduce((sum, b) => sum + b.size, 0);
+      stats.allocatedBytes = bytes;
+      stats.peakAllocatedBytes = Math.max(this.#peakBytes, bytes);
+      stats.liveBlocks = blocks.length;
+      stats.freeCount += this.#quarantine.size;
+    } else {
+      stats.allocatedBytes = this.#liveBytes;
+      stats.peakAllocatedBytes = this.#peakBytes;
+      stats.liveBlocks = this.#allocs - this.#frees;
+      stats.allocCount = this.#allocs;
+      stats.freeCount = this.#frees;
+    }
+    const committed = stats.committedBytes;
+    stats.utilization = committed > 0 ? stats.allocatedBytes / committed : 0;
+  }
+
+  #countFree(block: DebugBlock): void {
+    this.#frees++;
+    this.#liveBytes -= block.size;
   }
 
   // ---- headers ---------------------------------------------------------------
@@ -366,10 +434,9 @@ export class DebugLayer {
 
   /** Marks a live block freed (atomically), poisons it and puts it in quarantine. */
   #quarantineBlock(block: DebugBlock, op: string): void {
-    if (!this.#swapState(block, State.Live, State.Freed)) {
-      throw new HeapError("double-free", block.address, `${op}: the block was already freed`);
-    }
+    if (!this.#swapState(block, State.Live, State.Freed)) throw freedBlock(op, block.address);
     if (this.#stacks) this.#freeSites.set(block.address, new Error("freed here"));
+    this.#countFree(block);
     this.#core.view(block.address, block.size).fill(POISON);
     this.#quarantine.set(block.address, block);
     this.#quarantinedBytes += block.size;
@@ -412,14 +479,8 @@ export class DebugLayer {
         `${op}: the block was retired when damage was found in it; it stays out of use`,
       );
     }
-    if (known !== undefined) {
-      throw this.#error("double-free", known, `${op}: the block was already freed`);
-    }
-    throw new HeapError(
-      "invalid-free",
-      address,
-      `${op}: not the address of a live block of this heap`,
-    );
+    if (known !== undefined) throw freedBlock(op, known.address, this.#details(known));
+    throw notABlock(op, address, "not the address of a live block of this heap");
   }
 
   #checkCanaries(block: DebugBlock, op: string): void {
@@ -434,15 +495,18 @@ export class DebugLayer {
         );
       }
     }
-    for (let i = block.lead + block.size; i < bytes.length; i++) {
+    const end = block.lead + block.size;
+    for (let i = end; i < bytes.length; i++) {
       if (bytes[i] !== CANARY) {
+        let last = bytes.length - 1;
+        while (bytes[last] === CANARY) last--;
         this.#retire(block, "overflow");
         throw this.#error(
           "overflow",
           block,
-          `${op}: the red zone after the block was overwritten ${
-            i - block.lead - block.size
-          } bytes past its end`,
+          `${op}: the red zone after the block was overwritten, up to ${
+            plural(last - end + 1, "byte")
+          } past its end`,
         );
       }
     }
@@ -504,6 +568,7 @@ export class DebugLayer {
 
   /** A damaged block never goes back to the core allocator. */
   #retire(block: DebugBlock, damage: HeapErrorCode): void {
+    if (block.state === State.Live) this.#countFree(block); // damaged while live: out of use now
     const { u32, index } = this.#core.words(block.core, HEADER);
     block.state = State.Retired;
     Atomics.store(u32, index, State.Retired);
@@ -518,12 +583,16 @@ export class DebugLayer {
   }
 
   #error(code: HeapErrorCode, block: DebugBlock, message: string): HeapError {
+    return new HeapError(code, block.address, message, this.#details(block));
+  }
+
+  #details(block: DebugBlock): HeapErrorDetails {
     const freeSite = this.#freeSites.get(block.address);
-    return new HeapError(code, block.address, message, {
+    return {
       size: block.size,
       stack: this.#stackOf(block) || undefined,
       freeStack: freeSite ? cleanStack(freeSite) : undefined,
-    });
+    };
   }
 }
 

@@ -1,7 +1,26 @@
-/** What went wrong, as a stable machine-readable code. */
+/**
+ * What went wrong, as a stable machine-readable code:
+ *
+ * - `invalid-free`: free or realloc of an address that is not the start of a
+ *   live block of this heap.
+ * - `double-free`: free or realloc of a block that was already freed.
+ * - `invalid-address`: usableSize, bytes, pointer (or a helper of views.ts)
+ *   of an address that is not the start of a live block, 0 included.
+ * - `freed-block`: usableSize, bytes or pointer of a block that was freed
+ *   (nothing was freed twice; the caller holds a stale address).
+ * - `closed`: any call on a closed heap but close().
+ * - `corrupt`: the heap's own structures are damaged (a block header
+ *   overwritten, a free list broken): found by check() or on the way.
+ * - `overflow` / `underflow` (debug mode): bytes after / before a block
+ *   were overwritten.
+ * - `use-after-free` (debug mode): a freed block was written while held in
+ *   quarantine.
+ */
 export type HeapErrorCode =
   | "invalid-free"
   | "double-free"
+  | "invalid-address"
+  | "freed-block"
   | "closed"
   | "corrupt"
   | "overflow"
@@ -26,7 +45,7 @@ export interface HeapErrorDetails {
 export class HeapError extends Error {
   /** Stable code that names the kind of misuse or damage. */
   readonly code: HeapErrorCode;
-  /** The address involved (0 when none). */
+  /** The address involved (0 when none, or when the caller passed 0). */
   readonly address: number;
   /** The block's size, when debug mode knows it. */
   readonly size?: number;
@@ -42,7 +61,7 @@ export class HeapError extends Error {
     message: string,
     details: HeapErrorDetails = {},
   ) {
-    let text = `${code} at ${hex(address)}: ${message}`;
+    let text = address === 0 ? `${code}: ${message}` : `${code} at ${hex(address)}: ${message}`;
     if (details.size !== undefined) text += ` (block of ${details.size} bytes)`;
     if (details.stack) text += `\n  allocated at:\n${indent(details.stack)}`;
     if (details.freeStack) text += `\n  first freed at:\n${indent(details.freeStack)}`;
@@ -56,9 +75,44 @@ export class HeapError extends Error {
   }
 }
 
-/** `0x7f...` form used in every message. */
+/** `0x7f...` form used in every message; anything that is no address is shown as it is. */
 function hex(address: number): string {
-  return Number.isFinite(address) ? "0x" + address.toString(16) : String(address);
+  return Number.isSafeInteger(address) && address > 0
+    ? "0x" + address.toString(16)
+    : `${String(address)} (not an address)`;
+}
+
+/**
+ * The error for an address that is no live block's start: a caller that
+ * frees it (free, realloc) gets invalid-free, a caller that only looks at it
+ * gets invalid-address.
+ */
+export function notABlock(op: string, address: number, why: string): HeapError {
+  if (address === 0) {
+    return new HeapError(
+      frees(op) ? "invalid-free" : "invalid-address",
+      0,
+      `${op}: 0 is not a block`,
+    );
+  }
+  return new HeapError(frees(op) ? "invalid-free" : "invalid-address", address, `${op}: ${why}`);
+}
+
+/** The error for a block that was freed: double-free if the caller frees it again, else freed-block. */
+export function freedBlock(op: string, address: number, details: HeapErrorDetails = {}): HeapError {
+  return frees(op)
+    ? new HeapError("double-free", address, `${op}: the block was already freed`, details)
+    : new HeapError("freed-block", address, `${op}: the block was freed`, details);
+}
+
+/** Whether operation `op` frees the block it is given. */
+function frees(op: string): boolean {
+  return op === "free" || op === "realloc";
+}
+
+/** "1 block", "2 blocks". */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 function indent(stack: string): string {

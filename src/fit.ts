@@ -250,6 +250,27 @@ export class FitPages {
     return false;
   }
 
+  /**
+   * The live block of fit page `d` whose bytes include arena offset
+   * `offset` (its offset), or 0: a header, a free chunk, or headers that do
+   * not tile the page.
+   */
+  blockContaining(d: number, offset: number): number {
+    const u32 = this.u32;
+    const start = u32[d + Desc.PageStart];
+    const end = start + FIT_PAGE_BYTES;
+    for (let chunk = start; chunk < end && chunk <= offset;) {
+      const word = u32[chunk >>> 2];
+      const size = word & ~FREE;
+      if (!this.tiles(chunk, size, end)) return 0;
+      if (offset < chunk + size) {
+        return (word & FREE) === 0 && offset >= chunk + CHUNK_HEADER ? chunk + CHUNK_HEADER : 0;
+      }
+      chunk += size;
+    }
+    return 0;
+  }
+
   /** trim(), or no page to be had elsewhere: the fit page kept when it emptied, off every list; 0 if none. */
   takeEmptyPage(): number {
     const u32 = this.u32;

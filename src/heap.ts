@@ -35,8 +35,8 @@ import {
 } from "./size_classes.ts";
 import { isMapped, lastErrno, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
 import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
-import { FIT_MIN_REQUEST, FitPages } from "./fit.ts";
-import { HeapError } from "./errors.ts";
+import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./fit.ts";
+import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
 import {
   type HeapStats,
   type HotCounters,
@@ -58,6 +58,8 @@ import {
 import { checkHeap } from "./check.ts";
 import { type HeapSnapshot, type SnapshotOptions, takeSnapshot } from "./snapshot.ts";
 import { formatSummary } from "./summary.ts";
+import { UserBuffers } from "./user_buffers.ts";
+import { validateAttachOptions, validateHeapOptions } from "./options.ts";
 
 /** Options for `new Heap()`. */
 export interface HeapOptions {
@@ -148,6 +150,7 @@ export interface AttachOptions {
  */
 const LOCKED_METHODS = [
   "calloc",
+  "blockOf",
   "alignedAlloc",
   "realloc",
   "usableSize",
@@ -199,6 +202,8 @@ export class Heap {
    * once closed.
    */
   declare private readonly fastFreeEnd: Uint32Array;
+  /** The buffers behind the views bytes() hands out (never the arena's own). */
+  #buffers: UserBuffers;
   #closed = false;
   #debug: DebugLayer | null = null;
   /** True when closed, in debug, secure or shared mode: the slow paths dispatch on it. */
@@ -214,6 +219,7 @@ export class Heap {
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
+    validateHeapOptions(options);
     const attach = (options as { [attachKey]?: SharedHeapHandle })[attachKey];
     const arenaBytes = options.arenaBytes ?? DEFAULT_ARENA_BYTES;
     const retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
@@ -282,6 +288,7 @@ export class Heap {
       this.#pages.largeTableBytes = () => this.#large.tableBytes;
     }
     this.#large = new LargeBlocks(arena, secure, this.#owner);
+    this.#buffers = new UserBuffers(arena, secure);
     this.u8 = arena.u8;
     this.u32 = arena.u32;
     this.sizeToClass = arena.u8.slice(Tables.LookupU8, Tables.LookupU8 + LOOKUP_ENTRIES);
@@ -308,6 +315,7 @@ export class Heap {
    * address from any attached Worker is valid here. close() detaches.
    */
   static attach(handle: SharedHeapHandle, options: AttachOptions = {}): Heap {
+    validateAttachOptions(options);
     // The base is where mmap put the arena: page-aligned, not 64 KiB-aligned
     // unless it got LOW_ARENA_ADDRESS (the data start is aligned, see arena.ts).
     const valid = handle?.tsmalloc === "shared-heap" &&
@@ -513,6 +521,8 @@ export class Heap {
       return result;
     }
     if (result !== 0) {
+      // Shrunk or moved: its views are detached before anyone can read unmapped memory.
+      if (result !== address || large.lengthAfter !== usable) this.#buffers.release(address);
       this.#countOther(0, large.lengthAfter - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
       if (result !== address) this.#pages.countHanded(1, 0), this.#pages.countFreed(1, 0);
@@ -562,17 +572,69 @@ export class Heap {
     return where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
   }
 
-  /** A Uint8Array over exactly the block's first `length` bytes (default: its usable size). */
+  /**
+   * A Uint8Array over exactly the block's first `length` bytes (default: its
+   * usable size). Its buffer is not the heap's own and starts at the heap's
+   * data, never at its metadata. A large block's views are detached (length
+   * 0) when it is freed, shrunk or moved, every view by close().
+   */
   bytes(address: number, length?: number): Uint8Array {
     const debug = this.#special ? this.#specialMode("bytes") : null;
-    if (debug) return debug.bytes(address, length, "bytes");
+    if (debug) {
+      const span = debug.viewSpan(address, length, "bytes");
+      return this.#buffers.view(span.core, address, span.size, address, span.length);
+    }
     const where = this.#locate(address, "bytes");
     const usable = where > 0 ? this.#usableAt(where, address) : this.#large.usableSize(address);
     const n = length ?? usable;
     if (!Number.isSafeInteger(n) || n < 0 || n > usable) {
       throw new RangeError(`bytes: length must be an integer from 0 to ${usable}, got ${length}`);
     }
-    return this.#view(address, n);
+    return this.#buffers.view(address, address, usable, address, n);
+  }
+
+  /**
+   * The start of the live block whose bytes include `address`, or 0 when
+   * no live block of this heap does: for addresses C returns into a block
+   * (`strchr`, `memchr`, a field of a struct). Debug mode answers with the
+   * user's block; its red zones belong to no block.
+   */
+  blockOf(address: number): number {
+    if (this.#closed) throw closedError("blockOf");
+    if (typeof address !== "number") {
+      throw new TypeError(`blockOf: address must be a number, got ${typeof address}`);
+    }
+    if (!Number.isSafeInteger(address) || address <= 0) return 0;
+    const core = this.#coreBlockOf(address);
+    if (core === 0 || this.#debug === null) return core;
+    return this.#debug.userBlockIn(core, address);
+  }
+
+  /** The live core block whose bytes include `address`, or 0. */
+  #coreBlockOf(address: number): number {
+    const offset = address - this.base;
+    if (offset < this.dataStart || offset >= this.dataEnd) {
+      let found = 0;
+      this.#large.forEach((start, length) => {
+        if (address >= start && address < start + length) found = start;
+      });
+      return found;
+    }
+    const u32 = this.u32;
+    let d = this.#pages.descriptorOf(offset);
+    if (u32[d + Desc.State] === PageState.Continuation) {
+      d = this.#pages.descriptorOf(u32[d + Desc.PageStart]);
+    }
+    const state = u32[d + Desc.State];
+    if (state === PageState.Fit) {
+      const block = this.#fit!.blockContaining(d, offset);
+      return block === 0 ? 0 : this.base + block;
+    }
+    const blockSize = u32[d + Desc.BlockSize];
+    if ((state !== PageState.Small && state !== PageState.Medium) || blockSize === 0) return 0;
+    const pageStart = u32[d + Desc.PageStart];
+    const block = offset - (offset - pageStart) % blockSize;
+    return this.#pages.isLive(d, block) ? this.base + block : 0;
   }
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
@@ -588,7 +650,9 @@ export class Heap {
     if (this.#closed) throw closedError("stats");
     this.#publish();
     if (this.#owner !== 0) sumOwnerCounters(this.#arena);
-    return readStats(this.#arena, this.#large.tableBytes);
+    const stats = readStats(this.#arena, this.#large.tableBytes);
+    this.#debug?.userStats(stats, this.#owner !== 0);
+    return stats;
   }
 
   /** Walks every structure; throws HeapError("corrupt") on the first inconsistency. */
@@ -643,16 +707,28 @@ export class Heap {
     return formatSummary(this.snapshot());
   }
 
-  /** Gives every empty page back to the OS now; returns the bytes released. */
+  /**
+   * Gives back to the OS (madvise DONTNEED) now, rather than when the idle
+   * budget or retainBytes would: every empty page kept for reuse, the empty
+   * current page of each size class, and the free OS pages inside pages
+   * still in use. In debug mode the quarantine of freed blocks is released
+   * first. Large blocks need nothing: they are unmapped when freed. The
+   * address space stays reserved. Returns the bytes given back.
+   */
   trim(): number {
     if (this.#closed) throw closedError("trim");
     this.#debug?.flushQuarantine("trim");
     return this.#pages.trim();
   }
 
-  /** Unmaps all of the heap's memory. Every view and address from it is dead afterwards. */
+  /**
+   * Unmaps all of the heap's memory (a shared heap: detaches this Worker).
+   * Every view bytes() handed out is detached first (length 0, reads
+   * `undefined`); every address is dead afterwards. Closing a closed heap
+   * does nothing.
+   */
   close(): void {
-    if (this.#closed) throw closedError("close");
+    if (this.#closed) return;
     if (this.#owner === 0) return this.#closeNow();
     // Detach, under this Worker's lock so that a check() elsewhere sees it whole:
     // the quarantine (debug mode) goes back, the counters are published, and the
@@ -673,14 +749,15 @@ export class Heap {
     this.#special = true;
     this.allocLists.fill(0);
     this.fastFreeEnd[0] = 0;
+    this.#buffers.releaseAll();
     if (!this.#creator) return;
     this.#large.unmapAll();
     this.#arena.unmap();
   }
 
-  /** Same as close(); does nothing if the heap is already closed. */
+  /** Same as close(). */
   [Symbol.dispose](): void {
-    if (!this.#closed) this.close();
+    this.close();
   }
 
   /**
@@ -711,7 +788,9 @@ export class Heap {
     const bytes = blocks.reduce((sum, b) => sum + b.size, 0);
     return blocks.length === 0
       ? "no leaks: every block was freed"
-      : `${blocks.length} live blocks, ${bytes} bytes (allocation sites are recorded in debug mode)`;
+      : `${plural(blocks.length, "live block")}, ${
+        plural(bytes, "byte")
+      } (allocation sites are recorded in debug mode)`;
   }
 
   // ---- internals ----------------------------------------------------------------
@@ -798,9 +877,18 @@ export class Heap {
 
   /** Usable bytes of the live block at `address`, on page `where` (> 0). */
   #usableAt(where: number, address: number): number {
-    return this.u32[where + Desc.State] === PageState.Fit
-      ? this.#fit!.usable(address - this.base)
-      : this.u32[where + Desc.BlockSize];
+    if (this.u32[where + Desc.State] !== PageState.Fit) return this.u32[where + Desc.BlockSize];
+    const offset = address - this.base;
+    const usable = this.#fit!.usable(offset);
+    // The size lives in a header just below the block, where an underflow lands.
+    if (usable > 0 && offset + usable <= this.u32[where + Desc.PageStart] + FIT_PAGE_BYTES) {
+      return usable;
+    }
+    throw new HeapError(
+      "corrupt",
+      address,
+      `the 16-byte header before this block is damaged (it says ${usable + 16} bytes)`,
+    );
   }
 
   #allocLarge(size: number, alignment: number): number {
@@ -885,16 +973,19 @@ export class Heap {
     ) {
       // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
       this.#pages.countFreed(1, this.#pages.freeRemote(where, offset));
+      if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
       return;
     }
     if (where > 0 && this.u32[where + Desc.State] !== PageState.Fit) {
       this.#pages.freeLive(where, offset); // counted by the pages
-      return;
+    } else {
+      this.#countOther(
+        -1,
+        -(where <= 0 ? this.#large.free(address) : this.#fit!.free(where, offset)),
+      );
     }
-    this.#countOther(
-      -1,
-      -(where <= 0 ? this.#large.free(address) : this.#fit!.free(where, offset)),
-    );
+    // Views of a large block (or of any block in secure mode) die with it.
+    if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
   }
 
   /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
@@ -984,7 +1075,7 @@ export class Heap {
     if (typeof address !== "number") {
       throw new TypeError(`${op}: address must be a number, got ${typeof address}`);
     }
-    if (address === 0) throw new HeapError("invalid-free", 0, `${op}: 0 is not a block`);
+    if (address === 0) throw notABlock(op, 0, "");
     const offset = address - this.base;
     if (offset >= this.dataStart && offset < this.dataEnd && Number.isInteger(offset)) {
       const u32 = this.u32;
@@ -1008,21 +1099,19 @@ export class Heap {
       }
       if (state === PageState.Fit) {
         throw this.#fit!.isFreedBlock(d, offset)
-          ? new HeapError("double-free", address, `${op}: the block was already freed`)
-          : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
+          ? freedBlock(op, address)
+          : notABlock(op, address, "not the start of a block of this heap");
       }
       const blockSize = u32[d + Desc.BlockSize];
       const onBoundary = blockSize !== 0 && relative % blockSize === 0;
       const blockStart = onBoundary && offset < u32[d + Desc.Bump];
       throw blockStart
-        ? new HeapError("double-free", address, `${op}: the block was already freed`)
-        : new HeapError("invalid-free", address, `${op}: not the start of a block of this heap`);
+        ? freedBlock(op, address)
+        : notABlock(op, address, "not the start of a block of this heap");
     }
     if (this.#large.has(address)) return -1;
-    if (this.#large.wasFreed(address)) {
-      throw new HeapError("double-free", address, `${op}: the large block was already freed`);
-    }
-    throw new HeapError("invalid-free", address, `${op}: not a block of this heap`);
+    if (this.#large.wasFreed(address)) throw freedBlock(op, address);
+    throw notABlock(op, address, "not a block of this heap");
   }
 
   /** Copies `length` bytes between blocks, inside the arena when both are there. */

@@ -7,35 +7,34 @@
  * JS number drops off it (about 140 ns); inside the allocator they are plain
  * numbers. None of these functions is on the malloc/free fast path.
  *
- * Constants are for Linux on x86_64 and aarch64 (tested on x86_64). The macOS
- * values are filled in where they differ but are untested; macOS has no
- * `mremap`, so large reallocations there fall back to map-copy-unmap.
+ * Linux only (x86_64 and aarch64; tested on x86_64): the allocator relies on
+ * pages given back with MADV_DONTNEED reading as zero afterwards (calloc
+ * skips zeroing them), which other systems' nearest advice (macOS's
+ * MADV_FREE) does not promise. The first call on another system throws.
  */
 
-/** The running platform's libc and constants. */
-const IS_DARWIN = Deno.build.os === "darwin";
-const LIBC = IS_DARWIN ? "libSystem.B.dylib" : "libc.so.6";
+const LIBC = "libc.so.6";
 
 export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_PRIVATE = 0x02;
-export const MAP_ANONYMOUS = IS_DARWIN ? 0x1000 : 0x20;
-export const MAP_NORESERVE = IS_DARWIN ? 0x40 : 0x4000;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
 /**
  * Linux 4.17+: map at the hinted address or fail with EEXIST, never over an
  * existing mapping (older kernels ignore the flag and take the address as a
- * plain hint). macOS has no such flag: its hint is a plain hint.
+ * plain hint).
  */
-export const MAP_FIXED_NOREPLACE = IS_DARWIN ? 0 : 0x100000;
-/** Linux: the pages read as zero afterwards. macOS: MADV_FREE (5) is the closest. */
-export const MADV_DONTNEED = IS_DARWIN ? 5 : 4;
+export const MAP_FIXED_NOREPLACE = 0x100000;
+/** The pages read as zero afterwards (private anonymous memory). */
+export const MADV_DONTNEED = 4;
 /**
  * Linux 5.14+: fault the pages in now, writable, in one call. On this
- * project's VM that costs about 1 us a page against about 12 us for each
- * page's first touch. 0 where there is no such advice (macOS).
+ * test machine that costs about 1 us a page against about 12 us for each
+ * page's first touch.
  */
-export const MADV_POPULATE_WRITE = IS_DARWIN ? 0 : 23;
+export const MADV_POPULATE_WRITE = 23;
 export const MREMAP_MAYMOVE = 1;
 export const OS_PAGE_SIZE = 4096;
 
@@ -52,7 +51,7 @@ const symbols = {
   mprotect: { parameters: ["usize", "usize", "i32"], result: "i32" },
   memmove: { parameters: ["usize", "usize", "usize"], result: "usize" },
   errno: {
-    name: IS_DARWIN ? "__error" : "__errno_location",
+    name: "__errno_location",
     parameters: [],
     result: "pointer",
   },
@@ -87,8 +86,11 @@ let mremapFn: Mremap | undefined;
 /** Opens libc once per process (per Worker) on first use. */
 function lib(): Libc {
   if (libc === undefined) {
+    if (Deno.build.os !== "linux") {
+      throw new Error(`tsmalloc runs on Linux only (this is ${Deno.build.os})`);
+    }
     libc = Deno.dlopen(LIBC, symbols).symbols;
-    if (!IS_DARWIN) mremapFn = Deno.dlopen(LIBC, mremapSymbol).symbols.mremap;
+    mremapFn = Deno.dlopen(LIBC, mremapSymbol).symbols.mremap;
   }
   return libc;
 }
@@ -126,7 +128,7 @@ export function unmapMemory(address: number, length: number): void {
 }
 
 /** Whether MADV_POPULATE_WRITE worked so far (false after the kernel refused it once). */
-let populateWorks = MADV_POPULATE_WRITE !== 0;
+let populateWorks = true;
 
 /**
  * Faults the OS pages that `[address, address + length)` touches in now, as a
@@ -146,12 +148,12 @@ export function populatePages(address: number, length: number): boolean {
   return true;
 }
 
-/** Whether populatePages faults pages in (false before Linux 5.14, and on macOS). */
+/** Whether populatePages faults pages in (false before Linux 5.14). */
 export function canPopulate(): boolean {
   return populateWorks;
 }
 
-/** Gives the pages back to the OS; they read as zero when touched again (Linux). */
+/** Gives the pages back to the OS; they read as zero when touched again. */
 export function releasePages(address: number, length: number): void {
   if (lib().madvise(BigInt(address), BigInt(length), MADV_DONTNEED) !== 0) {
     throw new Error(`madvise(0x${address.toString(16)}, ${length}) failed: errno ${lastErrno()}`);
@@ -203,7 +205,6 @@ export function yieldThread(): void {
 
 /** The calling thread's OS thread id (0 where the platform has no gettid). */
 export function currentThreadId(): number {
-  if (IS_DARWIN) return 0;
   threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
   return threads.gettid();
 }
@@ -213,7 +214,7 @@ export function currentThreadId(): number {
  * signal 0, which delivers nothing). Unknown (0) ids count as alive.
  */
 export function threadAlive(tid: number): boolean {
-  if (IS_DARWIN || tid === 0) return true;
+  if (tid === 0) return true;
   threads ??= Deno.dlopen(LIBC, threadSymbols).symbols;
   processId ||= threads.getpid();
   return threads.tgkill(processId, tid, 0) === 0 || lastErrno() !== ESRCH;

@@ -26,7 +26,13 @@ import {
   S_RETAINED_BYTES,
 } from "./arena.ts";
 
-/** A snapshot of a heap's counters. All sizes are in bytes. */
+/**
+ * A snapshot of a heap's counters. All sizes are in bytes. In debug mode the
+ * block counts and sizes (allocatedBytes, peakAllocatedBytes, liveBlocks,
+ * , allocCount, freeCount, utilization) are the user's blocks, the
+ * sizes asked for, as in the other modes; the red zones, headers and the
+ * quarantine of freed blocks show in committedBytes.
+ */
 export interface HeapStats {
   /** Sum of the usable sizes of live blocks. */
   allocatedBytes: number;
@@ -53,9 +59,14 @@ export interface HeapStats {
   mmapCalls: number;
   /** Calls to munmap (large blocks freed or trimmed, alignment slack). */
   munmapCalls: number;
-  /** Calls to madvise(MADV_DONTNEED): empty pages given back to the OS. */
+  /**
+   * Calls to madvise: MADV_DONTNEED giving memory back to the OS (empty
+   * pages, and free OS pages inside pages in use, by the idle budget or
+   * trim()), and MADV_POPULATE_WRITE faulting fresh pages in at once (Linux
+   * 5.14 and later) as blocks are carved from them.
+   */
   madviseCalls: number;
-  /** Calls to mprotect (arena growth, guard pages). */
+  /** Calls to mprotect (arena growth, guard pages of secure and debug modes). */
   mprotectCalls: number;
   /** Live blocks above 128 KiB, each in a mapping of its own. */
   largeBlocks: number;

@@ -554,7 +554,7 @@ describe("debug: leaks() lists live blocks with their allocation stacks; leakRep
     const report = heap.leakReport();
     assert.ok(report.includes("4 live blocks, 1300 bytes, from 2 sites"), report);
     assert.ok(report.includes("300 bytes in 3 blocks"), report);
-    assert.ok(report.includes("1000 bytes in 1 blocks"), report);
+    assert.ok(report.includes("1000 bytes in 1 block allocated"), report);
     assert.ok(report.includes("allocateForLeakTest"), report);
     assert.ok(
       report.indexOf("allocateBigForLeakTest") < report.indexOf("allocateForLeakTest"),
@@ -580,7 +580,7 @@ describe("debug: leaks() lists live blocks with their allocation stacks; leakRep
     using heap = new Heap({ debug: { stacks: false } });
     const p = allocateForLeakTest(heap, 100);
     assert.deepEqual(heap.leaks(), [{ address: p, size: 100, stack: "" }]);
-    assert.ok(heap.leakReport().includes("100 bytes in 1 blocks"));
+    assert.ok(heap.leakReport().includes("100 bytes in 1 block allocated"));
     poke(p + 100, 1);
     const error = expectReport(() => heap.free(p), "overflow", p);
     assert.equal(error.size, 100);

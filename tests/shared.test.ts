@@ -14,7 +14,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
-import { KiB, MiB } from "./helpers.ts";
+import { KiB, MiB, needs } from "./helpers.ts";
 import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
@@ -30,6 +30,12 @@ import type { XmallocStart } from "./workers/xmalloc.ts";
 
 /** Longest wait for any answer from a Worker. */
 const WAIT_MS = 60_000;
+
+/**
+ * Tests that start Workers: a Worker's module is read from disk, which takes
+ * --allow-read (`deno task test` grants it; `deno test --allow-ffi` skips them).
+ */
+const WORKERS = { skip: needs("read") };
 
 function spawn(name: string): Worker {
   return new Worker(new URL(`./workers/${name}.ts`, import.meta.url).href, { type: "module" });
@@ -376,123 +382,147 @@ function assertChurnLeftHeapEmpty(heap: Heap, result: ChurnResult, ops: number[]
 // ---- tests -------------------------------------------------------------------------
 
 describe("shared heap: Workers churning on one heap", () => {
-  it("4 Workers x 200k seeded ops, 1 free in 8 made by another Worker: patterns intact, heap consistent and empty after they detach", async () => {
-    const heap = new Heap({ shared: true });
-    const ops = [200_000, 200_000, 200_000, 200_000];
-    const result = await runChurn(heap, { ops, seed: 1234, checkEvery: 16 });
-    assert.ok(result.checksWhileRunning > 0, "check() ran while the Workers were running");
-    assertChurnLeftHeapEmpty(heap, result, ops);
-    assert.ok(sum(result.counters, "large") > 0, "the mix had large blocks");
-    assert.ok(sum(result.counters, "callocs") > 0 && sum(result.counters, "reallocs") > 0);
-    heap.close();
-  });
+  it(
+    "4 Workers x 200k seeded ops, 1 free in 8 made by another Worker: patterns intact, heap consistent and empty after they detach",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      const ops = [200_000, 200_000, 200_000, 200_000];
+      const result = await runChurn(heap, { ops, seed: 1234, checkEvery: 16 });
+      assert.ok(result.checksWhileRunning > 0, "check() ran while the Workers were running");
+      assertChurnLeftHeapEmpty(heap, result, ops);
+      assert.ok(sum(result.counters, "large") > 0, "the mix had large blocks");
+      assert.ok(sum(result.counters, "callocs") > 0 && sum(result.counters, "reallocs") > 0);
+      heap.close();
+    },
+  );
 });
 
 describe("shared heap in debug mode", () => {
-  it("DEBUG MODE: 4 debug-mode Workers x 200k seeded ops, 1 free in 8 made by another Worker: patterns intact, heap consistent and empty after they detach", async () => {
-    const heap = new Heap({ shared: true, debug: { stacks: false } });
-    const ops = [200_000, 200_000, 200_000, 200_000];
-    const result = await runChurn(heap, {
-      ops,
-      seed: 5678,
-      debug: { stacks: false },
-    });
-    assertChurnLeftHeapEmpty(heap, result, ops);
-    heap.close();
-  });
+  it(
+    "DEBUG MODE: 4 debug-mode Workers x 200k seeded ops, 1 free in 8 made by another Worker: patterns intact, heap consistent and empty after they detach",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true, debug: { stacks: false } });
+      const ops = [200_000, 200_000, 200_000, 200_000];
+      const result = await runChurn(heap, {
+        ops,
+        seed: 5678,
+        debug: { stacks: false },
+      });
+      assertChurnLeftHeapEmpty(heap, result, ops);
+      heap.close();
+    },
+  );
 
   // Without large blocks: with them, the same race also read a large block another Worker
   // had just unmapped, and the whole process died of SIGSEGV.
-  it("DEBUG MODE: check() in a debug-mode Worker while debug-mode Workers churn passes every time", async () => {
-    const heap = new Heap({ shared: true, debug: { stacks: false } });
-    const ops = [200_000, 200_000, 200_000, 200_000];
-    const debug = { stacks: false };
-    let checks = 0;
-    const result = await withRemotes(1, async ([checker]) => {
-      await checker.call({ op: "attach", handle: heap.share(), debug: true });
-      const stop = new AbortController();
-      let running = true;
-      const checking = (async () => {
-        while (running) {
-          await checker.call({ op: "check" });
-          checks++;
+  it(
+    "DEBUG MODE: check() in a debug-mode Worker while debug-mode Workers churn passes every time",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true, debug: { stacks: false } });
+      const ops = [200_000, 200_000, 200_000, 200_000];
+      const debug = { stacks: false };
+      let checks = 0;
+      const result = await withRemotes(1, async ([checker]) => {
+        await checker.call({ op: "attach", handle: heap.share(), debug: true });
+        const stop = new AbortController();
+        let running = true;
+        const checking = (async () => {
+          while (running) {
+            await checker.call({ op: "check" });
+            checks++;
+          }
+        })();
+        checking.catch(() => stop.abort());
+        try {
+          // Checks stop before the Workers detach (see the next test for that).
+          return await runChurn(heap, {
+            ops,
+            seed: 5678,
+            debug,
+            noLarge: true,
+            signal: stop.signal,
+            beforeClose: async () => {
+              running = false;
+              await checking;
+            },
+          });
+        } catch (e) {
+          await checking; // its error, if the run stopped because a check failed
+          throw e;
+        } finally {
+          running = false;
         }
-      })();
-      checking.catch(() => stop.abort());
-      try {
-        // Checks stop before the Workers detach (see the next test for that).
-        return await runChurn(heap, {
-          ops,
-          seed: 5678,
-          debug,
-          noLarge: true,
-          signal: stop.signal,
-          beforeClose: async () => {
-            running = false;
-            await checking;
-          },
-        });
-      } catch (e) {
-        await checking; // its error, if the run stopped because a check failed
-        throw e;
-      } finally {
-        running = false;
-      }
-    });
-    assert.ok(checks > 1, "check() ran while the Workers churned");
-    assertChurnLeftHeapEmpty(heap, result, ops);
-    heap.close();
-  });
+      });
+      assert.ok(checks > 1, "check() ran while the Workers churned");
+      assertChurnLeftHeapEmpty(heap, result, ops);
+      heap.close();
+    },
+  );
 
-  it("DEBUG MODE: while debug-mode Workers detach (close() gives their quarantine back), check() in another Worker passes every time", async () => {
-    const heap = new Heap({ shared: true, debug: { stacks: false } });
-    const failures: string[] = [];
-    let checks = 0;
-    await withRemotes(2, async ([checker, d]) => {
-      const handle = heap.share();
-      await checker.attach(handle); // not in debug mode: its check() is the stop-the-world one
-      let running = true;
-      const checking = (async () => {
-        while (running) {
-          const answer = await checker.send({ op: "check" });
-          if (!answer.ok) failures.push(answer.error!.message);
-          checks++;
+  it(
+    "DEBUG MODE: while debug-mode Workers detach (close() gives their quarantine back), check() in another Worker passes every time",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true, debug: { stacks: false } });
+      const failures: string[] = [];
+      let checks = 0;
+      await withRemotes(2, async ([checker, d]) => {
+        const handle = heap.share();
+        await checker.attach(handle); // not in debug mode: its check() is the stop-the-world one
+        let running = true;
+        const checking = (async () => {
+          while (running) {
+            const answer = await checker.send({ op: "check" });
+            if (!answer.ok) failures.push(answer.error!.message);
+            checks++;
+          }
+        })();
+        try {
+          for (let round = 0; round < 20; round++) {
+            await d.call({ op: "attach", handle, debug: true });
+            const sizes = Array.from({ length: 3000 }, (_, i) => 16 + (i * 13) % 500);
+            const blocks = await d.call<number[]>({
+              op: "mallocMany",
+              sizes,
+              tagBase: tagOf(4, 0),
+            });
+            await d.call({ op: "freeAll", blocks }); // into D's quarantine
+            await d.call({ op: "close" });
+          }
+        } finally {
+          running = false;
+          await checking;
         }
-      })();
-      try {
-        for (let round = 0; round < 20; round++) {
-          await d.call({ op: "attach", handle, debug: true });
-          const sizes = Array.from({ length: 3000 }, (_, i) => 16 + (i * 13) % 500);
-          const blocks = await d.call<number[]>({ op: "mallocMany", sizes, tagBase: tagOf(4, 0) });
-          await d.call({ op: "freeAll", blocks }); // into D's quarantine
-          await d.call({ op: "close" });
-        }
-      } finally {
-        running = false;
-        await checking;
-      }
-    });
-    assert.ok(checks > 0);
-    assert.equal(
-      failures.length,
-      0,
-      `${failures.length} of ${checks} checks failed, the first with: ${failures[0]}`,
-    );
-    heap.check();
-    assert.equal(heap.stats().allocatedBytes, 0);
-    heap.close();
-  });
+      });
+      assert.ok(checks > 0);
+      assert.equal(
+        failures.length,
+        0,
+        `${failures.length} of ${checks} checks failed, the first with: ${failures[0]}`,
+      );
+      heap.check();
+      assert.equal(heap.stats().allocatedBytes, 0);
+      heap.close();
+    },
+  );
 });
 
 describe("shared heap in secure mode", () => {
-  it("3 Workers x 100k seeded ops on a secure shared heap: patterns intact, heap consistent and empty after they detach", async () => {
-    const heap = new Heap({ shared: true, secure: true });
-    assert.equal(heap.share().secure, true, "the handle says secure");
-    const ops = [100_000, 100_000, 100_000];
-    const result = await runChurn(heap, { ops, seed: 31, checkEvery: 16 });
-    assertChurnLeftHeapEmpty(heap, result, ops);
-    heap.close();
-  });
+  it(
+    "3 Workers x 100k seeded ops on a secure shared heap: patterns intact, heap consistent and empty after they detach",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true, secure: true });
+      assert.equal(heap.share().secure, true, "the handle says secure");
+      const ops = [100_000, 100_000, 100_000];
+      const result = await runChurn(heap, { ops, seed: 31, checkEvery: 16 });
+      assertChurnLeftHeapEmpty(heap, result, ops);
+      heap.close();
+    },
+  );
 
   it("a free list rebuilt after a corrupted link leaves out the blocks another Worker freed; the owner takes them back once", () => {
     const heap = new Heap({ shared: true, secure: true });
@@ -519,286 +549,316 @@ describe("shared heap in secure mode", () => {
 });
 
 describe("shared heap: producer/consumer (xmalloc-test pattern)", () => {
-  it("one Worker only allocates, another only frees what it receives: 200k blocks, heap consistent and empty, freed memory reused by the producer", async () => {
-    const heap = new Heap({ shared: true });
-    const handle = heap.share();
-    const TOTAL = 200_000;
-    const producer = spawn("xmalloc");
-    const consumer = spawn("xmalloc");
-    const workers = [producer, consumer];
-    let abort!: (e: unknown) => void;
-    const failed = new Promise<never>((_, reject) => abort = reject);
-    failed.catch(() => {});
-    let produced = -1;
-    let consumed = 0;
-    let closedCount = 0;
-    let drained!: () => void;
-    let closed!: () => void;
-    const draining = new Promise<void>((resolve) => drained = resolve);
-    const closing = new Promise<void>((resolve) => closed = resolve);
-    const settle = () => {
-      if (produced === consumed) drained();
-    };
-    for (const [w, name] of [[producer, "producer"], [consumer, "consumer"]] as const) {
-      w.onerror = (e) => {
-        e.preventDefault();
-        abort(new Error(`${name}: ${e.message}`));
-      };
-      w.onmessage = (e: MessageEvent) => {
-        const m = e.data;
-        if (m.type === "batch") consumer.postMessage({ type: "batch", blocks: m.blocks });
-        else if (m.type === "consumed") {
-          consumed += m.count;
-          producer.postMessage({ type: "credit" });
-          settle();
-        } else if (m.type === "produced") {
-          produced = m.allocs;
-          settle();
-        } else if (m.type === "closed") {
-          if (++closedCount === 2) closed();
-        } else if (m.type === "error") {
-          abort(new Error(`${name}: ${m.error.message}\n${m.error.stack ?? ""}`));
-        }
-      };
-    }
-    const start: XmallocStart = { type: "start", role: "consumer", handle };
-    consumer.postMessage(start);
-    producer.postMessage(
-      {
-        ...start,
-        role: "producer",
-        total: TOTAL,
-        batch: 1000,
-        window: 8,
-        seed: 4242,
-      } satisfies XmallocStart,
-    );
-    try {
-      await bounded(Promise.race([draining, failed]), "producer/consumer", workers);
-      for (const w of workers) w.postMessage({ type: "close" });
-      await bounded(Promise.race([closing, failed]), "producer/consumer detaching", workers);
-    } finally {
-      for (const w of workers) w.terminate();
-    }
-    assert.equal(produced, TOTAL);
-    assert.equal(consumed, TOTAL);
-
-    heap.check();
-    const s = heap.stats();
-    assert.equal(s.allocatedBytes, 0);
-    assert.equal(s.liveBlocks, 0);
-    assert.equal(s.allocCount, TOTAL);
-    assert.equal(s.freeCount, TOTAL);
-    // Blocks the consumer frees go back to the producer's pages and are used again.
-    // Sizes average above 2 KiB (see xmalloc.ts): TOTAL KiB is a floor of all bytes allocated.
-    assert.ok(
-      s.peakCommittedBytes < TOTAL * KiB / 4,
-      `peak committed ${s.peakCommittedBytes} B for ${TOTAL} blocks allocated in all`,
-    );
-    heap.trim();
-    heap.check();
-    const t = heap.stats();
-    assert.equal(t.committedBytes, t.metadataBytes, "after trim() only metadata stays committed");
-    heap.close();
-  });
-});
-
-describe("shared heap: Workers that leave", () => {
-  it("Workers that detach early hand their blocks to the others, whose frees and allocations go on while the detached Workers' pages are adopted", async () => {
-    const heap = new Heap({ shared: true });
-    const ops = [60_000, 100_000, 140_000, 200_000];
-    const result = await runChurn(heap, {
-      ops,
-      seed: 99,
-      leaveEarly: [true, true, true, false],
-      checkEvery: 8,
-    });
-    assertChurnLeftHeapEmpty(heap, result, ops);
-    heap.close();
-  });
-
-  it("a Worker terminated while it allocates in a loop: once its thread is gone, the main thread's next allocation adopts its pages; its blocks stay live and intact until freed; trim() then gives every page back", async () => {
-    const heap = new Heap({ shared: true });
-    const INITIAL = 20_000;
-    const record = new SharedArrayBuffer(8 + 8 * 3 * 40_000);
-    const worker = spawn("doomed");
-    const next = listen(worker);
-    let count: number;
-    let ready: { tid: number; count: number; stats: HeapStats };
-    try {
-      worker.postMessage(
-        {
-          type: "start",
-          handle: heap.share(),
-          record,
-          initial: INITIAL,
-          seed: 77,
-        } satisfies DoomedStart,
-      );
-      ready = await bounded(next("ready"), "doomed Worker ready", [worker]);
-      assert.equal(ready.count, INITIAL);
-      assert.equal(ready.stats.liveBlocks, INITIAL, "the Worker's stats() counts its blocks");
-      const looping = await bounded(next<{ count: number }>("looping"), "doomed Worker looping", [
-        worker,
-      ]);
-      // Deno runs terminate() at the Worker's next turn of the event loop, between two
-      // rounds of its loop: it cannot stop a Worker inside a (synchronous) heap call.
-      worker.terminate();
-      await threadExit(ready.tid, "terminated Worker");
-      count = Atomics.load(new Int32Array(record, 0, 1), 0);
-      assert.ok(count >= looping.count && looping.count > INITIAL, "terminated while allocating");
-    } finally {
-      worker.terminate();
-    }
-    const blocks = Array.from(new Float64Array(record, 8, 3 * count));
-
-    // Its blocks are intact and still count: the program may hold their addresses.
-    for (let i = 0; i < count; i++) {
-      assert.equal(
-        patternMismatch(heap, blocks[3 * i], blocks[3 * i + 1], blocks[3 * i + 2]),
-        null,
-      );
-    }
-    let s = heap.stats();
-    assert.equal(s.liveBlocks, count, "liveBlocks counts the dead Worker's blocks");
-    assert.equal(s.allocatedBytes, usableTotal(heap, blocks));
-
-    // The next allocation that needs a page adopts the dead Worker's pages:
-    // it comes from one of them, which has room and live blocks of its class.
-    const q = heap.malloc(HOLED_SIZE);
-    const unit = (p: number) => Math.floor(p / (64 * KiB));
-    const units = new Set<number>();
-    for (let i = 0; i < count; i++) {
-      if (heap.usableSize(blocks[3 * i]) === heap.usableSize(q)) units.add(unit(blocks[3 * i]));
-    }
-    assert.ok(units.has(unit(q)), "the main thread's malloc is served by an adopted page");
-    heap.check();
-    assert.equal(heap.stats().liveBlocks, count + 1);
-    heap.free(q);
-
-    verifyAndFree(heap, blocks);
-    heap.check();
-    s = heap.stats();
-    assert.equal(s.allocatedBytes, 0, "allocatedBytes after the main thread freed them");
-    assert.equal(s.liveBlocks, 0);
-    assert.ok(heap.trim() > 0, "trim() gives memory back");
-    heap.check();
-    const t = heap.stats();
-    assert.ok(t.committedBytes < s.committedBytes, "committedBytes drops");
-    assert.ok(t.committedBytes < ready.stats.committedBytes, "below what the Worker had committed");
-    assert.equal(t.committedBytes, t.metadataBytes, "every page came back");
-    heap.close();
-  });
-
-  it("a Worker that exits without detaching: blocks freed while its pages wait for adoption are taken back when trim() adopts them", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(1, async ([a]) => {
-      const tid = await a.attach(heap.share());
-      // 4000 blocks of 1 KiB first (pages of their own), then 4000 of mixed sizes.
-      const sizes = Array.from({ length: 8000 }, (_, i) => i < 4000 ? 1024 : 16 + (i * 37) % 2000);
-      const blocks = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: tagOf(5, 0) });
-      await a.call({ op: "exit" });
-      await threadExit(tid, "Worker that exited");
-
-      assert.equal(heap.stats().liveBlocks, 8000);
-      verifyAndFree(heap, blocks, 0, 4000); // into pages whose owner is gone
-      heap.check();
-      const s = heap.stats();
-      assert.equal(s.liveBlocks, 4000);
-      assert.equal(s.allocatedBytes, usableTotal(heap, blocks.slice(3 * 4000)));
-      assert.ok(
-        heap.trim() >= 3 * 1024 * KiB,
-        "trim() adopts the pages and gives back the empty ones",
-      );
-      heap.check();
-      assert.ok(heap.stats().committedBytes <= s.committedBytes - 3 * 1024 * KiB);
-
-      verifyAndFree(heap, blocks, 4000);
-      heap.trim();
-      heap.check();
-      const t = heap.stats();
-      assert.equal(t.allocatedBytes, 0);
-      assert.equal(t.liveBlocks, 0);
-      assert.equal(t.committedBytes, t.metadataBytes, "every page came back");
-    });
-    heap.close();
-  });
-
-  it("owner slots of detached Workers are reused: 72 attaches, at most 9 at a time", async () => {
-    const heap = new Heap({ shared: true });
-    const handle = heap.share();
-    const failures: string[] = [];
-    await withRemotes(8, async (remotes) => {
-      // Each round every Worker attaches, allocates, frees and detaches again.
-      for (let round = 0; round < 9 && failures.length === 0; round++) {
-        for (const [i, r] of remotes.entries()) {
-          const answer = await r.send({ op: "attach", handle });
-          if (!answer.ok) {
-            const { name, message } = answer.error!;
-            failures.push(`attach ${round * 8 + i + 1}: ${name}: ${message}`);
-            continue;
-          }
-          const [p] = await r.call<number[]>({ op: "mallocMany", sizes: [64], tagBase: 1 });
-          await r.call({ op: "free", address: p });
-          await r.call({ op: "close" });
-        }
-        heap.trim(); // adopts the detached Workers' pages
-      }
-    });
-    assert.deepEqual(failures, [], "every attach succeeds: at most 9 are attached at once");
-    heap.check();
-    assert.equal(heap.stats().allocatedBytes, 0);
-    heap.close();
-  });
-
-  it("an adopter takes back only blocks of pages it owns: pages it adopted, retired and another Worker reused stay that Worker's", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(4, async ([a, b, c, d]) => {
+  it(
+    "one Worker only allocates, another only frees what it receives: 200k blocks, heap consistent and empty, freed memory reused by the producer",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
       const handle = heap.share();
-      for (const r of [a, b, c, d]) await r.attach(handle);
-      const ofSize = (n: number, size: number) => Array.from({ length: n }, () => size);
-      // A fills 8 pages and detaches; B frees every block (the pages wait on A's pending list).
-      const fromA = await a.call<number[]>({
-        op: "mallocMany",
-        sizes: ofSize(512, 1024),
-        tagBase: 0,
-      });
-      await a.call({ op: "close" });
-      await b.call({ op: "freeAll", blocks: fromA });
-      heap.check();
-      // C needs a page: it adopts A's pages, all empty, which retire.
-      const fromC = await c.call<number[]>({ op: "mallocMany", sizes: [16], tagBase: 1 });
-      heap.check();
-      // D takes the retired pages, fills them, and B frees one block of each.
-      const fromD = await d.call<number[]>({
-        op: "mallocMany",
-        sizes: ofSize(512, 1024),
-        tagBase: 2,
-      });
-      const firstOfPage = new Map<number, number[]>();
-      for (let i = 0; i < fromD.length; i += 3) {
-        const unit = Math.floor(fromD[i] / (64 * KiB));
-        if (!firstOfPage.has(unit)) firstOfPage.set(unit, fromD.slice(i, i + 3));
+      const TOTAL = 200_000;
+      const producer = spawn("xmalloc");
+      const consumer = spawn("xmalloc");
+      const workers = [producer, consumer];
+      let abort!: (e: unknown) => void;
+      const failed = new Promise<never>((_, reject) => abort = reject);
+      failed.catch(() => {});
+      let produced = -1;
+      let consumed = 0;
+      let closedCount = 0;
+      let drained!: () => void;
+      let closed!: () => void;
+      const draining = new Promise<void>((resolve) => drained = resolve);
+      const closing = new Promise<void>((resolve) => closed = resolve);
+      const settle = () => {
+        if (produced === consumed) drained();
+      };
+      for (const [w, name] of [[producer, "producer"], [consumer, "consumer"]] as const) {
+        w.onerror = (e) => {
+          e.preventDefault();
+          abort(new Error(`${name}: ${e.message}`));
+        };
+        w.onmessage = (e: MessageEvent) => {
+          const m = e.data;
+          if (m.type === "batch") consumer.postMessage({ type: "batch", blocks: m.blocks });
+          else if (m.type === "consumed") {
+            consumed += m.count;
+            producer.postMessage({ type: "credit" });
+            settle();
+          } else if (m.type === "produced") {
+            produced = m.allocs;
+            settle();
+          } else if (m.type === "closed") {
+            if (++closedCount === 2) closed();
+          } else if (m.type === "error") {
+            abort(new Error(`${name}: ${m.error.message}\n${m.error.stack ?? ""}`));
+          }
+        };
       }
-      await b.call({ op: "freeAll", blocks: [...firstOfPage.values()].flat() });
-      heap.check();
-      // C collects the blocks freed into its pages: D's pages are none of its business.
-      await c.call({ op: "trim" });
-      heap.check();
-      const freedByB = new Set([...firstOfPage.values()].map(([p]) => p));
-      const rest: number[] = [];
-      for (let i = 0; i < fromD.length; i += 3) {
-        if (!freedByB.has(fromD[i])) rest.push(...fromD.slice(i, i + 3));
+      const start: XmallocStart = { type: "start", role: "consumer", handle };
+      consumer.postMessage(start);
+      producer.postMessage(
+        {
+          ...start,
+          role: "producer",
+          total: TOTAL,
+          batch: 1000,
+          window: 8,
+          seed: 4242,
+        } satisfies XmallocStart,
+      );
+      try {
+        await bounded(Promise.race([draining, failed]), "producer/consumer", workers);
+        for (const w of workers) w.postMessage({ type: "close" });
+        await bounded(Promise.race([closing, failed]), "producer/consumer detaching", workers);
+      } finally {
+        for (const w of workers) w.terminate();
       }
-      await d.call({ op: "freeAll", blocks: rest });
-      await c.call({ op: "freeAll", blocks: fromC });
+      assert.equal(produced, TOTAL);
+      assert.equal(consumed, TOTAL);
+
       heap.check();
       const s = heap.stats();
       assert.equal(s.allocatedBytes, 0);
       assert.equal(s.liveBlocks, 0);
-    });
-    heap.close();
-  });
+      assert.equal(s.allocCount, TOTAL);
+      assert.equal(s.freeCount, TOTAL);
+      // Blocks the consumer frees go back to the producer's pages and are used again.
+      // Sizes average above 2 KiB (see xmalloc.ts): TOTAL KiB is a floor of all bytes allocated.
+      assert.ok(
+        s.peakCommittedBytes < TOTAL * KiB / 4,
+        `peak committed ${s.peakCommittedBytes} B for ${TOTAL} blocks allocated in all`,
+      );
+      heap.trim();
+      heap.check();
+      const t = heap.stats();
+      assert.equal(t.committedBytes, t.metadataBytes, "after trim() only metadata stays committed");
+      heap.close();
+    },
+  );
+});
+
+describe("shared heap: Workers that leave", () => {
+  it(
+    "Workers that detach early hand their blocks to the others, whose frees and allocations go on while the detached Workers' pages are adopted",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      const ops = [60_000, 100_000, 140_000, 200_000];
+      const result = await runChurn(heap, {
+        ops,
+        seed: 99,
+        leaveEarly: [true, true, true, false],
+        checkEvery: 8,
+      });
+      assertChurnLeftHeapEmpty(heap, result, ops);
+      heap.close();
+    },
+  );
+
+  it(
+    "a Worker terminated while it allocates in a loop: once its thread is gone, the main thread's next allocation adopts its pages; its blocks stay live and intact until freed; trim() then gives every page back",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      const INITIAL = 20_000;
+      const record = new SharedArrayBuffer(8 + 8 * 3 * 40_000);
+      const worker = spawn("doomed");
+      const next = listen(worker);
+      let count: number;
+      let ready: { tid: number; count: number; stats: HeapStats };
+      try {
+        worker.postMessage(
+          {
+            type: "start",
+            handle: heap.share(),
+            record,
+            initial: INITIAL,
+            seed: 77,
+          } satisfies DoomedStart,
+        );
+        ready = await bounded(next("ready"), "doomed Worker ready", [worker]);
+        assert.equal(ready.count, INITIAL);
+        assert.equal(ready.stats.liveBlocks, INITIAL, "the Worker's stats() counts its blocks");
+        const looping = await bounded(next<{ count: number }>("looping"), "doomed Worker looping", [
+          worker,
+        ]);
+        // Deno runs terminate() at the Worker's next turn of the event loop, between two
+        // rounds of its loop: it cannot stop a Worker inside a (synchronous) heap call.
+        worker.terminate();
+        await threadExit(ready.tid, "terminated Worker");
+        count = Atomics.load(new Int32Array(record, 0, 1), 0);
+        assert.ok(count >= looping.count && looping.count > INITIAL, "terminated while allocating");
+      } finally {
+        worker.terminate();
+      }
+      const blocks = Array.from(new Float64Array(record, 8, 3 * count));
+
+      // Its blocks are intact and still count: the program may hold their addresses.
+      for (let i = 0; i < count; i++) {
+        assert.equal(
+          patternMismatch(heap, blocks[3 * i], blocks[3 * i + 1], blocks[3 * i + 2]),
+          null,
+        );
+      }
+      let s = heap.stats();
+      assert.equal(s.liveBlocks, count, "liveBlocks counts the dead Worker's blocks");
+      assert.equal(s.allocatedBytes, usableTotal(heap, blocks));
+
+      // The next allocation that needs a page adopts the dead Worker's pages:
+      // it comes from one of them, which has room and live blocks of its class.
+      const q = heap.malloc(HOLED_SIZE);
+      const unit = (p: number) => Math.floor(p / (64 * KiB));
+      const units = new Set<number>();
+      for (let i = 0; i < count; i++) {
+        if (heap.usableSize(blocks[3 * i]) === heap.usableSize(q)) units.add(unit(blocks[3 * i]));
+      }
+      assert.ok(units.has(unit(q)), "the main thread's malloc is served by an adopted page");
+      heap.check();
+      assert.equal(heap.stats().liveBlocks, count + 1);
+      heap.free(q);
+
+      verifyAndFree(heap, blocks);
+      heap.check();
+      s = heap.stats();
+      assert.equal(s.allocatedBytes, 0, "allocatedBytes after the main thread freed them");
+      assert.equal(s.liveBlocks, 0);
+      assert.ok(heap.trim() > 0, "trim() gives memory back");
+      heap.check();
+      const t = heap.stats();
+      assert.ok(t.committedBytes < s.committedBytes, "committedBytes drops");
+      assert.ok(
+        t.committedBytes < ready.stats.committedBytes,
+        "below what the Worker had committed",
+      );
+      assert.equal(t.committedBytes, t.metadataBytes, "every page came back");
+      heap.close();
+    },
+  );
+
+  it(
+    "a Worker that exits without detaching: blocks freed while its pages wait for adoption are taken back when trim() adopts them",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(1, async ([a]) => {
+        const tid = await a.attach(heap.share());
+        // 4000 blocks of 1 KiB first (pages of their own), then 4000 of mixed sizes.
+        const sizes = Array.from(
+          { length: 8000 },
+          (_, i) => i < 4000 ? 1024 : 16 + (i * 37) % 2000,
+        );
+        const blocks = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: tagOf(5, 0) });
+        await a.call({ op: "exit" });
+        await threadExit(tid, "Worker that exited");
+
+        assert.equal(heap.stats().liveBlocks, 8000);
+        verifyAndFree(heap, blocks, 0, 4000); // into pages whose owner is gone
+        heap.check();
+        const s = heap.stats();
+        assert.equal(s.liveBlocks, 4000);
+        assert.equal(s.allocatedBytes, usableTotal(heap, blocks.slice(3 * 4000)));
+        assert.ok(
+          heap.trim() >= 3 * 1024 * KiB,
+          "trim() adopts the pages and gives back the empty ones",
+        );
+        heap.check();
+        assert.ok(heap.stats().committedBytes <= s.committedBytes - 3 * 1024 * KiB);
+
+        verifyAndFree(heap, blocks, 4000);
+        heap.trim();
+        heap.check();
+        const t = heap.stats();
+        assert.equal(t.allocatedBytes, 0);
+        assert.equal(t.liveBlocks, 0);
+        assert.equal(t.committedBytes, t.metadataBytes, "every page came back");
+      });
+      heap.close();
+    },
+  );
+
+  it(
+    "owner slots of detached Workers are reused: 72 attaches, at most 9 at a time",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      const handle = heap.share();
+      const failures: string[] = [];
+      await withRemotes(8, async (remotes) => {
+        // Each round every Worker attaches, allocates, frees and detaches again.
+        for (let round = 0; round < 9 && failures.length === 0; round++) {
+          for (const [i, r] of remotes.entries()) {
+            const answer = await r.send({ op: "attach", handle });
+            if (!answer.ok) {
+              const { name, message } = answer.error!;
+              failures.push(`attach ${round * 8 + i + 1}: ${name}: ${message}`);
+              continue;
+            }
+            const [p] = await r.call<number[]>({ op: "mallocMany", sizes: [64], tagBase: 1 });
+            await r.call({ op: "free", address: p });
+            await r.call({ op: "close" });
+          }
+          heap.trim(); // adopts the detached Workers' pages
+        }
+      });
+      assert.deepEqual(failures, [], "every attach succeeds: at most 9 are attached at once");
+      heap.check();
+      assert.equal(heap.stats().allocatedBytes, 0);
+      heap.close();
+    },
+  );
+
+  it(
+    "an adopter takes back only blocks of pages it owns: pages it adopted, retired and another Worker reused stay that Worker's",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(4, async ([a, b, c, d]) => {
+        const handle = heap.share();
+        for (const r of [a, b, c, d]) await r.attach(handle);
+        const ofSize = (n: number, size: number) => Array.from({ length: n }, () => size);
+        // A fills 8 pages and detaches; B frees every block (the pages wait on A's pending list).
+        const fromA = await a.call<number[]>({
+          op: "mallocMany",
+          sizes: ofSize(512, 1024),
+          tagBase: 0,
+        });
+        await a.call({ op: "close" });
+        await b.call({ op: "freeAll", blocks: fromA });
+        heap.check();
+        // C needs a page: it adopts A's pages, all empty, which retire.
+        const fromC = await c.call<number[]>({ op: "mallocMany", sizes: [16], tagBase: 1 });
+        heap.check();
+        // D takes the retired pages, fills them, and B frees one block of each.
+        const fromD = await d.call<number[]>({
+          op: "mallocMany",
+          sizes: ofSize(512, 1024),
+          tagBase: 2,
+        });
+        const firstOfPage = new Map<number, number[]>();
+        for (let i = 0; i < fromD.length; i += 3) {
+          const unit = Math.floor(fromD[i] / (64 * KiB));
+          if (!firstOfPage.has(unit)) firstOfPage.set(unit, fromD.slice(i, i + 3));
+        }
+        await b.call({ op: "freeAll", blocks: [...firstOfPage.values()].flat() });
+        heap.check();
+        // C collects the blocks freed into its pages: D's pages are none of its business.
+        await c.call({ op: "trim" });
+        heap.check();
+        const freedByB = new Set([...firstOfPage.values()].map(([p]) => p));
+        const rest: number[] = [];
+        for (let i = 0; i < fromD.length; i += 3) {
+          if (!freedByB.has(fromD[i])) rest.push(...fromD.slice(i, i + 3));
+        }
+        await d.call({ op: "freeAll", blocks: rest });
+        await c.call({ op: "freeAll", blocks: fromC });
+        heap.check();
+        const s = heap.stats();
+        assert.equal(s.allocatedBytes, 0);
+        assert.equal(s.liveBlocks, 0);
+      });
+      heap.close();
+    },
+  );
 });
 
 describe("shared heap: share() and attach()", () => {
@@ -883,202 +943,240 @@ describe("shared heap: share() and attach()", () => {
 });
 
 describe("shared heap: frees and reallocs across Workers", () => {
-  it("a double free across Workers throws HeapError double-free in the second Worker and the heap stays consistent", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(2, async ([a, b]) => {
-      const handle = heap.share();
-      await a.attach(handle);
-      await b.attach(handle);
-      const one = async (r: Remote, size: number) =>
-        (await r.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: 7 }))[0];
+  it(
+    "a double free across Workers throws HeapError double-free in the second Worker and the heap stays consistent",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(2, async ([a, b]) => {
+        const handle = heap.share();
+        await a.attach(handle);
+        await b.attach(handle);
+        const one = async (r: Remote, size: number) =>
+          (await r.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: 7 }))[0];
 
-      // A block of the main thread's page: A frees it, then B.
-      for (const size of [64, 20 * KiB]) {
-        const p = heap.malloc(size);
-        await a.call({ op: "free", address: p });
-        assertHeapErrorReport(
-          await b.fails({ op: "free", address: p }),
-          "double-free",
-          p,
-          `${size} B`,
+        // A block of the main thread's page: A frees it, then B.
+        for (const size of [64, 20 * KiB]) {
+          const p = heap.malloc(size);
+          await a.call({ op: "free", address: p });
+          assertHeapErrorReport(
+            await b.fails({ op: "free", address: p }),
+            "double-free",
+            p,
+            `${size} B`,
+          );
+          heap.check();
+        }
+        // A block of A's page, freed by A, then by B.
+        for (const size of [200, 20 * KiB, 300 * KiB]) {
+          const p = await one(a, size);
+          await a.call({ op: "free", address: p });
+          assertHeapErrorReport(
+            await b.fails({ op: "free", address: p }),
+            "double-free",
+            p,
+            `${size} B`,
+          );
+          heap.check();
+        }
+        // A block of A's page, freed by B (not yet collected by A), then by A, then by B again.
+        for (const size of [32, 20 * KiB]) {
+          const p = await one(a, size);
+          await b.call({ op: "free", address: p });
+          assertHeapErrorReport(
+            await a.fails({ op: "free", address: p }),
+            "double-free",
+            p,
+            "owner",
+          );
+          assertHeapErrorReport(
+            await b.fails({ op: "free", address: p }),
+            "double-free",
+            p,
+            "again",
+          );
+          heap.check();
+        }
+        let s = heap.stats();
+        assert.equal(s.allocatedBytes, 0, "each block counted as freed once");
+        assert.equal(s.liveBlocks, 0);
+        // Everyone can still allocate, and the blocks freed above are taken back.
+        for (const r of [a, b]) {
+          const blocks = await r.call<number[]>({
+            op: "mallocMany",
+            sizes: [32, 64, 200, 20 * KiB, 300 * KiB],
+            tagBase: 100,
+          });
+          await r.call({ op: "freeAll", blocks });
+          await r.call({ op: "trim" });
+        }
+        heap.check();
+        s = heap.stats();
+        assert.equal(s.allocatedBytes, 0);
+        assert.equal(s.liveBlocks, 0);
+      });
+      heap.close();
+    },
+  );
+
+  it(
+    "two Workers that free the same blocks at once: each block is freed once and reported as a double free once, whoever owns its page",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(2, async ([a, b]) => {
+        const handle = heap.share();
+        await a.attach(handle);
+        await b.attach(handle);
+        const sizes = Array.from(
+          { length: 3000 },
+          (_, i) => i % 50 === 0 ? 20 * KiB : 16 + i % 500,
         );
+        // Blocks of the main thread's pages (both racers free remotely), then of
+        // A's pages (A frees locally while B frees remotely).
+        const mine = sizes.map((size) => heap.malloc(size));
+        const triples = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: 1 });
+        const theirs = triples.filter((_, i) => i % 3 === 0);
+        for (const [blocks, left] of [[mine, theirs.length], [theirs, 0]] as const) {
+          const gate = new SharedArrayBuffer(8);
+          const race = (r: Remote) =>
+            r.call<{ freed: number; doubles: number }>({
+              op: "freeRacing",
+              blocks,
+              gate,
+              racers: 2,
+            });
+          const [ra, rb] = await Promise.all([race(a), race(b)]);
+          assert.equal(ra.freed + rb.freed, blocks.length, "every block freed once");
+          assert.equal(ra.doubles + rb.doubles, blocks.length, "every second free reported");
+          heap.check();
+          assert.equal(heap.stats().liveBlocks, left, "each block counted as freed once");
+        }
+        assert.equal(heap.stats().allocatedBytes, 0);
+        // The blocks are reused: every Worker allocates and frees again.
+        for (const r of [a, b]) {
+          const again = await r.call<number[]>({ op: "mallocMany", sizes, tagBase: 9 });
+          await r.call({ op: "freeAll", blocks: again });
+        }
         heap.check();
-      }
-      // A block of A's page, freed by A, then by B.
-      for (const size of [200, 20 * KiB, 300 * KiB]) {
-        const p = await one(a, size);
-        await a.call({ op: "free", address: p });
-        assertHeapErrorReport(
-          await b.fails({ op: "free", address: p }),
-          "double-free",
-          p,
-          `${size} B`,
-        );
-        heap.check();
-      }
-      // A block of A's page, freed by B (not yet collected by A), then by A, then by B again.
-      for (const size of [32, 20 * KiB]) {
-        const p = await one(a, size);
-        await b.call({ op: "free", address: p });
-        assertHeapErrorReport(await a.fails({ op: "free", address: p }), "double-free", p, "owner");
-        assertHeapErrorReport(await b.fails({ op: "free", address: p }), "double-free", p, "again");
-        heap.check();
-      }
-      let s = heap.stats();
-      assert.equal(s.allocatedBytes, 0, "each block counted as freed once");
-      assert.equal(s.liveBlocks, 0);
-      // Everyone can still allocate, and the blocks freed above are taken back.
-      for (const r of [a, b]) {
-        const blocks = await r.call<number[]>({
-          op: "mallocMany",
-          sizes: [32, 64, 200, 20 * KiB, 300 * KiB],
-          tagBase: 100,
-        });
-        await r.call({ op: "freeAll", blocks });
-        await r.call({ op: "trim" });
-      }
-      heap.check();
-      s = heap.stats();
-      assert.equal(s.allocatedBytes, 0);
-      assert.equal(s.liveBlocks, 0);
-    });
-    heap.close();
-  });
+        assert.equal(heap.stats().liveBlocks, 0);
+      });
+      heap.close();
+    },
+  );
 
-  it("two Workers that free the same blocks at once: each block is freed once and reported as a double free once, whoever owns its page", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(2, async ([a, b]) => {
-      const handle = heap.share();
-      await a.attach(handle);
-      await b.attach(handle);
-      const sizes = Array.from({ length: 3000 }, (_, i) => i % 50 === 0 ? 20 * KiB : 16 + i % 500);
-      // Blocks of the main thread's pages (both racers free remotely), then of
-      // A's pages (A frees locally while B frees remotely).
-      const mine = sizes.map((size) => heap.malloc(size));
-      const triples = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: 1 });
-      const theirs = triples.filter((_, i) => i % 3 === 0);
-      for (const [blocks, left] of [[mine, theirs.length], [theirs, 0]] as const) {
-        const gate = new SharedArrayBuffer(8);
-        const race = (r: Remote) =>
-          r.call<{ freed: number; doubles: number }>({ op: "freeRacing", blocks, gate, racers: 2 });
-        const [ra, rb] = await Promise.all([race(a), race(b)]);
-        assert.equal(ra.freed + rb.freed, blocks.length, "every block freed once");
-        assert.equal(ra.doubles + rb.doubles, blocks.length, "every second free reported");
+  it(
+    "DEBUG MODE: a double free across debug-mode Workers throws HeapError double-free in the second Worker",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true, debug: { stacks: false } });
+      await withRemotes(2, async ([a, b]) => {
+        const handle = heap.share();
+        for (const r of [a, b]) await r.call({ op: "attach", handle, debug: true });
+        for (const size of [64, 20 * KiB, 300 * KiB]) {
+          const p = heap.malloc(size);
+          await a.call({ op: "free", address: p }); // into A's quarantine
+          assertHeapErrorReport(
+            await b.fails({ op: "free", address: p }),
+            "double-free",
+            p,
+            `${size} B`,
+          );
+          const [q] = await a.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: 9 });
+          await b.call({ op: "free", address: q });
+          assertHeapErrorReport(await a.fails({ op: "free", address: q }), "double-free", q, "A");
+        }
+        for (const r of [a, b]) await r.call({ op: "close" }); // quarantines go back to the heap
         heap.check();
-        assert.equal(heap.stats().liveBlocks, left, "each block counted as freed once");
-      }
-      assert.equal(heap.stats().allocatedBytes, 0);
-      // The blocks are reused: every Worker allocates and frees again.
-      for (const r of [a, b]) {
-        const again = await r.call<number[]>({ op: "mallocMany", sizes, tagBase: 9 });
-        await r.call({ op: "freeAll", blocks: again });
-      }
-      heap.check();
-      assert.equal(heap.stats().liveBlocks, 0);
-    });
-    heap.close();
-  });
+        const s = heap.stats();
+        assert.equal(s.allocatedBytes, 0);
+        assert.equal(s.liveBlocks, 0);
+      });
+      heap.close();
+    },
+  );
 
-  it("DEBUG MODE: a double free across debug-mode Workers throws HeapError double-free in the second Worker", async () => {
-    const heap = new Heap({ shared: true, debug: { stacks: false } });
-    await withRemotes(2, async ([a, b]) => {
-      const handle = heap.share();
-      for (const r of [a, b]) await r.call({ op: "attach", handle, debug: true });
-      for (const size of [64, 20 * KiB, 300 * KiB]) {
-        const p = heap.malloc(size);
-        await a.call({ op: "free", address: p }); // into A's quarantine
-        assertHeapErrorReport(
-          await b.fails({ op: "free", address: p }),
-          "double-free",
-          p,
-          `${size} B`,
-        );
-        const [q] = await a.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: 9 });
-        await b.call({ op: "free", address: q });
-        assertHeapErrorReport(await a.fails({ op: "free", address: q }), "double-free", q, "A");
-      }
-      for (const r of [a, b]) await r.call({ op: "close" }); // quarantines go back to the heap
-      heap.check();
-      const s = heap.stats();
-      assert.equal(s.allocatedBytes, 0);
-      assert.equal(s.liveBlocks, 0);
-    });
-    heap.close();
-  });
-
-  it("realloc in another Worker keeps the contents of small, medium and large blocks", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(2, async ([a, b]) => {
-      const handle = heap.share();
-      await a.attach(handle);
-      await b.attach(handle);
-      const steps: [number, number, number][] = [
-        [100, 3000, 50], // small: moves, then shrinks in place
-        [20 * KiB, 100 * KiB, 10 * KiB], // medium
-        [300 * KiB, 700 * KiB, 200 * KiB], // large: mremap, then shrinks
-        [600, 300 * KiB, 40], // small to large and back down
-      ];
-      const kept: number[] = [];
-      for (const [i, [size, grown, shrunk]] of steps.entries()) {
-        const tag = tagOf(3, 10 * i);
-        const [p] = await a.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: tag });
-        const q = await b.call<number>({
-          op: "realloc",
-          address: p,
-          size: grown,
-          oldSize: size,
-          tag,
-          newTag: tag + 1,
-        });
-        const r = await b.call<number>({
-          op: "realloc",
-          address: q,
-          size: shrunk,
-          oldSize: grown,
-          tag: tag + 1,
-          newTag: tag + 2,
-        });
-        kept.push(r, shrunk, tag + 2);
-      }
-      heap.check();
-      assert.equal(heap.stats().liveBlocks, steps.length);
-      await a.call({ op: "freeAll", blocks: kept });
-      heap.check();
-      const s = heap.stats();
-      assert.equal(s.allocatedBytes, 0);
-      assert.equal(s.liveBlocks, 0);
-    });
-    heap.close();
-  });
+  it(
+    "realloc in another Worker keeps the contents of small, medium and large blocks",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(2, async ([a, b]) => {
+        const handle = heap.share();
+        await a.attach(handle);
+        await b.attach(handle);
+        const steps: [number, number, number][] = [
+          [100, 3000, 50], // small: moves, then shrinks in place
+          [20 * KiB, 100 * KiB, 10 * KiB], // medium
+          [300 * KiB, 700 * KiB, 200 * KiB], // large: mremap, then shrinks
+          [600, 300 * KiB, 40], // small to large and back down
+        ];
+        const kept: number[] = [];
+        for (const [i, [size, grown, shrunk]] of steps.entries()) {
+          const tag = tagOf(3, 10 * i);
+          const [p] = await a.call<number[]>({ op: "mallocMany", sizes: [size], tagBase: tag });
+          const q = await b.call<number>({
+            op: "realloc",
+            address: p,
+            size: grown,
+            oldSize: size,
+            tag,
+            newTag: tag + 1,
+          });
+          const r = await b.call<number>({
+            op: "realloc",
+            address: q,
+            size: shrunk,
+            oldSize: grown,
+            tag: tag + 1,
+            newTag: tag + 2,
+          });
+          kept.push(r, shrunk, tag + 2);
+        }
+        heap.check();
+        assert.equal(heap.stats().liveBlocks, steps.length);
+        await a.call({ op: "freeAll", blocks: kept });
+        heap.check();
+        const s = heap.stats();
+        assert.equal(s.allocatedBytes, 0);
+        assert.equal(s.liveBlocks, 0);
+      });
+      heap.close();
+    },
+  );
 });
 
 describe("shared heap: stats() and check() from any Worker", () => {
-  it("stats() reports the same totals in every Worker and in the main thread", async () => {
-    const heap = new Heap({ shared: true });
-    await withRemotes(3, async ([a, b, c]) => {
-      const handle = heap.share();
-      for (const r of [a, b, c]) await r.attach(handle);
-      const fromA = await a.call<number[]>({
-        op: "mallocMany",
-        sizes: [16, 100, 1000, 5000, 300 * KiB],
-        tagBase: tagOf(1, 0),
+  it(
+    "stats() reports the same totals in every Worker and in the main thread",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(3, async ([a, b, c]) => {
+        const handle = heap.share();
+        for (const r of [a, b, c]) await r.attach(handle);
+        const fromA = await a.call<number[]>({
+          op: "mallocMany",
+          sizes: [16, 100, 1000, 5000, 300 * KiB],
+          tagBase: tagOf(1, 0),
+        });
+        await b.call({ op: "mallocMany", sizes: [20 * KiB, 50 * KiB, 64], tagBase: tagOf(2, 0) });
+        await b.call({ op: "free", address: fromA[3] }); // a block of A's page, freed by B
+        await c.call({ op: "mallocMany", sizes: [8], tagBase: tagOf(3, 0) });
+        heap.malloc(48);
+        // Every Worker is idle: all of them see the same heap.
+        const main = heap.stats();
+        assert.equal(main.liveBlocks, 9);
+        for (const r of [a, b, c]) {
+          const seen = await r.call<HeapStats>({ op: "stats" });
+          assert.deepEqual(seen, main, `stats() in Worker ${r.name} and in the main thread`);
+        }
       });
-      await b.call({ op: "mallocMany", sizes: [20 * KiB, 50 * KiB, 64], tagBase: tagOf(2, 0) });
-      await b.call({ op: "free", address: fromA[3] }); // a block of A's page, freed by B
-      await c.call({ op: "mallocMany", sizes: [8], tagBase: tagOf(3, 0) });
-      heap.malloc(48);
-      // Every Worker is idle: all of them see the same heap.
-      const main = heap.stats();
-      assert.equal(main.liveBlocks, 9);
-      for (const r of [a, b, c]) {
-        const seen = await r.call<HeapStats>({ op: "stats" });
-        assert.deepEqual(seen, main, `stats() in Worker ${r.name} and in the main thread`);
-      }
-    });
-    heap.close();
-  });
+      heap.close();
+    },
+  );
 
-  it("check() passes from every Worker and from the main thread", async () => {
+  it("check() passes from every Worker and from the main thread", WORKERS, async () => {
     const heap = new Heap({ shared: true });
     await withRemotes(2, async ([a, b]) => {
       const handle = heap.share();

@@ -1,9 +1,9 @@
 /**
  * Trace replay: runs the malloc/calloc/realloc/memalign/free stream of a real
- * program (see /work/shared/traces/README.md for the format) through
+ * program (see bench/traces/README.md for the format) through
  * tsmalloc's Heap and C allocators, and reports time and memory.
  *
- *   deno task replay <trace.gz>... [--allocators heap,glibc,mimalloc,jemalloc]
+ *   deno task replay bench/traces/*.trace.gz [--allocators heap,glibc,mimalloc,jemalloc]
  *                    [--svg out.svg] [--runs 3] [--sample 10000] [--no-touch]
  *                    [--warmup N] [--in-process] [--json results.json]
  *
@@ -828,10 +828,8 @@ export async function renderSvg(panels: readonly ChartPanel[]): Promise<string> 
 /** Vega and Vega-Lite, loaded on first use (the replay itself does not need them). */
 async function chartLibraries() {
   // Vega's data loader pulls in Node's deprecated punycode module: keep its warning off stderr.
-  process.noDeprecation = true;
-  // deno-lint-ignore no-import-prefix
+  (process as unknown as { noDeprecation: boolean }).noDeprecation = true;
   const vega = await import("npm:vega@^5.33.0");
-  // deno-lint-ignore no-import-prefix
   const vegaLite = await import("npm:vega-lite@^5.23.0");
   return { vega, vegaLite };
 }
@@ -894,7 +892,7 @@ const RESULT_PREFIX = "@@replay-result ";
 
 function usage(): string {
   return [
-    "usage: deno task replay <trace.gz>... [options]",
+    "usage: deno task replay <trace.gz>... [options]   (recorded traces: bench/traces/*.trace.gz)",
     "  --allocators a,b,...  heap,glibc,mimalloc,jemalloc (default), thing, uint8array, bump,",
     "                        freelist",
     "  --svg FILE            chart of live bytes, Heap committed/allocated and others' footprint",
@@ -917,7 +915,6 @@ async function runProgress(runs: number) {
     return { log: (line: string) => console.error(line), step: (_label: string) => {}, stop() {} };
   }
   // @ts-types="npm:@types/cli-progress@^3.11.0"
-  // deno-lint-ignore no-import-prefix
   const { default: cliProgress } = await import("npm:cli-progress@^3.12.0");
   const bars = new cliProgress.MultiBar({
     stream: process.stderr,
@@ -1096,11 +1093,14 @@ export async function main(args: string[]): Promise<number> {
 /** `deno run` arguments that start this tool again with the permissions it needs. */
 function runArgs(forMain: boolean): string[] {
   const config = new URL("../deno.json", import.meta.url).pathname;
+  const lock = new URL("./deno.lock", import.meta.url).pathname;
   const self = new URL(import.meta.url).pathname;
   return [
     "run",
     "--config",
     config,
+    "--lock",
+    lock,
     "--v8-flags=--expose-gc",
     "--allow-ffi",
     "--allow-env",

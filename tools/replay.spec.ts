@@ -27,9 +27,9 @@ import {
   replay,
   type Trace,
   TraceError,
-} from "../tools/replay.ts";
+} from "./replay.ts";
 import { type Allocator, createAllocator, createHeap } from "../bench/comparators.ts";
-import { mulberry32, needs } from "./helpers.ts";
+import { mulberry32, needs } from "../tests/helpers.ts";
 
 async function gzip(text: string): Promise<Uint8Array> {
   const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
