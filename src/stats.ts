@@ -28,8 +28,8 @@ import {
 
 /**
  * A snapshot of a heap's counters. All sizes are in bytes. In debug mode the
- * block counts and sizes (allocatedBytes, peakAllocatedBytes, liveBlocks,
- * , allocCount, freeCount, utilization) are the user's blocks, the
+ * block counts and sizes (allocatedBytes, peakAllocatedBytes, liveBlocks, allocCount,
+ * freeCount, utilization) are the user's blocks, the
  * sizes asked for, as in the other modes; the red zones, headers and the
  * quarantine of freed blocks show in committedBytes.
  */
