@@ -23,6 +23,14 @@
  * @module
  */
 
+export type {
+  DebugOptions,
+  Heap,
+  HeapOptions,
+  HeapStats,
+  LeakedBlock,
+  SharedHeapHandle,
+} from "../mod.ts";
 export { CAllocator, type CAllocatorOptions } from "./allocator.ts";
 export type { CallbackOwner } from "./callbacks.ts";
 export { LuaAllocator } from "./lua.ts";
