@@ -39,14 +39,24 @@ export class CBlocks {
   readonly #wide = new Map<number, number>();
   /** Blocks handed out and not freed. */
   live = 0;
+  /**
+   * The buffer behind heap.bytes() of a small block (the heap's arena) and
+   * its address: realloc copies inside it in JS, without an FFI memmove.
+   */
+  readonly #arena: Uint8Array;
+  readonly #arenaStart: number;
 
   constructor(heap: Heap) {
     this.heap = heap;
     const probe = heap.malloc(1);
-    this.narrow = probe !== 0 && probe < TWO_32;
+    if (probe === 0) throw new RangeError("the heap has no memory for a first block");
+    this.narrow = probe < TWO_32;
     // Debug mode's usable size is the size asked for; the core's is a size class.
-    this.#alwaysMove = probe !== 0 && heap.usableSize(probe) === 1;
-    if (probe !== 0) heap.free(probe);
+    this.#alwaysMove = heap.usableSize(probe) === 1;
+    const view = heap.bytes(probe, 1);
+    this.#arena = new Uint8Array(view.buffer);
+    this.#arenaStart = probe - view.byteOffset;
+    heap.free(probe);
   }
 
   /** The full address of a block C passes back (its low 32 bits when narrow). */
@@ -88,9 +98,19 @@ export class CBlocks {
     }
     const moved = this.malloc(size);
     if (moved === 0) return 0;
-    moveMemory(moved, address, Math.min(size, usable));
+    this.#copy(moved, address, Math.min(size, usable));
     this.free(address);
     return moved;
+  }
+
+  #copy(to: number, from: number, length: number): void {
+    const start = this.#arenaStart;
+    const end = start + this.#arena.length;
+    if (from >= start && from + length <= end && to >= start && to + length <= end) {
+      this.#arena.copyWithin(to - start, from - start, from - start + length);
+    } else {
+      moveMemory(to, from, length);
+    }
   }
 
   /** Usable size of a block, of a full address. */
