@@ -14,9 +14,12 @@
  *   zlib    deflate (level 6) and inflate of 8 MiB; and 2000 small streams
  *           (4 KiB each), where allocation is a larger share of the work
  *
- * It also prints the number of allocator calls per run (the heap's malloc +
- * free counts), so the ratio can be read as ns per call, and glibc's
- * malloc+free pair through FFI, for scale.
+ * Times are CPU time of the main thread (CLOCK_THREAD_CPUTIME_ID): on a
+ * machine shared with other work they move far less than wall-clock time.
+ * It also prints the number of allocations and frees per run (the heap's
+ * counts; SQLite's xSize calls and Lua's in-place resizes are callbacks too),
+ * so the difference can be read per call, and glibc's malloc+free pair
+ * through FFI, for scale.
  *
  * Options: --runs=N (7), --only=lua,sqlite,zlib, --lua=N (script size,
  * 100000), --rows=N (50000).
@@ -61,44 +64,84 @@ function time(fn: () => void): number {
   return performance.now() - start;
 }
 
+const clock = Deno.dlopen("libc.so.6", {
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+}).symbols;
+const CLOCK_THREAD_CPUTIME_ID = 3;
+const timespec = new BigInt64Array(2);
+
+/** CPU time of this thread, ms: on a busy shared machine it moves less than wall-clock time. */
+function threadCpuMs(): number {
+  clock.clock_gettime(CLOCK_THREAD_CPUTIME_ID, timespec);
+  return Number(timespec[0]) * 1e3 + Number(timespec[1]) / 1e6;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 }
 
+/** One way to run a workload; returns the allocator calls it made (0 for the own allocator). */
+type Variant = [label: string, run: () => number];
+
 /**
- * Runs `own` and `heap` alternately (after one warm-up each), RUNS times;
- * prints the ratio heap/own per pair, and the median and range.
+ * Runs the variants in turn (after one warm-up each), RUNS times, rotating
+ * which goes first; prints each heap variant's time as a ratio to the own
+ * allocator's time of the same round: median (min..max).
  */
-function compare(
-  name: string,
-  own: () => void,
-  heap: () => { calls: number },
-): void {
-  own();
-  heap();
-  const ratios: number[] = [];
-  const owns: number[] = [];
-  const heaps: number[] = [];
-  let calls = 0;
-  for (let i = 0; i < RUNS; i++) {
-    const first = i % 2 === 0;
-    let tOwn = 0, tHeap = 0;
-    if (first) tOwn = time(own);
-    tHeap = time(() => calls = heap().calls);
-    if (!first) tOwn = time(own);
-    owns.push(tOwn);
-    heaps.push(tHeap);
-    ratios.push(tHeap / tOwn);
+function compare(name: string, own: () => void, variants: Variant[]): void {
+  const all: Variant[] = [["own", () => (own(), 0)], ...variants];
+  for (const [, run] of all) run();
+  const times = all.map(() => [] as number[]);
+  const ratios = variants.map(() => [] as number[]);
+  const calls = variants.map(() => 0);
+  for (let round = 0; round < RUNS; round++) {
+    const took = all.map(() => 0);
+    for (let k = 0; k < all.length; k++) {
+      const i = (k + round) % all.length;
+      const start = threadCpuMs();
+      const made = all[i][1]();
+      took[i] = threadCpuMs() - start;
+      if (i > 0) calls[i - 1] = made;
+    }
+    took.forEach((t, i) => times[i].push(t));
+    variants.forEach((_, v) => ratios[v].push(took[v + 1] / took[0]));
   }
-  const extra = (median(heaps) - median(owns)) * 1e6 / calls;
-  console.log(
-    `${name.padEnd(34)} own ${median(owns).toFixed(1).padStart(7)} ms  heap ${
-      median(heaps).toFixed(1).padStart(7)
-    } ms  ratio ${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}..${
-      Math.max(...ratios).toFixed(2)
-    })  ${calls} calls, ${extra.toFixed(0)} ns more a call`,
-  );
+  console.log(`${name}: own allocator ${median(times[0]).toFixed(1)} ms CPU (median)`);
+  variants.forEach(([label], v) => {
+    const r = ratios[v];
+    const extra = (median(times[v + 1]) - median(times[0])) * 1e6 / calls[v];
+    console.log(
+      `  ${label.padEnd(28)} ${median(times[v + 1]).toFixed(1).padStart(8)} ms  ratio ${
+        median(r).toFixed(2)
+      } (${Math.min(...r).toFixed(2)}..${Math.max(...r).toFixed(2)})  ${calls[v]} allocs+frees, ${
+        extra.toFixed(0)
+      } ns more each`,
+    );
+  });
+}
+
+/** A heap variant: a fresh heap per run, or one heap kept across runs (warm, as libc's is). */
+function heapVariants(work: (heap: Heap) => void): Variant[] {
+  const kept = new Heap();
+  const run = (heap: Heap) => {
+    const before = heap.stats();
+    work(heap);
+    const after = heap.stats();
+    if (after.liveBlocks !== 0) throw new Error(`${after.liveBlocks} blocks left live`);
+    return after.allocCount + after.freeCount - before.allocCount - before.freeCount;
+  };
+  return [
+    ["heap kept across runs", () => run(kept)],
+    ["fresh heap each run", () => {
+      const heap = new Heap();
+      try {
+        return run(heap);
+      } finally {
+        heap.close();
+      }
+    }],
+  ];
 }
 
 // ---- glibc for scale ------------------------------------------------------------------
@@ -123,26 +166,22 @@ function benchLua(): void {
   const script = luaScript(LUA_N);
   let expected = "";
   compare(
-    `lua (script of ${LUA_N})`,
+    `lua, script of ${LUA_N}`,
     () => {
       const L = lua.luaL_newstate();
       lua.luaL_openlibs(L);
       expected = runLua(lua, L, script);
       lua.lua_close(L);
     },
-    () => {
-      const heap = new Heap();
+    heapVariants((heap) => {
       const alloc = new LuaAllocator(heap);
       const L = lua.lua_newstate(alloc.function, null);
       lua.luaL_openlibs(L);
       const result = runLua(lua, L, script);
       lua.lua_close(L);
-      if (result !== expected) throw new Error(`lua: ${result} != ${expected}`);
-      const stats = heap.stats();
       alloc.close();
-      heap.close();
-      return { calls: stats.allocCount + stats.freeCount };
-    },
+      if (result !== expected) throw new Error(`lua: ${result} != ${expected}`);
+    }),
   );
 }
 
@@ -171,24 +210,20 @@ function benchSqlite(): void {
     expected = sqliteWorkload(sqlite, db, ROWS);
     sqlite.sqlite3_close(db);
   };
-  const onHeap = () => {
-    const heap = new Heap();
+  const variants = heapVariants((heap) => {
     const alloc = new SqliteAllocator(heap);
     const db = openDatabase(sqlite);
     const result = sqliteWorkload(sqlite, db, ROWS);
     sqlite.sqlite3_close(db);
-    const stats = heap.stats();
     alloc.close();
-    heap.close();
     if (result !== expected) throw new Error("sqlite: results differ");
-    return { calls: stats.allocCount + stats.freeCount };
-  };
-  compare(`sqlite (${ROWS} rows), own memstatus on`, own, onHeap);
-  compare(`sqlite (${ROWS} rows), own memstatus off`, () => {
+  });
+  compare(`sqlite, ${ROWS} rows, own with memstatus on (its default)`, own, variants);
+  compare(`sqlite, ${ROWS} rows, own with memstatus off`, () => {
     setMemstatus(false);
     own();
     setMemstatus(true);
-  }, onHeap);
+  }, variants);
 }
 
 // ---- zlib -----------------------------------------------------------------------------
@@ -201,15 +236,13 @@ function benchZlib(): void {
     if (out.length !== compressed.length) throw new Error("zlib: sizes differ");
     inflateAll(zlib, alloc, compressed, big.length);
   };
-  compare("zlib 8 MiB deflate + inflate", () => roundTrip(null), () => {
-    const heap = new Heap();
-    const alloc = new ZlibAllocator(heap);
-    roundTrip(alloc);
-    const stats = heap.stats();
-    alloc.close();
-    heap.close();
-    return { calls: stats.allocCount + stats.freeCount };
-  });
+  const onHeap = (work: (alloc: ZlibAllocator) => void) =>
+    heapVariants((heap) => {
+      const alloc = new ZlibAllocator(heap);
+      work(alloc);
+      alloc.close();
+    });
+  compare("zlib, 8 MiB deflate + inflate", () => roundTrip(null), onHeap(roundTrip));
   const small = Array.from({ length: 2000 }, (_, i) => compressibleData(4096, i));
   const smallCompressed = small.map((d) => deflateAll(zlib, null, d, 6).slice());
   const streams = (alloc: ZlibAllocator | null) => {
@@ -218,15 +251,7 @@ function benchZlib(): void {
       inflateAll(zlib, alloc, smallCompressed[i], 4096);
     }
   };
-  compare("zlib 2000 x 4 KiB streams", () => streams(null), () => {
-    const heap = new Heap();
-    const alloc = new ZlibAllocator(heap);
-    streams(alloc);
-    const stats = heap.stats();
-    alloc.close();
-    heap.close();
-    return { calls: stats.allocCount + stats.freeCount };
-  });
+  compare("zlib, 2000 streams of 4 KiB", () => streams(null), onHeap(streams));
 }
 
 console.log(`Deno ${Deno.version.deno}, ${RUNS} runs each, ratio = heap time / own allocator time`);

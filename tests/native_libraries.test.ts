@@ -178,6 +178,16 @@ describe("Lua 5.4 on a heap", () => {
     assertEmpty(heap, alloc);
   });
 
+  it("on a heap whose arena is above 2^32 (lowAddresses: false) the same script gives the same result", () => {
+    const script = luaScript(20_000);
+    using heap = new Heap({ lowAddresses: false });
+    using alloc = new LuaAllocator(heap);
+    const L = newLuaState(alloc);
+    assert.equal(runLua(lua, L, script), luaReference(script));
+    lua.lua_close(L);
+    assertEmpty(heap, alloc);
+  });
+
   it("close() refuses while a state is open", () => {
     using heap = new Heap();
     const alloc = new LuaAllocator(heap);
@@ -245,6 +255,19 @@ describe("SQLite 3 on a heap", () => {
     } finally {
       assert.equal(sqlite.sqlite3_close(again), 0);
     }
+    alloc.close();
+    assertEmpty(heap, alloc);
+  });
+
+  it("on a heap whose arena is above 2^32 (lowAddresses: false) the results are the same", () => {
+    const ownDb = openDatabase(sqlite);
+    const expected = sqliteWorkload(sqlite, ownDb, 3000);
+    sqlite.sqlite3_close(ownDb);
+    using heap = new Heap({ lowAddresses: false });
+    using alloc = new SqliteAllocator(heap);
+    const db = openDatabase(sqlite);
+    assert.equal(sqliteWorkload(sqlite, db, 3000), expected);
+    assert.equal(sqlite.sqlite3_close(db), 0);
     alloc.close();
     assertEmpty(heap, alloc);
   });
