@@ -35,6 +35,7 @@ import {
   SqliteAllocator,
   ZlibAllocator,
 } from "../native/mod.ts";
+import { nativeFunction } from "../native/libc.ts";
 import {
   compressibleData,
   deflateAll,
@@ -111,12 +112,13 @@ function compare(name: string, own: () => void, variants: Variant[]): void {
   variants.forEach(([label], v) => {
     const r = ratios[v];
     const extra = (median(times[v + 1]) - median(times[0])) * 1e6 / calls[v];
+    const perCall = calls[v] === 0
+      ? ""
+      : `  ${calls[v]} allocs+frees, ${extra.toFixed(0)} ns more each`;
     console.log(
       `  ${label.padEnd(28)} ${median(times[v + 1]).toFixed(1).padStart(8)} ms  ratio ${
         median(r).toFixed(2)
-      } (${Math.min(...r).toFixed(2)}..${Math.max(...r).toFixed(2)})  ${calls[v]} allocs+frees, ${
-        extra.toFixed(0)
-      } ns more each`,
+      } (${Math.min(...r).toFixed(2)}..${Math.max(...r).toFixed(2)})${perCall}`,
     );
   });
 }
@@ -143,6 +145,48 @@ function heapVariants(work: (heap: Heap) => void): Variant[] {
     }],
   ];
 }
+
+// ---- the floor: the same callbacks forwarding to libc -------------------------------------
+//
+// What the callback mechanism alone costs: C calls JS, which calls libc's
+// malloc through a fast FFI call. A heap variant's time less this one's is the
+// heap's own share.
+
+const libcAlloc = Deno.dlopen("libc.so.6", {
+  malloc: { parameters: ["u32"], result: "usize" },
+  realloc: { parameters: ["u64", "u64"], result: "usize" },
+  free: { parameters: ["u64"], result: "void" },
+  malloc_usable_size: { parameters: ["u64"], result: "u32" },
+}).symbols;
+
+const luaToLibc = new Deno.UnsafeCallback(
+  { parameters: ["u8", "u64", "u32", "u64"], result: "u64" } as const,
+  (_ud, ptr, _osize, nsize): bigint => {
+    if (nsize === 0n) {
+      libcAlloc.free(ptr);
+      return 0n;
+    }
+    return libcAlloc.realloc(ptr, nsize) as bigint;
+  },
+);
+
+const sqliteToLibc = [
+  new Deno.UnsafeCallback(
+    { parameters: ["i32"], result: "u64" } as const,
+    (size): bigint => libcAlloc.malloc(size) as bigint,
+  ),
+  new Deno.UnsafeCallback({ parameters: ["u64"], result: "void" } as const, (p) => {
+    libcAlloc.free(p);
+  }),
+  new Deno.UnsafeCallback(
+    { parameters: ["u64", "i32"], result: "u64" } as const,
+    (p, size): bigint => libcAlloc.realloc(p, BigInt(size)) as bigint,
+  ),
+  new Deno.UnsafeCallback(
+    { parameters: ["u64"], result: "i32" } as const,
+    (p) => libcAlloc.malloc_usable_size(p),
+  ),
+];
 
 // ---- glibc for scale ------------------------------------------------------------------
 
@@ -173,15 +217,25 @@ function benchLua(): void {
       expected = runLua(lua, L, script);
       lua.lua_close(L);
     },
-    heapVariants((heap) => {
-      const alloc = new LuaAllocator(heap);
-      const L = lua.lua_newstate(alloc.function, null);
-      lua.luaL_openlibs(L);
-      const result = runLua(lua, L, script);
-      lua.lua_close(L);
-      alloc.close();
-      if (result !== expected) throw new Error(`lua: ${result} != ${expected}`);
-    }),
+    [
+      ["callbacks to libc (no heap)", () => {
+        const L = lua.lua_newstate(luaToLibc.pointer, null);
+        lua.luaL_openlibs(L);
+        const result = runLua(lua, L, script);
+        lua.lua_close(L);
+        if (result !== expected) throw new Error(`lua: ${result} != ${expected}`);
+        return 0;
+      }],
+      ...heapVariants((heap) => {
+        const alloc = new LuaAllocator(heap);
+        const L = lua.lua_newstate(alloc.function, null);
+        lua.luaL_openlibs(L);
+        const result = runLua(lua, L, script);
+        lua.lua_close(L);
+        alloc.close();
+        if (result !== expected) throw new Error(`lua: ${result} != ${expected}`);
+      }),
+    ],
   );
 }
 
@@ -203,6 +257,15 @@ function setMemstatus(on: boolean): void {
   config.sqlite3_config(9, ...PAD_TYPES.map(() => 0n), on ? 1 : 0);
 }
 
+/** SQLite's mem methods, to save and restore around the callbacks-to-libc runs. */
+const memMethods = Deno.dlopen(SQLITE_LIBRARY, {
+  sqlite3_config: { parameters: ["i32", ...PAD_TYPES, "pointer"], result: "i32" },
+}).symbols as unknown as { sqlite3_config(...args: unknown[]): number };
+
+function configMethods(op: number, methods: BigUint64Array): void {
+  memMethods.sqlite3_config(op, ...PAD_TYPES.map(() => 0n), Deno.UnsafePointer.of(methods));
+}
+
 function benchSqlite(): void {
   let expected = "";
   const own = () => {
@@ -218,6 +281,26 @@ function benchSqlite(): void {
     alloc.close();
     if (result !== expected) throw new Error("sqlite: results differ");
   });
+  const saved = new BigUint64Array(8);
+  config.sqlite3_shutdown();
+  configMethods(5, saved); // SQLITE_CONFIG_GETMALLOC
+  const abs = BigInt(Deno.UnsafePointer.value(nativeFunction("abs")));
+  const forwarding = new BigUint64Array([
+    ...sqliteToLibc.map((c) => BigInt(Deno.UnsafePointer.value(c.pointer))),
+    abs,
+    abs,
+    abs,
+    0n,
+  ]);
+  variants.unshift(["callbacks to libc (no heap)", () => {
+    setMemstatus(false);
+    configMethods(4, forwarding); // SQLITE_CONFIG_MALLOC
+    own();
+    config.sqlite3_shutdown();
+    configMethods(4, saved);
+    setMemstatus(true);
+    return 0;
+  }]);
   compare(`sqlite, ${ROWS} rows, own with memstatus on (its default)`, own, variants);
   compare(`sqlite, ${ROWS} rows, own with memstatus off`, () => {
     setMemstatus(false);

@@ -25,9 +25,21 @@ import {
   sqliteWorkload,
 } from "./native_workloads.ts";
 
-const lua = openLua().symbols;
-const sqlite = openSqlite().symbols;
-const zlib = openZlib().symbols;
+/** Opens a library, or returns why it cannot (the describe blocks skip with that reason). */
+function tryOpen<T>(open: () => T, name: string): [T, false] | [null, string] {
+  try {
+    return [open(), false];
+  } catch (error) {
+    return [null, `${name} is not installed (${(error as Error).message.split("\n")[0]})`];
+  }
+}
+
+const [luaLib, noLua] = tryOpen(openLua, "Lua 5.4 (liblua5.4-0)");
+const [sqliteLib, noSqlite] = tryOpen(openSqlite, "SQLite 3 (libsqlite3-0)");
+const [zlibLib, noZlib] = tryOpen(openZlib, "zlib (zlib1g)");
+const lua = luaLib?.symbols!;
+const sqlite = sqliteLib?.symbols!;
+const zlib = zlibLib?.symbols!;
 const libc = Deno.dlopen(Deno.build.os === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
   memset: { parameters: ["pointer", "i32", "usize"], result: "pointer" },
 }).symbols;
@@ -126,7 +138,7 @@ describe("CAllocator: malloc, calloc, realloc, free as C function pointers", () 
   });
 });
 
-describe("Lua 5.4 on a heap", () => {
+describe("Lua 5.4 on a heap", { skip: noLua }, () => {
   it("runs a script of tables and strings with the same result as Lua's own allocator, and frees everything at lua_close", () => {
     const script = luaScript(60_000);
     const expected = luaReference(script);
@@ -199,7 +211,7 @@ describe("Lua 5.4 on a heap", () => {
   });
 });
 
-describe("SQLite 3 on a heap", () => {
+describe("SQLite 3 on a heap", { skip: noSqlite }, () => {
   const ROWS = 50_000;
 
   it("builds and queries 50k indexed rows with the same results as SQLite's own allocator; the default comes back at close", () => {
@@ -287,7 +299,7 @@ describe("SQLite 3 on a heap", () => {
   });
 });
 
-describe("zlib on a heap", () => {
+describe("zlib on a heap", { skip: noZlib }, () => {
   it("a round trip of 6 MiB: the same compressed bytes as with zlib's own allocator", () => {
     const data = compressibleData(6 * MiB, 7);
     const expected = deflateAll(zlib, null, data, 6);
@@ -315,7 +327,7 @@ describe("zlib on a heap", () => {
   });
 });
 
-describe("debug mode with C code", () => {
+describe("debug mode with C code", { skip: noLua || noSqlite }, () => {
   it("an overflow C writes into a Lua block is reported with its allocation site naming Lua", () => {
     using heap = new Heap({ debug: true });
     using alloc = new LuaAllocator(heap);
