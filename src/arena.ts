@@ -298,7 +298,8 @@ export class Arena {
     this.f64[S_META_COMMITTED] = meta;
   }
 
-  private metaBytes(topUnit: number): number {
+  /** Committed metadata with `topUnit` units carved (at 0: what a new heap starts with). */
+  metaBytes(topUnit: number): number {
     const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
     return DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
       bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +

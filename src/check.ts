@@ -213,7 +213,8 @@ export function checkHeap(
       `pages in use hold ${inUsePageBytes} bytes, counted ${f64[S_IN_USE_PAGE_BYTES]}`,
     );
   }
-  if (arena.footprint() > f64[S_LIMIT]) {
+  // A heap starts with its first metadata, whatever the cap.
+  if (arena.footprint() > Math.max(f64[S_LIMIT], arena.metaBytes(0))) {
     fail(arena.base, `footprint ${arena.footprint()} is past limitBytes ${f64[S_LIMIT]}`);
   }
   if (retainedBytes !== f64[S_RETAINED_BYTES]) {

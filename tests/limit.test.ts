@@ -27,7 +27,12 @@ describe("limitBytes: a cap on the heap's footprint", () => {
       });
     }
     new Heap({ limitBytes: Infinity }).close();
-    new Heap({ limitBytes: 0 }).close();
+  });
+
+  it("a cap below any page refuses every allocation; the heap stays consistent", () => {
+    using heap = new Heap({ limitBytes: 0 });
+    for (const size of [1, 2000, 100 * KiB, MiB]) assert.equal(heap.malloc(size), 0);
+    heap.check();
   });
 
   for (const size of [16, 200, 1000, 3000, 40 * KiB, 100 * KiB, 300 * KiB, 3 * MiB]) {
@@ -93,6 +98,16 @@ describe("limitBytes: a cap on the heap's footprint", () => {
     for (const p of live) heap.free(p);
     assertStillWorks(heap);
   });
+
+  for (const mode of [{ shared: true }, { secure: true }]) {
+    it(`${Object.keys(mode)[0]} heaps keep to the cap too`, () => {
+      using heap = new Heap({ limitBytes: 8 * MiB, ...mode });
+      const blocks = [...fill(heap, 300), ...fill(heap, 5000), ...fill(heap, 200 * KiB)];
+      assert.ok(checked(heap).committedBytes <= 8 * MiB);
+      for (const p of blocks) heap.free(p);
+      assertStillWorks(heap);
+    });
+  }
 
   it("debug mode keeps to the cap too", () => {
     using heap = new Heap({ limitBytes: 8 * MiB, debug: { stacks: false } });
