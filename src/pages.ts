@@ -493,10 +493,16 @@ export class Pages {
    * gone back to the OS as far as that takes.
    */
   makeRoomUnderLimit(bytes: number, units = 0): boolean {
-    while (!this.arena.withinLimit(bytes, units)) {
-      if (this.releaseOldestRetained() < 0) return false;
+    if (this.arena.withinLimit(bytes, units)) return true;
+    this.lockShared(); // re-entrant: findPage calls this under the lock
+    try {
+      while (!this.arena.withinLimit(bytes, units)) {
+        if (this.releaseOldestRetained() < 0) return false;
+      }
+      return true;
+    } finally {
+      this.unlockShared();
     }
-    return true;
   }
 
   private findAnyPage(medium: boolean): number {
