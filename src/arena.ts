@@ -144,6 +144,9 @@ export const S_LARGE_TABLE = S + 14; // address of the large-block table mapping
 export const S_RETAIN_LIMIT = S + 15;
 export const S_RESERVED = S + 16; // arena + large mappings + table
 export const S_PURGED_BYTES = S + 17; // OS pages of in-use pages given back (not in S_COMMITTED)
+/** Full size of every page in use (taken from the arena and not retired): see footprint(). */
+export const S_IN_USE_PAGE_BYTES = S + 18;
+export const S_LIMIT = S + 19; // HeapOptions.limitBytes (Infinity: no cap)
 
 // The class table (byte 2048), size lookup (byte 3584) and page descriptors
 // (byte 4096) are laid out and filled by pages.ts (see its Tables enum).
@@ -156,6 +159,8 @@ export interface ArenaLayout {
   shared: boolean;
   /** Ask for the reservation at LOW_ARENA_ADDRESS first. */
   lowAddresses: boolean;
+  /** HeapOptions.limitBytes (Infinity: no cap). */
+  limitBytes: number;
 }
 
 /**
@@ -257,6 +262,7 @@ export class Arena {
     f64[S_MPROTECT_CALLS] = 1;
     f64[S_RETAIN_LIMIT] = layout.retainBytes;
     f64[S_RESERVED] = this.size;
+    f64[S_LIMIT] = layout.limitBytes;
     this.setMetaCommitted(0);
   }
 
@@ -287,12 +293,43 @@ export class Arena {
 
   /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
   private setMetaCommitted(topUnit: number): void {
-    const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
-    const meta = DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
-      bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
-      (this.u32[H_SHARED] === 1 ? OWNERS_BYTES : 0);
+    const meta = this.metaBytes(topUnit);
     this.addCommitted(meta - this.f64[S_META_COMMITTED]);
     this.f64[S_META_COMMITTED] = meta;
+  }
+
+  /** Committed metadata with `topUnit` units carved (at 0: what a new heap starts with). */
+  metaBytes(topUnit: number): number {
+    const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
+    return DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
+      bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
+      (this.u32[H_SHARED] === 1 ? OWNERS_BYTES : 0);
+  }
+
+  /**
+   * What HeapOptions.limitBytes caps: the full size of every page in use,
+   * the committed bytes of retained pages, large mappings, the large-block
+   * table and metadata. It is committedBytes plus the part of pages in use
+   * not yet touched, so it bounds committedBytes, and it changes only when a
+   * page is taken or retired and when a mapping is made, resized or unmapped,
+   * never in a malloc or free that stays within its page.
+   */
+  footprint(): number {
+    const f64 = this.f64;
+    return f64[S_IN_USE_PAGE_BYTES] + f64[S_RETAINED_BYTES] + f64[S_META_COMMITTED] +
+      f64[S_RESERVED] - this.size;
+  }
+
+  /**
+   * Whether the footprint may grow by `growth` bytes (and by the metadata of
+   * `units` more carved units) within limitBytes.
+   */
+  withinLimit(growth: number, units = 0): boolean {
+    const f64 = this.f64;
+    if (f64[S_LIMIT] === Infinity) return true;
+    const top = this.u32[H_TOP_UNIT];
+    const meta = units === 0 ? 0 : this.metaBytes(top + units) - this.metaBytes(top);
+    return this.footprint() + growth + meta <= f64[S_LIMIT];
   }
 
   /** Adjusts committedBytes (and its peak) by `delta`. */

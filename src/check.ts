@@ -33,7 +33,9 @@ import {
   S_ALLOCATED,
   S_COMMITTED,
   S_FREE_COUNT,
+  S_IN_USE_PAGE_BYTES,
   S_LARGE_BYTES,
+  S_LIMIT,
   S_META_COMMITTED,
   S_PURGED_BYTES,
   S_RETAINED_BYTES,
@@ -75,6 +77,7 @@ export function checkHeap(
   let live = 0;
   let committed = 0;
   let purgedBytes = 0;
+  let inUsePageBytes = 0;
   const inUseWithRoom = new Set<number>();
   const retained = new Set<number>();
   const released = new Set<number>();
@@ -112,6 +115,9 @@ export function checkHeap(
     }
     const purgedPages = u32[d + Desc.PurgedPages];
     committed += commitEnd - start - purgedPages * OS_PAGE_SIZE;
+    if (state === PageState.Small || state === PageState.Medium || state === PageState.Fit) {
+      inUsePageBytes += units * UNIT_SIZE;
+    }
     purgedBytes += purgedPages * OS_PAGE_SIZE;
     if (
       state !== PageState.Small && state !== PageState.Medium && state !== PageState.Fit &&
@@ -213,6 +219,16 @@ export function checkHeap(
     if (u32[tailSlot] !== prev) fail(arena.base, "retained list tail is wrong");
   }
   if (retained.size > 0) fail(arena.base, `${retained.size} retained pages are on no list`);
+  if (inUsePageBytes !== f64[S_IN_USE_PAGE_BYTES]) {
+    fail(
+      arena.base,
+      `pages in use hold ${inUsePageBytes} bytes, counted ${f64[S_IN_USE_PAGE_BYTES]}`,
+    );
+  }
+  // A heap starts with its first metadata, whatever the cap.
+  if (arena.footprint() > Math.max(f64[S_LIMIT], arena.metaBytes(0))) {
+    fail(arena.base, `footprint ${arena.footprint()} is past limitBytes ${f64[S_LIMIT]}`);
+  }
   if (retainedBytes !== f64[S_RETAINED_BYTES]) {
     fail(arena.base, `retained bytes ${f64[S_RETAINED_BYTES]} but the lists hold ${retainedBytes}`);
   }

@@ -618,7 +618,9 @@ function checksum(block: DebugBlock): number {
 /** A captured stack without the Error line and this library's own frames. */
 function cleanStack(site: Error): string {
   const lines = (site.stack ?? "").split("\n").slice(1);
-  const own = /\/src\/(debug|heap)\.ts:|\/mod\.ts:/;
+  // This library's frames, and the layer under the native adapters (their
+  // callbacks' frames, which name the C library, stay).
+  const own = /\/src\/(debug|heap)\.ts:|\/mod\.ts:|\/native\/blocks\.ts:/;
   return lines.filter((line) => !own.test(line)).map((line) => line.trim()).join("\n");
 }
 

@@ -124,6 +124,20 @@ export interface HeapOptions {
    * such as old LuaJIT builds). Default true.
    */
   lowAddresses?: boolean;
+  /**
+   * A cap on the heap's memory, in bytes: past it, malloc, calloc, realloc
+   * and alignedAlloc return 0 (as when the OS refuses memory) and the heap
+   * carries on. What is counted is the footprint: the full size of every
+   * page in use (64 KiB or 1 MiB, touched or not), the committed bytes of
+   * retained empty pages, the mappings of large blocks, and the heap's
+   * metadata. That is `committedBytes` plus the untouched part of pages in
+   * use, so `committedBytes` never passes the cap. It is checked only when a
+   * page is taken or a mapping made or grown (retained pages go back to the
+   * OS first when that keeps the heap under the cap), never on a malloc or
+   * free served from a page in use. A non-negative integer, or Infinity (the
+   * default) for no cap.
+   */
+  limitBytes?: number;
 }
 
 /** What `heap.share()` returns and `Heap.attach()` takes: plain numbers, structured-clonable. */
@@ -242,6 +256,15 @@ export class Heap {
     if (!Number.isSafeInteger(idleFloorBytes) || idleFloorBytes < 0) {
       throw new RangeError(`idleFloorBytes must be a non-negative integer, got ${idleFloorBytes}`);
     }
+    const limitBytes = options.limitBytes ?? Infinity;
+    if (typeof limitBytes !== "number") {
+      throw new TypeError(`limitBytes must be a number, got ${typeof limitBytes}`);
+    }
+    if (!(Number.isSafeInteger(limitBytes) && limitBytes >= 0) && limitBytes !== Infinity) {
+      throw new RangeError(
+        `limitBytes must be a non-negative integer or Infinity, got ${limitBytes}`,
+      );
+    }
     if (options.lowAddresses !== undefined && typeof options.lowAddresses !== "boolean") {
       throw new TypeError(`lowAddresses must be a boolean, got ${typeof options.lowAddresses}`);
     }
@@ -261,6 +284,7 @@ export class Heap {
         retainBytes,
         shared,
         lowAddresses: options.lowAddresses !== false,
+        limitBytes,
       });
       if (arena === null) {
         throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
@@ -510,6 +534,7 @@ export class Heap {
       return moved;
     }
     const large = this.#large;
+    this.#pages.makeRoomUnderLimit(size - large.usableSize(address));
     let result = large.resize(address, size);
     const usable = large.lengthBefore;
     if (result === 0 && size > usable && !large.canGrowInPlace) {
@@ -893,6 +918,7 @@ export class Heap {
 
   #allocLarge(size: number, alignment: number): number {
     this.#pages.giveBackIdle(size);
+    this.#pages.makeRoomUnderLimit(size);
     const address = this.#large.allocate(size, alignment);
     if (address === 0) return 0;
     this.#countOther(1, this.#large.usableSize(address));

@@ -165,6 +165,7 @@ export class LargeBlocks {
   private allocateLocked(size: number, alignment: number): number {
     if (size > MAX_LARGE_SIZE || !this.ensureRoom()) return 0;
     const length = roundUp(size, OS_PAGE_SIZE);
+    if (!this.arena.withinLimit(length)) return 0;
     const f64 = this.arena.f64;
     const guard = this.guard;
     const step = Math.max(alignment, OS_PAGE_SIZE);
@@ -269,6 +270,10 @@ export class LargeBlocks {
     }
     if (size > MAX_LARGE_SIZE || !this.canGrowInPlace) return 0;
     length = Math.min(growthLength(size), MAX_LARGE_SIZE);
+    if (!this.arena.withinLimit(length - oldLength)) {
+      length = roundUp(size, OS_PAGE_SIZE); // without growthLength's headroom
+      if (!this.arena.withinLimit(length - oldLength)) return 0;
+    }
     f64[S_MMAP_CALLS]++;
     const moved = remapMemory(address, oldLength, length, true);
     if (moved === 0) return 0;
@@ -326,6 +331,7 @@ export class LargeBlocks {
     if ((u32[H_LARGE_COUNT] + 1) * 2 <= capacity) return true;
     const newCapacity = capacity === 0 ? INITIAL_CAPACITY : capacity * 2;
     const bytes = newCapacity * SLOT_WORDS * 8;
+    if (!this.arena.withinLimit(bytes - capacity * SLOT_WORDS * 8)) return false;
     const address = mapMemory(bytes, PROT_READ | PROT_WRITE);
     const f64 = this.arena.f64;
     f64[S_MMAP_CALLS]++;

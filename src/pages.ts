@@ -120,6 +120,7 @@ import {
   MEDIUM_UNITS,
   roundUp,
   S_COMMITTED,
+  S_IN_USE_PAGE_BYTES,
   S_MADVISE_CALLS,
   S_META_COMMITTED,
   S_MPROTECT_CALLS,
@@ -513,8 +514,39 @@ export class Pages {
     return d;
   }
 
-  /** An off-list page of the kind asked for, from wherever there is one; 0 if none. */
+  /**
+   * An off-list page of the kind asked for, from wherever there is one; 0 if
+   * none, or if it would take the footprint past limitBytes (see
+   * Arena.footprint) even after retained pages go back to the OS.
+   */
   private findPage(medium: boolean): number {
+    const units = medium ? MEDIUM_UNITS : 1;
+    const bytes = units * UNIT_SIZE;
+    if (!this.makeRoomUnderLimit(bytes, units)) return 0;
+    const d = this.findAnyPage(medium);
+    if (d !== 0) this.arena.f64[S_IN_USE_PAGE_BYTES] += bytes;
+    return d;
+  }
+
+  /**
+   * Whether the footprint may grow by `bytes` (and the metadata of `units`
+   * carved units) under limitBytes, once retained pages, oldest first, have
+   * gone back to the OS as far as that takes.
+   */
+  makeRoomUnderLimit(bytes: number, units = 0): boolean {
+    if (this.arena.withinLimit(bytes, units)) return true;
+    this.lockShared(); // re-entrant: findPage calls this under the lock
+    try {
+      while (!this.arena.withinLimit(bytes, units)) {
+        if (this.releaseOldestRetained() < 0) return false;
+      }
+      return true;
+    } finally {
+      this.unlockShared();
+    }
+  }
+
+  private findAnyPage(medium: boolean): number {
     let d = this.takeRetained(medium);
     if (d === 0) d = this.takeReleased(medium);
     if (d === 0 && !medium) d = this.splitRetainedMedium();
@@ -1216,13 +1248,13 @@ export class Pages {
     this.flushAllocLists();
     this.lockShared();
     const kept = this.takeKeptFitPage();
-    let released = kept === 0 ? 0 : this.release(kept);
+    let released = kept === 0 ? 0 : this.release(this.leavesUse(kept));
     for (let c = 0; c < CLASS_COUNT; c++) {
       const slot = this.headSlot(c);
       const head = u32[slot];
       if (head !== 0 && u32[head + Desc.Used] === 0) {
         this.unlinkAvailable(head, slot);
-        released += this.release(head);
+        released += this.release(this.leavesUse(head));
       }
     }
     released += this.releaseAllIdle();
@@ -1707,6 +1739,7 @@ export class Pages {
   private retireLocked(d: number): void {
     const u32 = this.u32;
     const f64 = this.arena.f64;
+    this.leavesUse(d);
     if (u32[d + Desc.PurgedPages] !== 0) {
       // Partly given back already: reused, its holes would fault in uncounted.
       this.release(d);
@@ -1714,6 +1747,12 @@ export class Pages {
     }
     this.pushRetained(d);
     while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) this.releaseOldestRetained();
+  }
+
+  /** Page `d` is no longer in use (see Arena.footprint); returns `d`. */
+  private leavesUse(d: number): number {
+    this.arena.f64[S_IN_USE_PAGE_BYTES] -= this.u32[d + Desc.Units] * UNIT_SIZE;
+    return d;
   }
 
   /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
