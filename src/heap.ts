@@ -32,8 +32,14 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { isMapped, lastErrno, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
-import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
+import { isMapped, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
+import {
+  type CoreAccess,
+  DebugLayer,
+  type DebugOptions,
+  type LeakedBlock,
+  releaseOrphanQuarantines,
+} from "./debug.ts";
 import { FIT_MIN_REQUEST, FitPages } from "./fit.ts";
 import { HeapError } from "./errors.ts";
 import {
@@ -45,12 +51,14 @@ import {
 } from "./stats.ts";
 import {
   detachOwner,
+  lockGlobal,
   lockOwner,
   ownerCountersF64,
   ownerLockIndex,
   registerOwner,
   stopTheWorld,
   TOTAL_STORE_ORDER,
+  unlockGlobal,
   unlockOwner,
 } from "./sync.ts";
 import { checkHeap } from "./check.ts";
@@ -199,6 +207,8 @@ export class Heap {
   #lockIndex = 0;
   #countersF64 = 0;
   #plainStoreReleases = TOTAL_STORE_ORDER;
+  /** Shared heaps: Workers whose pages this one adopted, whose debug quarantines await release. */
+  #adopted: number[] = [];
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -273,6 +283,7 @@ export class Heap {
       this.#allocs += taken.allocs;
       this.#frees += taken.frees;
       this.#requested += taken.requested;
+      this.#adopted.push(orphan);
     };
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
@@ -502,7 +513,15 @@ export class Heap {
       const moved = this.#allocAny(size);
       if (moved === 0) return 0;
       this.#copy(moved, address, usable);
-      this.#freeLocated(address, where);
+      try {
+        this.#freeLocated(address, where);
+      } catch (error) {
+        // Another Worker freed the block meanwhile: the call fails as a whole,
+        // and the counters forget the block it allocated for the move.
+        this.#freeLocated(moved, this.#locate(moved, "realloc"));
+        this.#allocs--, this.#frees--, this.#requested -= size;
+        throw error;
+      }
       return moved;
     }
     const large = this.#large;
@@ -510,10 +529,12 @@ export class Heap {
     const usable = large.lengthBefore;
     if (result === 0 && size > usable && !large.canGrowInPlace) {
       // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
-      result = this.#allocAny(size);
+      this.#pages.giveBackIdle(size);
+      result = large.move(address, size);
       if (result === 0) return 0;
-      this.#copy(result, address, usable);
-      this.#freeLocated(address, where);
+      this.#requested += size;
+      this.#countAllocated(large.lengthAfter - usable);
+      this.#allocs++, this.#frees++;
       return result;
     }
     if (result !== 0) {
@@ -720,8 +741,23 @@ export class Heap {
       view: (address, length) => this.#view(address, length),
       protect: (address, length, prot) => {
         this.#arena.f64[S_MPROTECT_CALLS]++;
-        if (!protectMemory(address, length, prot)) {
-          throw new Error(`mprotect(${address}, ${length}) failed: errno ${lastErrno()}`);
+        return protectMemory(address, length, prot);
+      },
+      wasFreed: (address) => {
+        try {
+          this.#locate(address, "debug");
+          return false;
+        } catch (error) {
+          return error instanceof HeapError && error.code === "double-free";
+        }
+      },
+      serialized: <T>(body: () => T): T => {
+        if (this.#owner === 0) return body();
+        lockGlobal(this.#arena, this.#owner);
+        try {
+          return body();
+        } finally {
+          unlockGlobal(this.#arena);
         }
       },
       owner: this.#owner,
@@ -912,9 +948,27 @@ export class Heap {
    */
   #leave(): void {
     if (--this.#lockDepth !== 0 || this.#closed) return;
+    if (this.#adopted.length !== 0) this.#releaseAdoptedQuarantines();
     this.#publish();
     if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
     else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
+  }
+
+  /**
+   * Shared heaps, at the end of a call that adopted the pages of Workers gone
+   * without close(): the blocks their debug-mode quarantines held (freed,
+   * but live for the core) go back too. Still under this Worker's lock.
+   */
+  #releaseAdoptedQuarantines(): void {
+    const orphans = this.#adopted;
+    this.#adopted = [];
+    this.#lockDepth++;
+    try {
+      const core = this.#coreAccess();
+      core.serialized(() => releaseOrphanQuarantines(core, orphans));
+    } finally {
+      this.#lockDepth--;
+    }
   }
 
   /**

@@ -38,9 +38,11 @@ import {
   S_RESERVED,
 } from "./arena.ts";
 import { lockGlobal, unlockGlobal } from "./sync.ts";
+import { HeapError } from "./errors.ts";
 import {
   canRemap,
   mapMemory,
+  moveMemory,
   OS_PAGE_SIZE,
   PROT_NONE,
   PROT_READ,
@@ -133,9 +135,14 @@ export class LargeBlocks {
     });
   }
 
-  /** Unmaps the live block at `address`; returns its usable size. */
+  /**
+   * Unmaps the live block at `address`; returns its usable size. The lookup
+   * and the unmapping are one step under the table's lock: of two Workers
+   * that free a block at once, the second finds no block and gets
+   * "double-free", whatever its own earlier lookup saw.
+   */
   free(address: number): number {
-    return this.locked(() => this.freeSlot(this.find(address)));
+    return this.locked(() => this.freeSlot(this.liveSlot(address, "free")));
   }
 
   /**
@@ -145,7 +152,28 @@ export class LargeBlocks {
    * block intact.
    */
   resize(address: number, size: number): number {
-    return this.locked(() => this.resizeSlot(this.find(address), size));
+    return this.locked(() => this.resizeSlot(this.liveSlot(address, "realloc"), size));
+  }
+
+  /**
+   * Moves the live block at `address` to a new mapping of at least `size`
+   * bytes, copying its contents, and unmaps it (growth where mremap cannot
+   * serve: guard pages, or no mremap). Returns the new address, or 0 with the
+   * block intact. One step under the table's lock, as free() is.
+   */
+  move(address: number, size: number): number {
+    return this.locked(() => {
+      const slot = this.liveSlot(address, "realloc");
+      const length = this.table[slot + L_MAP_LENGTH];
+      const moved = this.allocateLocked(size, 0);
+      if (moved === 0) return 0;
+      moveMemory(moved, address, Math.min(length, size));
+      // The table may have grown (and moved) under allocateLocked: look the old block up again.
+      this.lengthBefore = length;
+      this.lengthAfter = this.table[this.find(moved) + L_MAP_LENGTH];
+      this.freeSlot(this.find(address));
+      return moved;
+    });
   }
 
   /**
@@ -192,6 +220,15 @@ export class LargeBlocks {
     this.insert(address, length, size);
     this.account(length);
     return address;
+  }
+
+  /** The slot of the live block at `address`; throws "double-free" if there is none (any more). */
+  private liveSlot(address: number, op: string): number {
+    const slot = this.find(address);
+    if (slot < 0) {
+      throw new HeapError("double-free", address, `${op}: the large block was already freed`);
+    }
+    return slot;
   }
 
   /** The slot (f64 index) of the live block at `address`, or -1. */
