@@ -14,7 +14,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
-import { KiB, MiB } from "./helpers.ts";
+import { assertStillWorks, KiB, MiB } from "./helpers.ts";
 import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
@@ -719,6 +719,32 @@ describe("shared heap: Workers that leave", () => {
       assert.equal(t.allocatedBytes, 0);
       assert.equal(t.liveBlocks, 0);
       assert.equal(t.committedBytes, t.metadataBytes, "every page came back");
+    });
+    heap.close();
+  });
+
+  it("DEBUG MODE: a debug-mode Worker that exits without close(): the Worker that adopts its pages gives back the blocks its quarantine held", async () => {
+    const heap = new Heap({ shared: true });
+    await withRemotes(1, async ([a]) => {
+      const handle = heap.share();
+      const tid = (await a.call<{ tid: number }>({
+        op: "attach",
+        handle,
+        debug: { stacks: false },
+      })).tid;
+      const sizes = Array.from({ length: 300 }, (_, i) => i % 100 === 0 ? 300 * KiB : 16 + i * 7);
+      const blocks = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: tagOf(6, 0) });
+      await a.call({ op: "freeAll", blocks }); // all of them into A's quarantine
+      assert.equal(heap.stats().liveBlocks, 300, "quarantined blocks are live for the core");
+      await a.call({ op: "exit" });
+      await threadExit(tid, "debug-mode Worker that exited");
+
+      heap.trim(); // adopts A's pages, and the blocks of its quarantine with them
+      heap.check();
+      const s = heap.stats();
+      assert.equal(s.liveBlocks, 0, "no quarantined block left live");
+      assert.equal(s.allocatedBytes, 0);
+      assertStillWorks(heap);
     });
     heap.close();
   });
