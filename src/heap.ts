@@ -32,7 +32,7 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { isMapped, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
+import { isReadWrite, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
 import {
   type CoreAccess,
   DebugLayer,
@@ -321,7 +321,8 @@ export class Heap {
       Number.isSafeInteger(handle.base) && handle.base > 0 && handle.base % OS_PAGE_SIZE === 0 &&
       Number.isSafeInteger(handle.size) && handle.size >= MIN_ARENA_BYTES &&
       handle.size <= MAX_ARENA_BYTES && handle.size % UNIT_SIZE === 0 &&
-      isMapped(handle.base);
+      // Read and written below: a forged base must give a TypeError, not a fault.
+      isReadWrite(handle.base, Arena.metadataBytes(handle.base, handle.size));
     if (!valid) {
       throw new TypeError("Heap.attach: expected the object returned by heap.share()");
     }

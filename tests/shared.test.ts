@@ -905,6 +905,20 @@ describe("shared heap: share() and attach()", () => {
     // deno-lint-ignore no-explicit-any
     assert.throws(() => Heap.attach({ ...heap.share(), base: 64 * KiB } as any), TypeError);
   });
+  it("Heap.attach() throws TypeError for a forged handle whose base is mapped but not readable and writable (reserved PROT_NONE address space), or is not a heap", () => {
+    using heap = new Heap({ shared: true });
+    const handle = heap.share();
+    // The arena's address space past its carved top is reserved PROT_NONE.
+    const reserved = handle.base + handle.size - 16 * MiB;
+    for (const base of [reserved, handle.base + 64 * KiB]) {
+      assert.throws(
+        () => Heap.attach({ ...handle, base, size: 16 * MiB }),
+        TypeError,
+        `base 0x${base.toString(16)}`,
+      );
+    }
+    assertStillWorks(heap);
+  });
 });
 
 describe("shared heap: frees and reallocs across Workers", () => {
