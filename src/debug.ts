@@ -48,7 +48,10 @@ import { MAX_CLASS_ALIGNMENT, MAX_CLASS_SIZE } from "./size_classes.ts";
 
 /** Knobs of `new Heap({ debug: { ... } })`. */
 export interface DebugOptions {
-  /** Freed bytes held back from reuse. Default 8 MiB. */
+  /**
+   * Bytes of freed blocks held back from reuse, counted as the memory each
+   * holds (its header, red zones and alignment padding too). Default 8 MiB.
+   */
   quarantineBytes?: number;
   /** Freed blocks held back from reuse. Default 4096. */
   quarantineBlocks?: number;
