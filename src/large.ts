@@ -213,8 +213,16 @@ export class LargeBlocks {
     if (tail > 0) unmapMemory(address + length + guard, tail), f64[S_MUNMAP_CALLS]++;
     if (guard > 0) {
       f64[S_MPROTECT_CALLS] += 2;
-      protectMemory(address - guard, guard, PROT_NONE);
-      protectMemory(address + length, guard, PROT_NONE);
+      // Each guard splits the mapping: at the OS's map-count limit that fails,
+      // and a block without its guards is not handed out.
+      if (
+        !protectMemory(address - guard, guard, PROT_NONE) ||
+        !protectMemory(address + length, guard, PROT_NONE)
+      ) {
+        unmapMemory(address - guard, length + 2 * guard);
+        f64[S_MUNMAP_CALLS]++;
+        return 0;
+      }
     }
     this.forgetFreed(address);
     this.insert(address, length, size);
@@ -299,7 +307,11 @@ export class LargeBlocks {
       // The guard page (if any) moves down to the new end: unmap the rest.
       if (this.guard > 0) {
         f64[S_MPROTECT_CALLS]++;
-        protectMemory(address + length, this.guard, PROT_NONE);
+        if (!protectMemory(address + length, this.guard, PROT_NONE)) {
+          // Out of map entries: the block keeps its mapping and its guard.
+          table[slot + L_REQUESTED] = size;
+          return address;
+        }
       }
       unmapMemory(address + length + this.guard, oldLength - length);
       f64[S_MUNMAP_CALLS]++;

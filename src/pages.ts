@@ -1576,6 +1576,12 @@ export class Pages {
       const d = this.takeReleased(true);
       if (d === 0) return 0;
       const first = (d - Tables.DescriptorsU32) / Desc.Words;
+      if (this.key !== 0 && !this.setGuards(first, PROT_NONE)) {
+        // Out of map entries: the medium page stays whole (secure pages need their guards).
+        u32[d + Desc.Next] = u32[H_RELEASED_MEDIUM_HEAD];
+        u32[H_RELEASED_MEDIUM_HEAD] = d;
+        return 0;
+      }
       for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
         this.formatReleasedUnit(first + i, 1);
         if (i > 0) {
@@ -1583,7 +1589,6 @@ export class Pages {
           u32[c + Desc.Next] = u32[H_RELEASED_SMALL_HEAD];
           u32[H_RELEASED_SMALL_HEAD] = c;
         }
-        if (this.key !== 0 && i < MEDIUM_UNITS - 1) this.setGuard(first + i, 1, PROT_NONE);
       }
       return d;
     }
@@ -1596,6 +1601,7 @@ export class Pages {
       run = free ? run + 1 : 0;
       if (run < MEDIUM_UNITS) continue;
       const first = unit - MEDIUM_UNITS + 1;
+      if (this.key !== 0 && !this.setGuards(first, PROT_READ | PROT_WRITE)) return 0;
       // Unlink them from the released small list (a rare path: rebuild the list).
       let kept = 0;
       for (let p = u32[H_RELEASED_SMALL_HEAD]; p !== 0;) {
@@ -1605,11 +1611,6 @@ export class Pages {
         p = next;
       }
       u32[H_RELEASED_SMALL_HEAD] = kept;
-      if (this.key !== 0) {
-        for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
-          this.setGuard(first + i, 1, PROT_READ | PROT_WRITE);
-        }
-      }
       this.formatReleasedUnit(first, MEDIUM_UNITS);
       return Tables.DescriptorsU32 + first * Desc.Words;
     }
@@ -1673,6 +1674,22 @@ export class Pages {
     const guard = arena.base + arena.dataStart + (first + units) * UNIT_SIZE - OS_PAGE_SIZE;
     arena.f64[S_MPROTECT_CALLS]++;
     return protectMemory(guard, OS_PAGE_SIZE, prot);
+  }
+
+  /**
+   * Secure mode: sets the guard pages of the first 15 of the 16 small units
+   * at `first` (a medium page's units) to `prot`, all or none: false, with
+   * every guard as it was, when the OS refuses one (out of map entries).
+   */
+  private setGuards(first: number, prot: number): boolean {
+    const undo = prot === PROT_NONE ? PROT_READ | PROT_WRITE : PROT_NONE;
+    for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
+      if (!this.setGuard(first + i, 1, prot)) {
+        while (--i >= 0) this.setGuard(first + i, 1, undo);
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Carves a never-used page of `units` units; returns its descriptor or 0. */
