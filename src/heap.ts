@@ -61,7 +61,7 @@ import {
   unlockGlobal,
   unlockOwner,
 } from "./sync.ts";
-import { checkHeap } from "./check.ts";
+import { checkHeap, containDamage } from "./check.ts";
 
 /** Options for `new Heap()`. */
 export interface HeapOptions {
@@ -621,17 +621,29 @@ export class Heap {
     if (this.#closed) throw closedError("check");
     this.#publish();
     if (this.#owner === 0) {
-      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+      this.#checkAndContain();
     } else {
       // Stop the world: every Worker's owner lock, then the global lock.
       stopTheWorld(this.#arena, this.#owner, () => {
         sumOwnerCounters(this.#arena);
-        checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+        this.#checkAndContain();
         this.#debug?.check();
       });
       return;
     }
     this.#debug?.check();
+  }
+
+  /** checkHeap; damage it finds is contained (see containDamage) before it is reported. */
+  #checkAndContain(): void {
+    try {
+      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+    } catch (error) {
+      if (error instanceof HeapError && error.code === "corrupt") {
+        containDamage(this.#arena, this.#pages, this.#fit);
+      }
+      throw error;
+    }
   }
 
   /** Gives every empty page back to the OS now; returns the bytes released. */

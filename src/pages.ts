@@ -728,11 +728,12 @@ export class Pages {
 
   /**
    * Relinks every block below the bump pointer that is not live: repairs a
-   * damaged list. In a shared heap, blocks another Worker freed that this
-   * owner has not taken back yet (still handed out) stay off the list: the
-   * owner's collection links them.
+   * damaged list (secure mode's checked links, and check()'s findings). In a
+   * shared heap, blocks another Worker freed that this owner has not taken
+   * back yet (still handed out) stay off the list: the owner's collection
+   * links them.
    */
-  private rebuildFreeList(d: number): void {
+  rebuildFreeList(d: number): void {
     const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[d + Desc.BlockSize];
