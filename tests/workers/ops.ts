@@ -8,7 +8,7 @@
  */
 
 import { type DebugOptions, Heap } from "../../mod.ts";
-import { patternMismatch, report, scope, threadId, writePattern } from "./common.ts";
+import { type Handle, patternMismatch, report, scope, threadId, writePattern } from "./common.ts";
 
 export type OpsRequest =
   | { op: "attach"; handle: unknown; debug?: boolean | DebugOptions }
@@ -38,9 +38,8 @@ let heap: Heap | null = null;
 function call(req: OpsRequest): unknown {
   switch (req.op) {
     case "attach":
-      // deno-lint-ignore no-explicit-any
       heap = Heap.attach(
-        req.handle as any,
+        req.handle as Handle,
         req.debug ? { debug: req.debug === true ? { stacks: false } : req.debug } : {},
       );
       return { tid: threadId() };

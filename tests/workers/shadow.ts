@@ -8,7 +8,7 @@
 
 import { Heap } from "../../mod.ts";
 import { ShadowRun, type ShadowWorkerMessage, type ShadowWorkerReport } from "../shadow_model.ts";
-import { scope } from "./common.ts";
+import { type Handle, scope } from "./common.ts";
 
 let run: ShadowRun | null = null;
 let heap: Heap | null = null;
@@ -27,9 +27,8 @@ function fail(error: unknown): void {
 }
 
 async function start(m: Extract<ShadowWorkerMessage, { type: "start" }>): Promise<void> {
-  // deno-lint-ignore no-explicit-any
   id = m.id;
-  heap = Heap.attach(m.handle as any, m.debug ? { debug: { stacks: false } } : {});
+  heap = Heap.attach(m.handle as Handle, m.debug ? { debug: { stacks: false } } : {});
   run = new ShadowRun(heap, m.config);
   while (run.done < m.ops) {
     run.step(Math.min(m.batch, m.ops - run.done));
