@@ -56,6 +56,8 @@ import {
   ownerCountersF64,
   ownerLockIndex,
   registerOwner,
+  Slot,
+  slotOf,
   stopTheWorld,
   TOTAL_STORE_ORDER,
   unlockGlobal,
@@ -207,7 +209,7 @@ export class Heap {
   #lockIndex = 0;
   #countersF64 = 0;
   #plainStoreReleases = TOTAL_STORE_ORDER;
-  /** Shared heaps: Workers whose pages this one adopted, whose debug quarantines await release. */
+  /** Shared heaps: debug-mode Workers whose pages this one adopted, whose quarantines await release. */
   #adopted: number[] = [];
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
@@ -283,7 +285,7 @@ export class Heap {
       this.#allocs += taken.allocs;
       this.#frees += taken.frees;
       this.#requested += taken.requested;
-      this.#adopted.push(orphan);
+      if (arena.u32[slotOf(arena, orphan) + Slot.Debug] === 1) this.#adopted.push(orphan);
     };
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
@@ -303,6 +305,8 @@ export class Heap {
     }
     this.#special = this.#debug !== null || secure || shared;
     if (shared) {
+      // A slot taken over from a Worker that detached may say debug: it is this Worker's now.
+      arena.u32[slotOf(arena, this.#owner) + Slot.Debug] = this.#debug === null ? 0 : 1;
       this.#lockIndex = ownerLockIndex(arena, this.#owner);
       this.#countersF64 = ownerCountersF64(arena, this.#owner);
       this.#lockEveryCall();
