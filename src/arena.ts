@@ -214,9 +214,16 @@ export class Arena {
     this.handedOutU32 = handedOutStart >>> 2;
     const ownersStart = handedOutStart + this.unitCount * BITMAP_BYTES;
     this.ownersU32 = ownersStart >>> 2;
-    const metaEnd = ownersStart + OWNERS_BYTES;
-    this.dataStart = roundUp(base + metaEnd, UNIT_SIZE) - base;
+    this.dataStart = Arena.metadataBytes(base, size);
     this.dataEnd = this.dataStart + this.unitCount * UNIT_SIZE;
+  }
+
+  /** Bytes from the base of an arena of `size` bytes at `base` to its first unit: its metadata. */
+  static metadataBytes(base: number, size: number): number {
+    const perUnit = UNIT_SIZE + DESC_BYTES + 2 * BITMAP_BYTES;
+    const unitCount = Math.floor((size - DESCRIPTORS_BYTE - OWNERS_BYTES - UNIT_SIZE) / perUnit);
+    const metaEnd = DESCRIPTORS_BYTE + unitCount * (DESC_BYTES + 2 * BITMAP_BYTES) + OWNERS_BYTES;
+    return roundUp(base + metaEnd, UNIT_SIZE) - base;
   }
 
   /** Reserves and formats a new arena, or returns null if the OS refuses. */

@@ -69,6 +69,10 @@ export function checkHeap(
   const top = u32[H_TOP_UNIT];
   if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
   const addressOf = (offset: number) => arena.base + offset;
+  /** Whether `d` is the descriptor index of a carved unit: checked before a list link is followed. */
+  const isDescriptor = (d: number) =>
+    d >= Tables.DescriptorsU32 && d < Tables.DescriptorsU32 + top * Desc.Words &&
+    (d - Tables.DescriptorsU32) % Desc.Words === 0;
 
   const waiting = checkAllocLists(arena, pages, fail);
 
@@ -82,7 +86,8 @@ export function checkHeap(
   const retained = new Set<number>();
   const released = new Set<number>();
   const fitPages = new Set<number>();
-  let fitFreeChunks = 0;
+  /** Arena offsets of the free chunks the fit pages hold: the bins may link these only. */
+  const fitFreeChunks = new Set<number>();
   for (let unit = 0; unit < top;) {
     const d = Tables.DescriptorsU32 + unit * Desc.Words;
     const start = arena.dataStart + unit * UNIT_SIZE;
@@ -103,6 +108,10 @@ export function checkHeap(
     const commitEnd = u32[d + Desc.CommitEnd];
     if (commitEnd < start || commitEnd > start + units * UNIT_SIZE || commitEnd % 4096 !== 0) {
       fail(where, `page commit end ${commitEnd} out of range`);
+    }
+    // Read before any bitmap is: a damaged index would send the reads anywhere.
+    if (u32[d + Desc.Bitmap] !== arena.bitmapU32 + unit * (UNIT_SIZE >>> 4 >>> 5)) {
+      fail(where, `unit ${unit}: the descriptor's bitmap index is wrong`);
     }
     // FAST_FREE: 1 on small pages, except a full one off its list (see pass 2).
     const fastFree = u32[d + Desc.FastFree];
@@ -136,10 +145,9 @@ export function checkHeap(
       if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
     } else if (state === PageState.Fit) {
       if (fit === null) fail(where, "a fit page in a heap that has none");
-      const page = checkFitPage(arena, d, start, fail);
+      const page = checkFitPage(arena, d, start, fitFreeChunks, fail);
       allocated += page.allocated;
       live += page.live;
-      fitFreeChunks += page.free;
       fitPages.add(d);
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
@@ -167,6 +175,7 @@ export function checkHeap(
       let prev = 0;
       let steps = 0;
       for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+        if (!isDescriptor(d)) fail(arena.base, `class ${c}: list link ${d} is not a page`);
         const where = addressOf(u32[d + Desc.PageStart]);
         if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
         const fullHead = prev === 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
@@ -206,6 +215,7 @@ export function checkHeap(
   ) {
     let prev = 0;
     for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+      if (!isDescriptor(d)) fail(arena.base, `retained list: link ${d} is not a page`);
       const where = addressOf(u32[d + Desc.PageStart]);
       if (!retained.delete(d)) {
         fail(where, "retained list holds a page that is not retained (or a cycle)");
@@ -234,6 +244,7 @@ export function checkHeap(
   }
   for (const slot of [H_RELEASED_SMALL_HEAD, H_RELEASED_MEDIUM_HEAD]) {
     for (let d = u32[slot]; d !== 0; d = u32[d + Desc.Next]) {
+      if (!isDescriptor(d)) fail(arena.base, `released list: link ${d} is not a page`);
       if (!released.delete(d)) {
         fail(
           addressOf(u32[d + Desc.PageStart]),
@@ -402,7 +413,11 @@ function checkPage(
   }
   const bump = u32[d + Desc.Bump];
   const bumpEnd = u32[d + Desc.BumpEnd];
-  if (bumpEnd !== start + capacity * blockSize) fail(where, "page bump end is wrong");
+  if (
+    bumpEnd !== start + capacity * blockSize || bumpEnd > start + u32[d + Desc.Units] * UNIT_SIZE
+  ) {
+    fail(where, "page bump end is wrong");
+  }
   if (bump < start || bump > bumpEnd || (bump - start) % blockSize !== 0) {
     fail(where, "page bump pointer is wrong");
   }
@@ -521,8 +536,9 @@ function checkFitPage(
   arena: Arena,
   d: number,
   start: number,
+  freeChunks: Set<number>,
   fail: (address: number, what: string) => never,
-): { allocated: number; live: number; free: number } {
+): { allocated: number; live: number } {
   const u32 = arena.u32;
   const where = arena.base + start;
   if (u32[d + Desc.Units] !== MEDIUM_UNITS || u32[d + Desc.Shift] !== 4) {
@@ -534,7 +550,6 @@ function checkFitPage(
   const isLive = (o: number) => (u32[bias + (o >>> 9)] & (1 << ((o >>> 4) & 31))) !== 0;
   let allocated = 0;
   let live = 0;
-  let free = 0;
   let prevSize = 0;
   let prevFree = false;
   // OS pages that may be purged: whole pages of free chunks past their headers.
@@ -554,7 +569,7 @@ function checkFitPage(
       fail(at + CHUNK_HEADER, `fit page: a ${isFree ? "free" : "live"} chunk's live bit is wrong`);
     }
     if (isFree) {
-      free++;
+      freeChunks.add(chunk);
       const first = Math.ceil((chunk + CHUNK_HEADER - start) / OS_PAGE_SIZE);
       for (let p = first; (p + 1) * OS_PAGE_SIZE <= chunk + size - start; p++) purgeable[p] = 1;
     } else {
@@ -587,14 +602,14 @@ function checkFitPage(
   if (u32[d + Desc.Used] !== live) {
     fail(where, `fit page: USED ${u32[d + Desc.Used]}, ${live} live`);
   }
-  return { allocated, live, free };
+  return { allocated, live };
 }
 
 /** Checks the fit bins (every free chunk on the bin of its size, once) and the fit page list. */
 function checkFitLists(
   arena: Arena,
   fitPages: Set<number>,
-  freeChunks: number,
+  freeChunks: Set<number>,
   fail: (address: number, what: string) => never,
 ): void {
   const u32 = arena.u32;
@@ -607,21 +622,27 @@ function checkFitLists(
     let prev = 0;
     for (let chunk = head; chunk !== 0; prev = chunk, chunk = u32[(chunk >>> 2) + 2]) {
       const at = arena.base + chunk;
-      if (++listed > freeChunks) fail(at, "fit bins hold more chunks than the pages (or a cycle)");
+      // A link is followed only to a free chunk the page walk found (a damaged
+      // link may name memory that is not even mapped).
+      if (!freeChunks.has(chunk)) fail(at, `fit bin ${bin}: links to what is not a free chunk`);
+      if (++listed > freeChunks.size) {
+        fail(at, "fit bins hold more chunks than the pages (or a cycle)");
+      }
       const word = u32[chunk >>> 2];
       if ((word & 1) === 0) fail(at, `fit bin ${bin}: holds a live chunk`);
       if (binOf(word & ~1) !== bin) fail(at, `fit bin ${bin}: chunk of ${word & ~1} bytes`);
       if (u32[(chunk >>> 2) + 3] !== prev) fail(at, `fit bin ${bin}: broken back link`);
     }
   }
-  if (listed !== freeChunks) {
-    fail(arena.base, `fit pages have ${freeChunks} free chunks, the bins ${listed}`);
+  if (listed !== freeChunks.size) {
+    fail(arena.base, `fit pages have ${freeChunks.size} free chunks, the bins ${listed}`);
   }
   let count = 0;
   let prev = 0;
   for (let d = u32[H_FIT_PAGES]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+    if (!fitPages.has(d)) fail(arena.base, `fit page list: link ${d} is not a fit page`);
     const at = arena.base + u32[d + Desc.PageStart];
-    if (!fitPages.has(d) || ++count > fitPages.size) fail(at, "fit page list: not a fit page");
+    if (++count > fitPages.size) fail(at, "fit page list: a cycle");
     if (u32[d + Desc.Prev] !== prev) fail(at, "fit page list: broken back link");
   }
   // At most one fit page is empty: the one kept.
@@ -637,4 +658,46 @@ function checkFitLists(
     fail(arena.base, "the kept empty fit page is not a fit page");
   }
   if (count !== fitPages.size) fail(arena.base, `${fitPages.size} fit pages, ${count} listed`);
+}
+
+/**
+ * After check() found damage: no structure it found damaged is followed by
+ * malloc again. A class page whose free list is damaged (a link out of the
+ * page, onto a live block or a cycle: a write into a freed block) gets a new
+ * list from its live bitmap; the fit bins are relinked from the fit pages'
+ * chunks, leaving out every free chunk of a page whose headers are damaged.
+ * Runs with the heap to itself (a shared heap's world stopped).
+ */
+export function containDamage(arena: Arena, pages: Pages, fit: FitPages | null): void {
+  const u32 = arena.u32;
+  pages.dropAllocLists();
+  const top = Math.min(u32[H_TOP_UNIT], arena.unitCount);
+  for (let unit = 0; unit < top; unit++) {
+    const d = Tables.DescriptorsU32 + unit * Desc.Words;
+    const state = u32[d + Desc.State];
+    if (state !== PageState.Small && state !== PageState.Medium) continue;
+    const start = arena.dataStart + unit * UNIT_SIZE;
+    const blockSize = u32[d + Desc.BlockSize];
+    const bump = u32[d + Desc.Bump];
+    const pageEnd = start + u32[d + Desc.Units] * UNIT_SIZE;
+    if (
+      u32[d + Desc.PageStart] !== start || blockSize === 0 || bump < start || bump > pageEnd ||
+      u32[d + Desc.Bitmap] !== arena.bitmapU32 + unit * (UNIT_SIZE >>> 4 >>> 5)
+    ) {
+      continue; // the page itself is damaged: nothing safe to rebuild from
+    }
+    let steps = 0;
+    let intact = true;
+    for (let f = u32[d + Desc.Free]; f !== 0; f = pages.nextFree(d, f, false)) {
+      if (
+        ++steps > u32[d + Desc.Capacity] || f < start || f >= bump ||
+        (f - start) % blockSize !== 0 || pages.isLive(d, f)
+      ) {
+        intact = false;
+        break;
+      }
+    }
+    if (!intact) pages.rebuildFreeList(d);
+  }
+  fit?.rebuildBins();
 }

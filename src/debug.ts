@@ -24,6 +24,13 @@
  *                         Worker that allocated it
  *          20 lead  u32   bytes from the core block to the user bytes (bit 31: guard page)
  *          24 trail u32   bytes of trailing canary
+ *          28 freer u32   shared heaps: owner slot of the Worker whose quarantine
+ *                         holds the block (not hashed: written as it is freed)
+ *
+ * The leading canary fills at most the OS page before the user bytes: with a
+ * large alignment the lead is as long as the alignment (the header sits at
+ * the core block's start, a multiple of it), and the rest of it is left
+ * untouched, so that it costs address space but no memory.
  *
  * A large block's last page is made inaccessible (PROT_NONE), so a write
  * that runs past the canary faults at once instead of corrupting a neighbour.
@@ -49,7 +56,10 @@ import { MAX_CLASS_ALIGNMENT, MAX_CLASS_SIZE } from "./size_classes.ts";
 
 /** Knobs of `new Heap({ debug: { ... } })`. */
 export interface DebugOptions {
-  /** Freed bytes held back from reuse. Default 8 MiB. */
+  /**
+   * Bytes of freed blocks held back from reuse, counted as the memory each
+   * holds (its header, red zones and alignment padding too). Default 8 MiB.
+   */
   quarantineBytes?: number;
   /** Freed blocks held back from reuse. Default 4096. */
   quarantineBlocks?: number;
@@ -83,8 +93,15 @@ export interface CoreAccess {
   words(address: number, length: number): { u32: Uint32Array; index: number };
   /** A byte view of native memory (a view of the arena, or a fresh one for large blocks). */
   view(address: number, length: number): Uint8Array;
-  /** Changes the protection of whole pages. */
-  protect(address: number, length: number, prot: number): void;
+  /** Changes the protection of whole pages; false when the OS refuses (out of map entries). */
+  protect(address: number, length: number, prot: number): boolean;
+  /** True if a core block started at `address` and was freed (so a user block there was, too). */
+  wasFreed(address: number): boolean;
+  /**
+   * Runs `body` with the heap's blocks to itself (a shared heap's global
+   * lock): a header read there cannot meet a block another Worker unmaps.
+   */
+  serialized<T>(body: () => T): T;
   /** A tag (< 64) that tells this Worker's allocations apart from other Workers'. */
   readonly owner: number;
 }
@@ -92,6 +109,8 @@ export interface CoreAccess {
 const HEADER = 32;
 const MIN_LEAD = HEADER + 32;
 const MIN_TRAIL = 16;
+/** The leading canary ends at the user bytes and reaches back at most this far. */
+const MAX_LEAD_CANARY = OS_PAGE_SIZE;
 export const CANARY = 0xfe;
 export const JUNK = 0xaa;
 export const POISON = 0xdd;
@@ -151,6 +170,10 @@ export class DebugLayer {
 
   /** Allocates `size` user bytes at a multiple of `alignment`; zeroed or junk-filled. */
   allocate(size: number, alignment: number, zero: boolean): number {
+    return this.#core.serialized(() => this.#allocate(size, alignment, zero));
+  }
+
+  #allocate(size: number, alignment: number, zero: boolean): number {
     const lead = Math.ceil(MIN_LEAD / alignment) * alignment;
     let total = lead + size + MIN_TRAIL;
     // Blocks that will get a mapping of their own also get a guard page.
@@ -161,7 +184,11 @@ export class DebugLayer {
     const coreSize = this.#core.liveSize(core);
     const guard = large && this.#core.isLarge(core);
     const end = guard ? coreSize - OS_PAGE_SIZE : coreSize;
-    if (guard) this.#core.protect(core + end, OS_PAGE_SIZE, PROT_NONE);
+    if (guard && !this.#core.protect(core + end, OS_PAGE_SIZE, PROT_NONE)) {
+      // The OS is out of map entries: no block without its guard page.
+      this.#core.release(core);
+      return 0;
+    }
     const site = ((this.#core.owner << 26) | (this.#nextSite++ & 0x3ff_ffff)) >>> 0;
     const block: DebugBlock = {
       address: core + lead,
@@ -174,7 +201,7 @@ export class DebugLayer {
       state: State.Live,
     };
     const bytes = this.#core.view(core, end);
-    bytes.fill(CANARY, HEADER, lead);
+    bytes.fill(CANARY, leadCanaryStart(lead), lead);
     bytes.fill(zero ? 0 : JUNK, lead, lead + size);
     bytes.fill(CANARY, lead + size, end);
     this.#writeHeader(block);
@@ -188,31 +215,43 @@ export class DebugLayer {
 
   /** Frees a user block: checks its red zones, poisons it, quarantines it. */
   free(address: number, op: string): void {
-    const block = this.#liveBlock(address, op);
-    this.#checkCanaries(block, op);
-    this.#quarantineBlock(block, op);
-    this.#drainQuarantine(op);
+    this.#core.serialized(() => {
+      const block = this.#liveBlock(address, op);
+      this.#checkCanaries(block, op);
+      this.#quarantineBlock(block, op);
+      this.#drainQuarantine(op);
+    });
   }
 
   /** realloc in debug mode always moves, so stale pointers to the old block are caught. */
   realloc(address: number, size: number, op: string): number {
+    return this.#core.serialized(() => this.#realloc(address, size, op));
+  }
+
+  #realloc(address: number, size: number, op: string): number {
     const block = this.#liveBlock(address, op);
     this.#checkCanaries(block, op);
     // Make room for this block in quarantine first, so that a problem found
     // in another block is reported before anything happens to this one.
-    this.#drainQuarantine(op, block.size);
-    const moved = this.allocate(size, 16, false);
+    this.#drainQuarantine(op, heldBytes(block));
+    const moved = this.#allocate(size, 16, false);
     if (moved === 0) return 0;
     const keep = Math.min(size, block.size);
     this.#core.view(moved, keep).set(this.#core.view(address, keep));
-    this.#quarantineBlock(block, op);
+    try {
+      this.#quarantineBlock(block, op);
+    } catch (error) {
+      // Freed meanwhile (another Worker): the call fails as a whole.
+      this.#core.release(this.#blockAt(moved)!.core);
+      throw error;
+    }
     this.#drainQuarantine(op); // can only release the block just poisoned
     return moved;
   }
 
   /** The size the block was allocated with (debug mode's usable size). */
   usableSize(address: number, op: string): number {
-    return this.#liveBlock(address, op).size;
+    return this.#core.serialized(() => this.#liveBlock(address, op).size);
   }
 
   /**
@@ -224,7 +263,7 @@ export class DebugLayer {
     length: number | undefined,
     op: string,
   ): { core: number; size: number; length: number } {
-    const block = this.#liveBlock(address, op);
+    const block = this.#core.serialized(() => this.#liveBlock(address, op));
     const n = length ?? block.size;
     if (!Number.isSafeInteger(n) || n < 0 || n > block.size) {
       throw new RangeError(
@@ -245,7 +284,7 @@ export class DebugLayer {
 
   /** Throws unless `address` is a live user block. */
   assertLive(address: number, op: string): void {
-    this.#liveBlock(address, op);
+    this.#core.serialized(() => this.#liveBlock(address, op));
   }
 
   /** Checks every live block's red zones and every quarantined block's poison. */
@@ -254,7 +293,7 @@ export class DebugLayer {
     for (const block of this.#quarantine.values()) {
       if (!this.#poisonIntact(block)) {
         this.#quarantine.delete(block.address);
-        this.#quarantinedBytes -= block.size;
+        this.#quarantinedBytes -= heldBytes(block);
         this.#retire(block, "use-after-free");
         throw this.#error(
           "use-after-free",
@@ -280,7 +319,7 @@ export class DebugLayer {
 
   /** Every live block, in allocation order of each Worker. */
   leaks(): LeakedBlock[] {
-    return this.#liveBlocks()
+    return this.#core.serialized(() => this.#liveBlocks())
       .sort((a, b) => a.site - b.site)
       .map((b) => ({ address: b.address, size: b.size, stack: this.#stackOf(b) }));
   }
@@ -363,6 +402,7 @@ export class DebugLayer {
     u32[index + 4] = block.site;
     u32[index + 5] = block.lead | (block.guard ? GUARD_BIT : 0);
     u32[index + 6] = block.trail;
+    u32[index + 7] = 0;
     u32[index + 1] = checksum(block);
     Atomics.store(u32, index, block.state);
   }
@@ -421,6 +461,16 @@ export class DebugLayer {
     return null;
   }
 
+  /** Whether a core block that held a user block at `address` was freed (see #blockAt). */
+  #coreFreedUnder(address: number): boolean {
+    if (!Number.isSafeInteger(address) || address % 16 !== 0) return false;
+    for (let alignment = 16; alignment <= 2 ** 40 && address % alignment === 0; alignment *= 2) {
+      const core = address - Math.ceil(MIN_LEAD / alignment) * alignment;
+      if (core > 0 && this.#core.wasFreed(core)) return true;
+    }
+    return false;
+  }
+
   #liveBlocks(): DebugBlock[] {
     const blocks: DebugBlock[] = [];
     this.#core.forEachLive((core) => {
@@ -435,11 +485,13 @@ export class DebugLayer {
   /** Marks a live block freed (atomically), poisons it and puts it in quarantine. */
   #quarantineBlock(block: DebugBlock, op: string): void {
     if (!this.#swapState(block, State.Live, State.Freed)) throw freedBlock(op, block.address);
+    const { u32, index } = this.#core.words(block.core, HEADER);
+    u32[index + 7] = this.#core.owner;
     if (this.#stacks) this.#freeSites.set(block.address, new Error("freed here"));
     this.#countFree(block);
     this.#core.view(block.address, block.size).fill(POISON);
     this.#quarantine.set(block.address, block);
-    this.#quarantinedBytes += block.size;
+    this.#quarantinedBytes += heldBytes(block);
   }
 
   #liveBlock(address: number, op: string): DebugBlock {
@@ -480,12 +532,16 @@ export class DebugLayer {
       );
     }
     if (known !== undefined) throw freedBlock(op, known.address, this.#details(known));
+    if (block === null && this.#coreFreedUnder(address)) {
+      // Freed by another Worker, whose quarantine gave it back already.
+      throw freedBlock(op, address);
+    }
     throw notABlock(op, address, "not the address of a live block of this heap");
   }
 
   #checkCanaries(block: DebugBlock, op: string): void {
     const bytes = this.#core.view(block.core, block.lead + block.size + block.trail);
-    for (let i = HEADER; i < block.lead; i++) {
+    for (let i = leadCanaryStart(block.lead); i < block.lead; i++) {
       if (bytes[i] !== CANARY) {
         this.#retire(block, "underflow");
         throw this.#error(
@@ -547,7 +603,7 @@ export class DebugLayer {
 
   #evict(block: DebugBlock, op: string): void {
     this.#quarantine.delete(block.address);
-    this.#quarantinedBytes -= block.size;
+    this.#quarantinedBytes -= heldBytes(block);
     if (!this.#poisonIntact(block)) {
       this.#retire(block, "use-after-free");
       throw this.#error(
@@ -594,6 +650,57 @@ export class DebugLayer {
       freeStack: freeSite ? cleanStack(freeSite) : undefined,
     };
   }
+}
+
+/** Where a block's leading canary starts (bytes from the core block's start). */
+function leadCanaryStart(lead: number): number {
+  return Math.max(HEADER, lead - MAX_LEAD_CANARY);
+}
+
+/** What a block holds while quarantined: its whole core block, not just the user bytes. */
+function heldBytes(block: DebugBlock): number {
+  return block.lead + block.size + block.trail + (block.guard ? OS_PAGE_SIZE : 0);
+}
+
+/**
+ * Shared heaps: gives back to the heap the core blocks that the quarantines
+ * of Workers gone without close() (`orphans`, just adopted by the caller)
+ * still hold. Their headers name the freeing Worker; a block whose poison
+ * was overwritten stays out of use (retired). Returns the blocks released.
+ */
+export function releaseOrphanQuarantines(core: CoreAccess, orphans: readonly number[]): number {
+  const found: number[] = [];
+  core.forEachLive((address) => {
+    if (core.liveSize(address) < MIN_LEAD + MIN_TRAIL) return;
+    const { u32, index } = core.words(address, HEADER);
+    if (Atomics.load(u32, index) === State.Freed && orphans.includes(u32[index + 7])) {
+      found.push(address);
+    }
+  });
+  let released = 0;
+  for (const address of found) {
+    const { u32, index } = core.words(address, HEADER);
+    const f64 = new Float64Array(u32.buffer, u32.byteOffset + index * 4, 2);
+    const leadWord = u32[index + 5];
+    const block: DebugBlock = {
+      address: address + (leadWord & ~GUARD_BIT),
+      core: address,
+      size: f64[1],
+      lead: leadWord & ~GUARD_BIT,
+      trail: u32[index + 6],
+      guard: (leadWord & GUARD_BIT) !== 0,
+      site: u32[index + 4],
+      state: State.Freed,
+    };
+    if (u32[index + 1] !== checksum(block)) continue; // not a debug header after all
+    if (core.view(block.address, block.size).every((byte) => byte === POISON)) {
+      core.release(address);
+      released++;
+    } else {
+      Atomics.store(u32, index, State.Retired);
+    }
+  }
+  return released;
 }
 
 /** A header's check word: a hash of its fields but the state, and the block's address. */

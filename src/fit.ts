@@ -50,6 +50,7 @@ import {
   H_FIT_BIN_MAP,
   H_FIT_EMPTY,
   H_FIT_PAGES,
+  H_TOP_UNIT,
   MEDIUM_UNITS,
   S_MADVISE_CALLS,
   UNIT_SIZE,
@@ -349,6 +350,40 @@ export class FitPages {
       }
     }
     return released;
+  }
+
+  /**
+   * Relinks the bins from the fit pages' chunks (check() found them damaged):
+   * malloc then follows no damaged link. A page whose chunks do not tile it
+   * (a damaged header) has none of its free chunks linked: nothing is cut
+   * from it again, its live blocks stay valid. Returns the arena offsets of
+   * such pages.
+   */
+  rebuildBins(): number[] {
+    const u32 = this.u32;
+    u32.fill(0, H_FIT_BIN_HEADS, H_FIT_BIN_HEADS + FIT_BINS);
+    u32.fill(0, H_FIT_BIN_MAP, H_FIT_BIN_MAP + FIT_BINS / 32);
+    const damaged: number[] = [];
+    for (let unit = 0; unit < u32[H_TOP_UNIT]; unit++) {
+      const d = this.pages.descriptorOf(this.arena.dataStart + unit * UNIT_SIZE);
+      if (u32[d + Desc.State] !== PageState.Fit) continue;
+      const start = u32[d + Desc.PageStart];
+      const end = start + FIT_PAGE_BYTES;
+      const free: number[] = [];
+      let chunk = start;
+      while (chunk < end && chunk + CHUNK_HEADER <= u32[d + Desc.CommitEnd]) {
+        const size = u32[chunk >>> 2] & ~FREE;
+        if (!this.tiles(chunk, size, end)) break;
+        if ((u32[chunk >>> 2] & FREE) !== 0) free.push(chunk);
+        chunk += size;
+      }
+      if (chunk !== end) {
+        damaged.push(start);
+        continue;
+      }
+      for (const f of free) this.linkFree(f);
+    }
+    return damaged;
   }
 
   // ---- internals ------------------------------------------------------------

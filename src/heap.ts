@@ -33,8 +33,14 @@ import {
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
 } from "./size_classes.ts";
-import { isMapped, lastErrno, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
-import { type CoreAccess, DebugLayer, type DebugOptions, type LeakedBlock } from "./debug.ts";
+import { isReadWrite, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
+import {
+  type CoreAccess,
+  DebugLayer,
+  type DebugOptions,
+  type LeakedBlock,
+  releaseOrphanQuarantines,
+} from "./debug.ts";
 import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./fit.ts";
 import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
 import {
@@ -47,15 +53,19 @@ import {
 } from "./stats.ts";
 import {
   detachOwner,
+  lockGlobal,
   lockOwner,
   ownerCountersF64,
   ownerLockIndex,
   registerOwner,
+  Slot,
+  slotOf,
   stopTheWorld,
   TOTAL_STORE_ORDER,
+  unlockGlobal,
   unlockOwner,
 } from "./sync.ts";
-import { checkHeap } from "./check.ts";
+import { checkHeap, containDamage } from "./check.ts";
 import { type HeapSnapshot, type SnapshotOptions, takeSnapshot } from "./snapshot.ts";
 import { formatSummary } from "./summary.ts";
 import { UserBuffers } from "./user_buffers.ts";
@@ -230,6 +240,8 @@ export class Heap {
   #lockIndex = 0;
   #countersF64 = 0;
   #plainStoreReleases = TOTAL_STORE_ORDER;
+  /** Shared heaps: debug-mode Workers whose pages this one adopted, whose quarantines await release. */
+  #adopted: number[] = [];
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -305,7 +317,10 @@ export class Heap {
     // A slot taken over from a Worker that detached brings its counters along.
     if (shared) this.#addCounters(readOwnerCounters(arena, this.#owner));
     if (!shared && !secure) this.#fit = new FitPages(arena, this.#pages);
-    this.#pages.onAdopt = (orphan) => this.#addCounters(readOwnerCounters(arena, orphan));
+    this.#pages.onAdopt = (orphan) => {
+      this.#addCounters(readOwnerCounters(arena, orphan));
+      if (arena.u32[slotOf(arena, orphan) + Slot.Debug] === 1) this.#adopted.push(orphan);
+    };
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
       this.#pages.idleFloor = idleFloorBytes;
@@ -327,6 +342,8 @@ export class Heap {
     }
     this.#special = this.#debug !== null || secure || shared;
     if (shared) {
+      // A slot taken over from a Worker that detached may say debug: it is this Worker's now.
+      arena.u32[slotOf(arena, this.#owner) + Slot.Debug] = this.#debug === null ? 0 : 1;
       this.#lockIndex = ownerLockIndex(arena, this.#owner);
       this.#countersF64 = ownerCountersF64(arena, this.#owner);
       this.#lockEveryCall();
@@ -346,7 +363,8 @@ export class Heap {
       Number.isSafeInteger(handle.base) && handle.base > 0 && handle.base % OS_PAGE_SIZE === 0 &&
       Number.isSafeInteger(handle.size) && handle.size >= MIN_ARENA_BYTES &&
       handle.size <= MAX_ARENA_BYTES && handle.size % UNIT_SIZE === 0 &&
-      isMapped(handle.base);
+      // Read and written below: a forged base must give a TypeError, not a fault.
+      isReadWrite(handle.base, Arena.metadataBytes(handle.base, handle.size));
     if (!valid) {
       throw new TypeError("Heap.attach: expected the object returned by heap.share()");
     }
@@ -530,7 +548,16 @@ export class Heap {
       const moved = this.#allocAny(size);
       if (moved === 0) return 0;
       this.#copy(moved, address, usable);
-      this.#freeLocated(address, where);
+      try {
+        this.#freeLocated(address, where);
+      } catch (error) {
+        // Another Worker freed the block meanwhile: the call fails as a whole,
+        // and the counters forget the block it allocated for the move.
+        this.#freeLocated(moved, this.#locate(moved, "realloc"));
+        this.#pages.countHanded(-1, 0);
+        this.#pages.countFreed(-1, 0);
+        throw error;
+      }
       return moved;
     }
     const large = this.#large;
@@ -539,10 +566,13 @@ export class Heap {
     const usable = large.lengthBefore;
     if (result === 0 && size > usable && !large.canGrowInPlace) {
       // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
-      result = this.#allocAny(size);
+      this.#pages.giveBackIdle(size);
+      result = large.move(address, size);
       if (result === 0) return 0;
-      this.#copy(result, address, usable);
-      this.#freeLocated(address, where);
+      this.#buffers.release(address);
+      this.#countOther(0, large.lengthAfter - usable);
+      // Moved: one allocation and one free, as when it is copied.
+      this.#pages.countHanded(1, 0), this.#pages.countFreed(1, 0);
       return result;
     }
     if (result !== 0) {
@@ -685,12 +715,12 @@ export class Heap {
     if (this.#closed) throw closedError("check");
     this.#publish();
     if (this.#owner === 0) {
-      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+      this.#checkAndContain();
     } else {
       // Stop the world: every Worker's owner lock, then the global lock.
       stopTheWorld(this.#arena, this.#owner, () => {
         sumOwnerCounters(this.#arena);
-        checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+        this.#checkAndContain();
         this.#debug?.check();
       });
       return;
@@ -730,6 +760,18 @@ export class Heap {
   /** A short text table of the heap now: per size class its pages, live blocks and a utilization bar. */
   summary(): string {
     return formatSummary(this.snapshot());
+  }
+
+  /** checkHeap; damage it finds is contained (see containDamage) before it is reported. */
+  #checkAndContain(): void {
+    try {
+      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+    } catch (error) {
+      if (error instanceof HeapError && error.code === "corrupt") {
+        containDamage(this.#arena, this.#pages, this.#fit);
+      }
+      throw error;
+    }
   }
 
   /**
@@ -855,8 +897,23 @@ export class Heap {
       view: (address, length) => this.#view(address, length),
       protect: (address, length, prot) => {
         this.#arena.f64[S_MPROTECT_CALLS]++;
-        if (!protectMemory(address, length, prot)) {
-          throw new Error(`mprotect(${address}, ${length}) failed: errno ${lastErrno()}`);
+        return protectMemory(address, length, prot);
+      },
+      wasFreed: (address) => {
+        try {
+          this.#locate(address, "debug");
+          return false;
+        } catch (error) {
+          return error instanceof HeapError && error.code === "double-free";
+        }
+      },
+      serialized: <T>(body: () => T): T => {
+        if (this.#owner === 0) return body();
+        lockGlobal(this.#arena, this.#owner);
+        try {
+          return body();
+        } finally {
+          unlockGlobal(this.#arena);
         }
       },
       owner: this.#owner,
@@ -1088,9 +1145,27 @@ export class Heap {
    */
   #leave(): void {
     if (--this.#lockDepth !== 0 || this.#closed) return;
+    if (this.#adopted.length !== 0) this.#releaseAdoptedQuarantines();
     this.#publish();
     if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
     else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
+  }
+
+  /**
+   * Shared heaps, at the end of a call that adopted the pages of Workers gone
+   * without close(): the blocks their debug-mode quarantines held (freed,
+   * but live for the core) go back too. Still under this Worker's lock.
+   */
+  #releaseAdoptedQuarantines(): void {
+    const orphans = this.#adopted;
+    this.#adopted = [];
+    this.#lockDepth++;
+    try {
+      const core = this.#coreAccess();
+      core.serialized(() => releaseOrphanQuarantines(core, orphans));
+    } finally {
+      this.#lockDepth--;
+    }
   }
 
   /**

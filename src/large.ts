@@ -38,9 +38,11 @@ import {
   S_RESERVED,
 } from "./arena.ts";
 import { lockGlobal, unlockGlobal } from "./sync.ts";
+import { HeapError } from "./errors.ts";
 import {
   canRemap,
   mapMemory,
+  moveMemory,
   OS_PAGE_SIZE,
   PROT_NONE,
   PROT_READ,
@@ -128,9 +130,14 @@ export class LargeBlocks {
     });
   }
 
-  /** Unmaps the live block at `address`; returns its usable size. */
+  /**
+   * Unmaps the live block at `address`; returns its usable size. The lookup
+   * and the unmapping are one step under the table's lock: of two Workers
+   * that free a block at once, the second finds no block and gets
+   * "double-free", whatever its own earlier lookup saw.
+   */
   free(address: number): number {
-    return this.locked(() => this.freeSlot(this.find(address)));
+    return this.locked(() => this.freeSlot(this.liveSlot(address, "free")));
   }
 
   /**
@@ -140,7 +147,28 @@ export class LargeBlocks {
    * block intact.
    */
   resize(address: number, size: number): number {
-    return this.locked(() => this.resizeSlot(this.find(address), size));
+    return this.locked(() => this.resizeSlot(this.liveSlot(address, "realloc"), size));
+  }
+
+  /**
+   * Moves the live block at `address` to a new mapping of at least `size`
+   * bytes, copying its contents, and unmaps it (growth where mremap cannot
+   * serve: guard pages, or no mremap). Returns the new address, or 0 with the
+   * block intact. One step under the table's lock, as free() is.
+   */
+  move(address: number, size: number): number {
+    return this.locked(() => {
+      const slot = this.liveSlot(address, "realloc");
+      const length = this.table[slot + L_MAP_LENGTH];
+      const moved = this.allocateLocked(size, 0);
+      if (moved === 0) return 0;
+      moveMemory(moved, address, Math.min(length, size));
+      // The table may have grown (and moved) under allocateLocked: look the old block up again.
+      this.lengthBefore = length;
+      this.lengthAfter = this.table[this.find(moved) + L_MAP_LENGTH];
+      this.freeSlot(this.find(address));
+      return moved;
+    });
   }
 
   /**
@@ -181,13 +209,30 @@ export class LargeBlocks {
     if (tail > 0) unmapMemory(address + length + guard, tail), f64[S_MUNMAP_CALLS]++;
     if (guard > 0) {
       f64[S_MPROTECT_CALLS] += 2;
-      protectMemory(address - guard, guard, PROT_NONE);
-      protectMemory(address + length, guard, PROT_NONE);
+      // Each guard splits the mapping: at the OS's map-count limit that fails,
+      // and a block without its guards is not handed out.
+      if (
+        !protectMemory(address - guard, guard, PROT_NONE) ||
+        !protectMemory(address + length, guard, PROT_NONE)
+      ) {
+        unmapMemory(address - guard, length + 2 * guard);
+        f64[S_MUNMAP_CALLS]++;
+        return 0;
+      }
     }
     this.forgetFreed(address);
     this.insert(address, length, size);
     this.account(length);
     return address;
+  }
+
+  /** The slot of the live block at `address`; throws "double-free" if there is none (any more). */
+  private liveSlot(address: number, op: string): number {
+    const slot = this.find(address);
+    if (slot < 0) {
+      throw new HeapError("double-free", address, `${op}: the large block was already freed`);
+    }
+    return slot;
   }
 
   /** The slot (f64 index) of the live block at `address`, or -1. */
@@ -258,7 +303,11 @@ export class LargeBlocks {
       // The guard page (if any) moves down to the new end: unmap the rest.
       if (this.guard > 0) {
         f64[S_MPROTECT_CALLS]++;
-        protectMemory(address + length, this.guard, PROT_NONE);
+        if (!protectMemory(address + length, this.guard, PROT_NONE)) {
+          // Out of map entries: the block keeps its mapping and its guard.
+          table[slot + L_REQUESTED] = size;
+          return address;
+        }
       }
       unmapMemory(address + length + this.guard, oldLength - length);
       f64[S_MUNMAP_CALLS]++;

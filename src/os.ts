@@ -56,7 +56,9 @@ const symbols = {
     result: "pointer",
   },
   sched_yield: { parameters: [], result: "i32" },
-  mincore: { parameters: ["usize", "usize", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
 } as const;
 
 /** Thread identity and liveness (Linux: glibc 2.30+ has gettid and tgkill). */
@@ -221,13 +223,44 @@ export function threadAlive(tid: number): boolean {
 }
 
 /**
- * True if the OS page at `address` is mapped in this process (mincore
- * answers ENOMEM for an unmapped page), so that a view of it cannot fault.
+ * True if every byte of `[address, address + length)` can be read and
+ * written, so that views of it cannot fault. The answer comes from /proc/self/maps, read with
+ * libc: mincore says yes for a reserved PROT_NONE page too, and a
+ * kernel-side read (process_vm_readv, or write(2) of it into a pipe) tells a
+ * readable page from another but not a writable one, where the maps list
+ * each mapping's protection.
  */
-export function isMapped(address: number): boolean {
-  const vector = new Uint8Array(1);
-  return lib().mincore(BigInt(address - (address % OS_PAGE_SIZE)), BigInt(OS_PAGE_SIZE), vector) ===
-    0;
+export function isReadWrite(address: number, length: number): boolean {
+  const fd = lib().open(new TextEncoder().encode("/proc/self/maps\0"), 0);
+  if (fd < 0) return false;
+  const chunks: Uint8Array[] = [];
+  try {
+    for (;;) {
+      const chunk = new Uint8Array(64 * 1024);
+      const n = Number(lib().read(fd, chunk, BigInt(chunk.length)));
+      if (n <= 0) break;
+      chunks.push(chunk.subarray(0, n));
+    }
+  } finally {
+    lib().close(fd);
+  }
+  // Lines "start-end perms ...", in address order: the range must be covered
+  // by consecutive mappings that are all "rw".
+  let covered = address;
+  const end = address + length;
+  const decoder = new TextDecoder();
+  const text = chunks.map((c) => decoder.decode(c, { stream: true })).join("") + decoder.decode();
+  for (const line of text.split("\n")) {
+    const match = /^([0-9a-f]+)-([0-9a-f]+) (..)/.exec(line);
+    if (match === null) continue;
+    const from = parseInt(match[1], 16);
+    const to = parseInt(match[2], 16);
+    if (to <= covered) continue;
+    if (from > covered || match[3] !== "rw") return false;
+    covered = to;
+    if (covered >= end) return true;
+  }
+  return false;
 }
 
 /** A typed-array-ready buffer over `[address, address + length)`; make one per mapping. */

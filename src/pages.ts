@@ -819,6 +819,30 @@ export class Pages {
     this.countHanded(-count, -count * u32[d + Desc.BlockSize]);
   }
 
+  /**
+   * After check() found damage: every allocation list is dropped without
+   * following it (a block written after it was freed may have sent its links
+   * anywhere), and its head page's free list rebuilt from the live bitmap,
+   * so that malloc follows no damaged link.
+   */
+  dropAllocLists(): void {
+    const u32 = this.u32;
+    for (let c = 0; c < SPLIT_CLASSES; c++) {
+      if (this.allocLists[c] === 0) continue;
+      this.allocLists[c] = 0;
+      const d = u32[this.headSlot(c)];
+      if (d === 0) continue;
+      let live = 0;
+      for (let w = 0; w < 128; w++) {
+        for (let bits = u32[u32[d + Desc.Bitmap] + w]; bits !== 0; bits &= bits - 1) live++;
+      }
+      this.tally[Tally.HandedBlocks] -= u32[d + Desc.Used] - live;
+      u32[d + Desc.Used] = live;
+      this.syncPage(d);
+      this.rebuildFreeList(d);
+    }
+  }
+
   /** flushAllocList for every class. */
   private flushAllocLists(): void {
     for (let c = 0; c < SPLIT_CLASSES; c++) this.flushAllocList(c);
@@ -996,11 +1020,12 @@ export class Pages {
 
   /**
    * Relinks every block below the bump pointer that is not live: repairs a
-   * damaged list. In a shared heap, blocks another Worker freed that this
-   * owner has not taken back yet (still handed out) stay off the list: the
-   * owner's collection links them.
+   * damaged list (secure mode's checked links, and check()'s findings). In a
+   * shared heap, blocks another Worker freed that this owner has not taken
+   * back yet (still handed out) stay off the list: the owner's collection
+   * links them.
    */
-  private rebuildFreeList(d: number): void {
+  rebuildFreeList(d: number): void {
     const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[d + Desc.BlockSize];
@@ -1857,6 +1882,12 @@ export class Pages {
       const d = this.takeReleased(true);
       if (d === 0) return 0;
       const first = (d - Tables.DescriptorsU32) / Desc.Words;
+      if (this.key !== 0 && !this.setGuards(first, PROT_NONE)) {
+        // Out of map entries: the medium page stays whole (secure pages need their guards).
+        u32[d + Desc.Next] = u32[H_RELEASED_MEDIUM_HEAD];
+        u32[H_RELEASED_MEDIUM_HEAD] = d;
+        return 0;
+      }
       for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
         this.formatReleasedUnit(first + i, 1);
         if (i > 0) {
@@ -1864,7 +1895,6 @@ export class Pages {
           u32[c + Desc.Next] = u32[H_RELEASED_SMALL_HEAD];
           u32[H_RELEASED_SMALL_HEAD] = c;
         }
-        if (this.key !== 0 && i < MEDIUM_UNITS - 1) this.setGuard(first + i, 1, PROT_NONE);
       }
       return d;
     }
@@ -1877,6 +1907,7 @@ export class Pages {
       run = free ? run + 1 : 0;
       if (run < MEDIUM_UNITS) continue;
       const first = unit - MEDIUM_UNITS + 1;
+      if (this.key !== 0 && !this.setGuards(first, PROT_READ | PROT_WRITE)) return 0;
       // Unlink them from the released small list (a rare path: rebuild the list).
       let kept = 0;
       for (let p = u32[H_RELEASED_SMALL_HEAD]; p !== 0;) {
@@ -1886,11 +1917,6 @@ export class Pages {
         p = next;
       }
       u32[H_RELEASED_SMALL_HEAD] = kept;
-      if (this.key !== 0) {
-        for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
-          this.setGuard(first + i, 1, PROT_READ | PROT_WRITE);
-        }
-      }
       this.formatReleasedUnit(first, MEDIUM_UNITS);
       return Tables.DescriptorsU32 + first * Desc.Words;
     }
@@ -1954,6 +1980,22 @@ export class Pages {
     const guard = arena.base + arena.dataStart + (first + units) * UNIT_SIZE - OS_PAGE_SIZE;
     arena.f64[S_MPROTECT_CALLS]++;
     return protectMemory(guard, OS_PAGE_SIZE, prot);
+  }
+
+  /**
+   * Secure mode: sets the guard pages of the first 15 of the 16 small units
+   * at `first` (a medium page's units) to `prot`, all or none: false, with
+   * every guard as it was, when the OS refuses one (out of map entries).
+   */
+  private setGuards(first: number, prot: number): boolean {
+    const undo = prot === PROT_NONE ? PROT_READ | PROT_WRITE : PROT_NONE;
+    for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
+      if (!this.setGuard(first + i, 1, prot)) {
+        while (--i >= 0) this.setGuard(first + i, 1, undo);
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Carves a never-used page of `units` units; returns its descriptor or 0. */

@@ -10,6 +10,8 @@
  *     1 TID       OS thread id of the Worker, to notice when it has exited
  *     2 LOCK      i32 owner lock: held by the owner around each of its calls;
  *                 check() takes every owner's lock to stop the world
+ *     3 DEBUG     1 if the Worker runs in debug mode: its adopter then looks
+ *                 for the blocks its quarantine held (see debug.ts)
  *     4..13       f64 counters: allocated, peak allocated, allocs, frees,
  *                 bytes requested (published after each call)
  *     line 1, written by other Workers (a line of its own, so that their
@@ -46,6 +48,7 @@ export const enum Slot {
   State = 0,
   Tid = 1,
   Lock = 2,
+  Debug = 3,
   /** f64 index (Slot.Counters / 2) from the slot's first word / 2. */
   Counters = 4,
   Pending = 16,

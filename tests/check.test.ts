@@ -104,3 +104,70 @@ describe("check()", () => {
     for (const p of blocks) heap.free(p);
   });
 });
+
+/** Reads the u32 at `address` (outside any block view). */
+function peekU32(address: number): number {
+  return new Deno.UnsafePointerView(Deno.UnsafePointer.create(BigInt(address))!).getUint32();
+}
+
+function assertCorrupt(fn: () => unknown, what: string): void {
+  assert.throws(fn, (e: unknown) => e instanceof HeapError && e.code === "corrupt", what);
+}
+
+describe("check(): damage it finds is reported without a fault, and malloc no longer follows it", () => {
+  it("a free fit chunk's bin link overwritten to name unmapped memory: check() throws corrupt instead of faulting, then mallocs hand out distinct free blocks and check() passes", () => {
+    using heap = new Heap();
+    const a = heap.malloc(2000);
+    const b = heap.malloc(2000);
+    const c = heap.malloc(2000);
+    heap.free(b);
+    // Word 2 of the chunk header (16 bytes before the block) links the free
+    // chunks of a bin: an arena offset 2 GiB up, reserved and never mapped in.
+    pokeU32(b - 16 + 8, 0x8000_0000);
+    assertCorrupt(() => heap.check(), "check() on the damaged link");
+    const taken = Array.from({ length: 20 }, () => heap.malloc(2000));
+    assert.equal(new Set([a, c, ...taken]).size, 22, "no block handed out twice");
+    for (const p of taken) heap.bytes(p).fill(0x5a);
+    heap.check();
+    for (const p of [a, c, ...taken]) heap.free(p);
+    heap.check();
+  });
+
+  for (const [kind, size] of [["16-byte", 16], ["1000-byte", 1000]] as const) {
+    it(`a freed ${kind} block whose free-list link was made to point at itself: check() throws corrupt, then malloc hands out no block twice`, () => {
+      using heap = new Heap();
+      const [p0, p1, p2, p3] = Array.from({ length: 4 }, () => heap.malloc(size));
+      heap.free(p1);
+      heap.free(p2); // the list: p2, then p1
+      // p2's first 4 bytes hold p1's arena offset: p2's own is that plus (p2 - p1).
+      pokeU32(p2, peekU32(p2) + (p2 - p1));
+      assertCorrupt(() => heap.check(), "check() on the cycle");
+      const taken = Array.from({ length: 6 }, () => heap.malloc(size));
+      assert.equal(new Set([p0, p3, ...taken]).size, 8, "no block handed out twice");
+      heap.check();
+      for (const p of [p0, p3, ...taken]) heap.free(p);
+      heap.check();
+    });
+  }
+
+  it("a block written after free while it waits on its class's allocation list: check() throws corrupt, then malloc hands out no block twice", () => {
+    using heap = new Heap();
+    // The first malloc links a batch of fresh 64-byte blocks; take all of it,
+    // free it all, and the next malloc takes the freed blocks as the class's
+    // allocation list.
+    const first = heap.malloc(64);
+    const batch = [first];
+    while (batch[batch.length - 1] - first < 16 * KiB) batch.push(heap.malloc(64));
+    for (const p of batch) heap.free(p);
+    const kept = heap.malloc(64);
+    const victim = batch.find((p) => p !== kept)!;
+    pokeU32(victim, peekU32(victim) + 64 * 3); // a link to a block that is not next
+    assertCorrupt(() => heap.check(), "check() on the damaged allocation list");
+    const taken = Array.from({ length: batch.length + 10 }, () => heap.malloc(64));
+    assert.equal(new Set([kept, ...taken]).size, taken.length + 1, "no block handed out twice");
+    heap.check();
+    for (const p of [kept, ...taken]) heap.free(p);
+    heap.check();
+    assert.equal(heap.stats().liveBlocks, 0);
+  });
+});

@@ -12,7 +12,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapErrorCode } from "../mod.ts";
-import { KiB, MiB, Rng } from "./helpers.ts";
+import { assertHeapError, KiB, MiB, Rng, rss } from "./helpers.ts";
 import { mapped, poke, readable } from "./native_memory.ts";
 
 // ---- native access ----------------------------------------------------------
@@ -320,7 +320,8 @@ describe("debug: writing to a freed block while it is quarantined is reported as
   });
 
   it("with quarantineBytes just above one block the write is reported on the next free", () => {
-    using heap = new Heap({ debug: { quarantineBytes: 150 } });
+    // A 100-byte block holds 192 bytes: its header and red zones count too.
+    using heap = new Heap({ debug: { quarantineBytes: 250 } });
     const victim = allocateVictim(heap, 100);
     freeVictim(heap, victim);
     poke(victim + 50, 1);
@@ -653,12 +654,13 @@ describe("debug: the quarantine delays reuse of freed blocks, bounded by bytes a
   });
 
   it("quarantineBytes bounds the bytes: freeing past the limit releases the oldest blocks", () => {
-    using heap = new Heap({ debug: { quarantineBytes: 1000 } });
+    // A 100-byte block holds 192 bytes: its header and red zones count too.
+    using heap = new Heap({ debug: { quarantineBytes: 1920 } });
     const blocks = Array.from({ length: 11 }, () => heap.malloc(100));
-    for (const p of blocks.slice(0, 10)) heap.free(p); // exactly 1000 bytes: all held
+    for (const p of blocks.slice(0, 10)) heap.free(p); // exactly 1920 bytes: all held
     const probe = heap.malloc(100);
     assert.ok(!blocks.includes(probe));
-    heap.free(blocks[10]); // 1100 bytes: the oldest leaves
+    heap.free(blocks[10]); // 2112 bytes: the oldest leaves
     const next = Array.from({ length: 10 }, () => heap.malloc(100));
     assert.ok(next.includes(blocks[0]), "the oldest quarantined block is reusable");
     assert.ok(!next.includes(blocks[1]), "the next oldest is still held");
@@ -676,6 +678,32 @@ describe("debug: the quarantine delays reuse of freed blocks, bounded by bytes a
     heap.free(heap.malloc(64));
     assert.equal(heap.stats().largeBlocks, 0, "the block left quarantine");
     assert.equal(heap.stats().munmapCalls, munmaps + 1, "and was unmapped");
+    heap.check();
+  });
+
+  it("quarantineBytes counts what a quarantined block holds: 400 blocks aligned to 1 MiB, freed, keep committed memory within a few MiB", () => {
+    using heap = new Heap({ debug: { quarantineBytes: MiB, stacks: false } });
+    const before = heap.stats().committedBytes;
+    for (let i = 0; i < 400; i++) {
+      const p = heap.alignedAlloc(MiB, 16);
+      assert.equal(p % MiB, 0);
+      heap.free(p);
+    }
+    const grown = heap.stats().committedBytes - before;
+    assert.ok(grown <= 8 * MiB, `committed memory grew by ${grown / MiB} MiB`);
+    heap.check();
+  });
+
+  it("a block aligned to 1 GiB costs address space but no memory for its lead: resident memory grows by less than 64 MiB", () => {
+    using heap = new Heap({ debug: { stacks: false } });
+    const before = rss();
+    const p = heap.alignedAlloc(2 ** 30, 1);
+    assert.notEqual(p, 0);
+    assert.equal(p % 2 ** 30, 0);
+    const grown = rss() - before;
+    assert.ok(grown < 64 * MiB, `resident memory grew by ${grown / MiB} MiB`);
+    poke(p - 1, 1); // the red zone right before the block is still checked
+    assertHeapError(() => heap.free(p), "underflow", p);
     heap.check();
   });
 

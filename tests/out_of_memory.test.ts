@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap } from "../mod.ts";
-import { assertStillWorks, KiB, MiB } from "./helpers.ts";
+import { assertStillWorks, KiB, MiB, needs } from "./helpers.ts";
 
 const SMALL_ARENA = 16 * MiB;
 
@@ -144,4 +144,41 @@ describe("out of memory", () => {
     for (const p of small) heap.free(p);
     heap.check();
   });
+});
+
+describe("out of memory at the OS's limit of memory mappings (vm.max_map_count)", () => {
+  /** Runs tests/programs/at_map_limit.ts in a subprocess (its mappings use up the limit). */
+  async function atMapLimit(mode: string, headroom: number) {
+    const program = new URL("./programs/at_map_limit.ts", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-ffi", program, mode, String(headroom)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `the subprocess failed: ${stderr}`);
+    return JSON.parse(new TextDecoder().decode(out.stdout).trim());
+  }
+
+  // A few headrooms: the limit is met at each step of a large block's
+  // mapping (the mmap, then each guard page's mprotect).
+  for (const [mode, headrooms] of [["secure", [20, 21, 22, 23]], ["debug", [20, 21]]] as const) {
+    it(
+      `${mode.toUpperCase()} MODE: large blocks until the limit is met: malloc returns 0, throws nothing, leaves nothing behind${
+        mode === "secure" ? ", and no block lacks its guard pages" : ""
+      }`,
+      { skip: needs("run") },
+      async () => {
+        for (const headroom of headrooms) {
+          const r = await atMapLimit(mode, headroom);
+          const what = `headroom ${headroom}: ${JSON.stringify(r)}`;
+          assert.ok(r.outOfMemory, `the limit was met: ${what}`);
+          assert.equal(r.threw, "", what);
+          assert.equal(r.unguarded, 0, what);
+          assert.equal(r.liveAtEnd, 0, what);
+          assert.equal(r.largeAtEnd, 0, what);
+        }
+      },
+    );
+  }
 });

@@ -14,7 +14,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError, type HeapStats } from "../mod.ts";
-import { KiB, MiB, needs } from "./helpers.ts";
+import { assertStillWorks, KiB, MiB, needs } from "./helpers.ts";
 import { poke } from "./native_memory.ts";
 import type { ChurnCounters, ChurnStart } from "./workers/churn.ts";
 import {
@@ -736,6 +736,36 @@ describe("shared heap: Workers that leave", () => {
   );
 
   it(
+    "DEBUG MODE: a debug-mode Worker that exits without close(): the Worker that adopts its pages gives back the blocks its quarantine held",
+    WORKERS,
+    async () => {
+      const heap = new Heap({ shared: true });
+      await withRemotes(1, async ([a]) => {
+        const handle = heap.share();
+        const tid = (await a.call<{ tid: number }>({
+          op: "attach",
+          handle,
+          debug: { stacks: false },
+        })).tid;
+        const sizes = Array.from({ length: 300 }, (_, i) => i % 100 === 0 ? 300 * KiB : 16 + i * 7);
+        const blocks = await a.call<number[]>({ op: "mallocMany", sizes, tagBase: tagOf(6, 0) });
+        await a.call({ op: "freeAll", blocks }); // all of them into A's quarantine
+        assert.equal(heap.stats().liveBlocks, 300, "quarantined blocks are live for the core");
+        await a.call({ op: "exit" });
+        await threadExit(tid, "debug-mode Worker that exited");
+
+        heap.trim(); // adopts A's pages, and the blocks of its quarantine with them
+        heap.check();
+        const s = heap.stats();
+        assert.equal(s.liveBlocks, 0, "no quarantined block left live");
+        assert.equal(s.allocatedBytes, 0);
+        assertStillWorks(heap);
+      });
+      heap.close();
+    },
+  );
+
+  it(
     "a Worker that exits without detaching: blocks freed while its pages wait for adoption are taken back when trim() adopts them",
     WORKERS,
     async () => {
@@ -939,6 +969,20 @@ describe("shared heap: share() and attach()", () => {
     assert.throws(() => Heap.attach({ ...heap.share(), base: -64 * KiB } as any), TypeError);
     // deno-lint-ignore no-explicit-any
     assert.throws(() => Heap.attach({ ...heap.share(), base: 64 * KiB } as any), TypeError);
+  });
+  it("Heap.attach() throws TypeError for a forged handle whose base is mapped but not readable and writable (reserved PROT_NONE address space), or is not a heap", () => {
+    using heap = new Heap({ shared: true });
+    const handle = heap.share();
+    // The arena's address space past its carved top is reserved PROT_NONE.
+    const reserved = handle.base + handle.size - 16 * MiB;
+    for (const base of [reserved, handle.base + 64 * KiB]) {
+      assert.throws(
+        () => Heap.attach({ ...handle, base, size: 16 * MiB }),
+        TypeError,
+        `base 0x${base.toString(16)}`,
+      );
+    }
+    assertStillWorks(heap);
   });
 });
 
@@ -1144,6 +1188,113 @@ describe("shared heap: frees and reallocs across Workers", () => {
       heap.close();
     },
   );
+});
+
+/**
+ * Races `action` in A against a free in B on each block, one block at a
+ * time (both released together for each): returns A's and B's results per
+ * block (realloc's address, 0 for a free, or the HeapError code).
+ */
+async function raceEach(
+  a: Remote,
+  b: Remote,
+  blocks: number[],
+  action: "free" | "realloc",
+  size?: number,
+): Promise<[(number | string)[], (number | string)[]]> {
+  const gate = new SharedArrayBuffer(8);
+  return await Promise.all([
+    a.call<(number | string)[]>({ op: "raceEach", action, blocks, size, gate, racers: 2 }),
+    b.call<(number | string)[]>({ op: "raceEach", action: "free", blocks, gate, racers: 2 }),
+  ]);
+}
+
+describe("shared heap: simultaneous frees and reallocs of one block", () => {
+  for (
+    const [mode, options, sizes] of [
+      ["", {}, [300 * KiB, 200 * KiB]],
+      ["DEBUG MODE, quarantine off: ", {
+        debug: { quarantineBytes: 0, quarantineBlocks: 0, stacks: false },
+      }, [64, 20 * KiB, 300 * KiB]],
+    ] as const
+  ) {
+    it(
+      `${mode}two Workers free the same block at once: exactly one free wins, the other gets double-free, counters stay exact`,
+      WORKERS,
+      async () => {
+        const heap = new Heap({ shared: true, ...options });
+        await withRemotes(2, async ([a, b]) => {
+          const handle = heap.share();
+          for (const r of [a, b]) {
+            await r.call({ op: "attach", handle, debug: "debug" in options && options.debug });
+          }
+          const blocks = Array.from(
+            { length: 300 },
+            (_, i) => heap.malloc(sizes[i % sizes.length]),
+          );
+          const [ra, rb] = await raceEach(a, b, blocks, "free");
+          for (let k = 0; k < blocks.length; k++) {
+            assert.deepEqual(
+              [ra[k], rb[k]].sort(),
+              [0, "double-free"],
+              `block ${k} (${sizes[k % sizes.length]} B): A ${ra[k]}, B ${rb[k]}`,
+            );
+          }
+          for (const r of [a, b]) await r.call({ op: "close" });
+          heap.check();
+          const s = heap.stats();
+          assert.equal(s.liveBlocks, 0);
+          assert.equal(s.allocatedBytes, 0);
+        });
+        heap.close();
+      },
+    );
+  }
+
+  for (
+    const [mode, options, size, grown] of [
+      ["small blocks", {}, 100, 3000],
+      ["large blocks (mremap)", {}, 200 * KiB, 900 * KiB],
+      ["SECURE MODE, large blocks (map, copy, unmap)", { secure: true }, 200 * KiB, 900 * KiB],
+      ["DEBUG MODE, small blocks", { debug: { stacks: false } }, 100, 3000],
+    ] as const
+  ) {
+    it(
+      `${mode}: realloc racing another Worker's free of the block: one of them wins, the loser gets double-free and leaves nothing behind`,
+      WORKERS,
+      async () => {
+        const heap = new Heap({ shared: true, ...options });
+        await withRemotes(2, async ([a, b]) => {
+          const handle = heap.share();
+          for (const r of [a, b]) {
+            await r.call({ op: "attach", handle, debug: "debug" in options && options.debug });
+          }
+          const blocks = Array.from({ length: 300 }, () => heap.malloc(size));
+          const [ra, rb] = await raceEach(a, b, blocks, "realloc", grown);
+          const moved: number[] = [];
+          for (let k = 0; k < blocks.length; k++) {
+            const reallocWon = typeof ra[k] === "number" && rb[k] === "double-free";
+            const freeWon = ra[k] === "double-free" && rb[k] === 0;
+            // Grown in place, then freed: realloc came first, and both went through.
+            const bothInTurn = ra[k] === blocks[k] && rb[k] === 0;
+            assert.ok(
+              reallocWon || freeWon || bothInTurn,
+              `block ${k}: realloc ${ra[k]}, free ${rb[k]}`,
+            );
+            if (reallocWon) moved.push(ra[k] as number);
+          }
+          for (const p of moved) heap.free(p);
+          for (const r of [a, b]) await r.call({ op: "close" });
+          heap.trim(); // debug mode: the main thread's quarantine goes back
+          heap.check();
+          const s = heap.stats();
+          assert.equal(s.liveBlocks, 0, "no block left behind");
+          assert.equal(s.allocatedBytes, 0);
+        });
+        heap.close();
+      },
+    );
+  }
 });
 
 describe("shared heap: stats() and check() from any Worker", () => {

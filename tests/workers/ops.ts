@@ -7,11 +7,11 @@
  * Answer:   { id, ok: true, value } or { id, ok: false, error: ErrorReport }
  */
 
-import { Heap } from "../../mod.ts";
-import { patternMismatch, report, scope, threadId, writePattern } from "./common.ts";
+import { type DebugOptions, Heap } from "../../mod.ts";
+import { type Handle, patternMismatch, report, scope, threadId, writePattern } from "./common.ts";
 
 export type OpsRequest =
-  | { op: "attach"; handle: unknown; debug?: boolean }
+  | { op: "attach"; handle: unknown; debug?: boolean | DebugOptions }
   | { op: "malloc"; size: number; tag: number }
   | { op: "mallocMany"; sizes: number[]; tagBase: number }
   | { op: "realloc"; address: number; size: number; oldSize: number; tag: number; newTag: number }
@@ -19,6 +19,14 @@ export type OpsRequest =
   | { op: "free"; address: number }
   | { op: "freeAll"; blocks: number[] }
   | { op: "freeRacing"; blocks: number[]; gate: SharedArrayBuffer; racers: number }
+  | {
+    op: "raceEach";
+    action: "free" | "realloc";
+    blocks: number[];
+    size?: number;
+    gate: SharedArrayBuffer;
+    racers: number;
+  }
   | { op: "stats" }
   | { op: "check" }
   | { op: "trim" }
@@ -30,8 +38,10 @@ let heap: Heap | null = null;
 function call(req: OpsRequest): unknown {
   switch (req.op) {
     case "attach":
-      // deno-lint-ignore no-explicit-any
-      heap = Heap.attach(req.handle as any, req.debug ? { debug: { stacks: false } } : {});
+      heap = Heap.attach(
+        req.handle as Handle,
+        req.debug ? { debug: req.debug === true ? { stacks: false } : req.debug } : {},
+      );
       return { tid: threadId() };
     case "malloc": {
       const p = heap!.malloc(req.size);
@@ -88,6 +98,25 @@ function call(req: OpsRequest): unknown {
         }
       }
       return { freed, doubles };
+    }
+    case "raceEach": {
+      // One block at a time, every racer released together for each (a
+      // spinning barrier: the racers meet within a few hundred nanoseconds).
+      // Answers per block the address realloc returned (free: 0), or the
+      // error code.
+      const gate = new Int32Array(req.gate);
+      const results: (number | string)[] = [];
+      for (let k = 0; k < req.blocks.length; k++) {
+        Atomics.add(gate, 0, 1);
+        while (Atomics.load(gate, 0) < req.racers * (k + 1));
+        try {
+          if (req.action === "free") heap!.free(req.blocks[k]), results.push(0);
+          else results.push(heap!.realloc(req.blocks[k], req.size!));
+        } catch (e) {
+          results.push((e as { code?: string }).code ?? String(e));
+        }
+      }
+      return results;
     }
     case "stats":
       return heap!.stats();
