@@ -904,7 +904,7 @@ export class Heap {
           this.#locate(address, "debug");
           return false;
         } catch (error) {
-          return error instanceof HeapError && error.code === "double-free";
+          return error instanceof HeapError && error.code === "freed-block";
         }
       },
       serialized: <T>(body: () => T): T => {

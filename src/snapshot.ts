@@ -189,7 +189,12 @@ export interface HeapSnapshot {
   label?: string;
   /** The modes the heap runs in. */
   mode: { secure: boolean; debug: boolean; shared: boolean };
-  /** The heap's counters at the same moment. */
+  /**
+   * The heap's counters at the same moment, as the pages below add them up:
+   * in debug mode the core's blocks (each user block with its red zones and
+   * header, and the quarantine of freed blocks), where stats() counts the
+   * user's blocks alone.
+   */
   stats: HeapStats;
   /** Where the arena lies and how much of it is carved into pages. */
   arena: {
