@@ -296,12 +296,13 @@ export function createHeap(options?: HeapOptions): Allocator {
     malloc: (size) => heap.malloc(size),
     free(h) {
       const a = h as number;
-      views.delete(a);
+      // Only large blocks have views here: no map lookup on every free.
+      if (views.size !== 0) views.delete(a);
       heap.free(a);
     },
     realloc(h, size) {
       const a = h as number;
-      views.delete(a);
+      if (views.size !== 0) views.delete(a);
       const r = heap.realloc(a, size);
       if (r === 0 && size !== 0) failures++;
       return r;

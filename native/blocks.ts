@@ -30,6 +30,7 @@ const MAX_SET_ASIDE = 16;
 
 /** The heap operations the callbacks of one C library run. */
 export class CBlocks {
+  /** The heap the blocks come from. */
   readonly heap: Heap;
   /** Whether C passes addresses back as 32-bit values (the heap's arena is below 2^32). */
   readonly narrow: boolean;
@@ -46,6 +47,7 @@ export class CBlocks {
   readonly #arena: Uint8Array;
   readonly #arenaStart: number;
 
+  /** The blocks of one C library on `heap`. */
   constructor(heap: Heap) {
     this.heap = heap;
     const probe = heap.malloc(1);

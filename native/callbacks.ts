@@ -23,7 +23,9 @@ export interface CallbackOwner {
 export class Callbacks {
   readonly #callbacks: Deno.UnsafeCallback[] = [];
   #closed = false;
+  /** The most recent error thrown inside one of these callbacks, or undefined. */
   lastError: unknown = undefined;
+  /** How many errors these callbacks caught. */
   errorCount = 0;
 
   /**

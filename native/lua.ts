@@ -18,8 +18,7 @@
  */
 
 import type { Heap } from "../mod.ts";
-import { type CallbackOwner, Callbacks } from "./callbacks.ts";
-import { CBlocks } from "./blocks.ts";
+import { LibraryAllocator } from "./library_allocator.ts";
 
 const MAX_SIZE = BigInt(Number.MAX_SAFE_INTEGER);
 
@@ -37,21 +36,17 @@ const MAX_SIZE = BigInt(Number.MAX_SAFE_INTEGER);
  * lua.symbols.lua_close(L);
  * ```
  */
-export class LuaAllocator implements CallbackOwner {
-  /** The heap Lua's memory comes from. */
-  readonly heap: Heap;
+export class LuaAllocator extends LibraryAllocator {
   /** The `lua_Alloc` to pass to `lua_newstate` (and `lua_setallocf`). */
   readonly function: Deno.PointerObject;
   /** The `ud` to pass with it: NULL. */
   readonly userData: null = null;
-  readonly #callbacks = new Callbacks();
-  readonly #blocks: CBlocks;
 
   /** Makes the `lua_Alloc`; it allocates from `heap` until close(). */
   constructor(heap: Heap) {
-    this.heap = heap;
-    const blocks = this.#blocks = new CBlocks(heap);
-    const callbacks = this.#callbacks;
+    super(heap);
+    const blocks = this.blocks;
+    const callbacks = this.callbacks;
     if (blocks.narrow) {
       this.function = callbacks.make(
         "Lua lua_Alloc",
@@ -91,37 +86,11 @@ export class LuaAllocator implements CallbackOwner {
     }
   }
 
-  /** The most recent error thrown inside the callback (Lua saw a memory error), or undefined. */
-  get lastError(): unknown {
-    return this.#callbacks.lastError;
-  }
-
-  /** How many errors the callback caught. */
-  get errorCount(): number {
-    return this.#callbacks.errorCount;
-  }
-
-  /** Blocks Lua holds: 0 once every state made with this allocator is closed. */
-  get liveBlocks(): number {
-    return this.#blocks.live;
-  }
-
   /**
    * Releases the callback. Throws, changing nothing, while Lua still holds
    * blocks: a state that is still open would call a dead function pointer.
    */
   close(): void {
-    if (this.#callbacks.closed) return;
-    if (this.#blocks.live > 0) {
-      throw new Error(
-        `LuaAllocator.close: Lua still holds ${this.#blocks.live} blocks; lua_close every state first`,
-      );
-    }
-    this.#callbacks.close();
-  }
-
-  /** Same as close(). */
-  [Symbol.dispose](): void {
-    this.close();
+    this.releaseCallbacks("LuaAllocator", "Lua", "lua_close every state first");
   }
 }

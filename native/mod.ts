@@ -32,7 +32,9 @@ export type {
   SharedHeapHandle,
 } from "../mod.ts";
 export { CAllocator, type CAllocatorOptions } from "./allocator.ts";
-export type { CallbackOwner } from "./callbacks.ts";
+export type { CallbackOwner, Callbacks } from "./callbacks.ts";
+export type { CBlocks } from "./blocks.ts";
+export { LibraryAllocator } from "./library_allocator.ts";
 export { LuaAllocator } from "./lua.ts";
 export { SqliteAllocator, type SqliteAllocatorOptions } from "./sqlite.ts";
 export { Z_STREAM_SIZE, Z_STREAM_ZALLOC_OFFSET, ZlibAllocator } from "./zlib.ts";

@@ -28,8 +28,7 @@
  */
 
 import type { Heap } from "../mod.ts";
-import { type CallbackOwner, Callbacks } from "./callbacks.ts";
-import { CBlocks } from "./blocks.ts";
+import { LibraryAllocator } from "./library_allocator.ts";
 import { nativeFunction } from "./libc.ts";
 import { SQLITE_LIBRARY } from "./libraries.ts";
 
@@ -89,13 +88,9 @@ let installed: SqliteAllocator | null = null;
  * // ... sqlite3_open, queries (SQLITE_NOMEM past the cap), sqlite3_close ...
  * ```
  */
-export class SqliteAllocator implements CallbackOwner {
-  /** The heap SQLite's memory comes from. */
-  readonly heap: Heap;
+export class SqliteAllocator extends LibraryAllocator {
   readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
   readonly #sqlite: SqliteSymbols;
-  readonly #callbacks = new Callbacks();
-  readonly #blocks: CBlocks;
   /** The mem methods SQLite had before, put back by close(). */
   readonly #saved = new BigUint64Array(8);
   #open = false;
@@ -111,14 +106,13 @@ export class SqliteAllocator implements CallbackOwner {
     if (typeof path !== "string") {
       throw new TypeError(`library must be a string, got ${typeof path}`);
     }
-    this.heap = heap;
-    this.#blocks = new CBlocks(heap);
+    super(heap);
     this.#library = Deno.dlopen(path, SYMBOLS);
     this.#sqlite = this.#library.symbols as unknown as SqliteSymbols;
     try {
       this.#install(this.#makeMethods());
     } catch (error) {
-      this.#callbacks.close();
+      this.callbacks.close();
       this.#library.close();
       throw error;
     }
@@ -127,8 +121,8 @@ export class SqliteAllocator implements CallbackOwner {
 
   /** The eight words of a sqlite3_mem_methods over this heap. */
   #makeMethods(): BigUint64Array {
-    const blocks = this.#blocks;
-    const callbacks = this.#callbacks;
+    const blocks = this.blocks;
+    const callbacks = this.callbacks;
     const address = blocks.narrow ? "u32" : "u64";
     const full = blocks.narrow
       ? (p: number | bigint) => blocks.resolve(p as number)
@@ -224,21 +218,6 @@ export class SqliteAllocator implements CallbackOwner {
     this.#open = false;
   }
 
-  /** The most recent error thrown inside a callback (SQLite saw NULL), or undefined. */
-  get lastError(): unknown {
-    return this.#callbacks.lastError;
-  }
-
-  /** How many errors the callbacks caught. */
-  get errorCount(): number {
-    return this.#callbacks.errorCount;
-  }
-
-  /** Blocks SQLite holds (after close(), 0: sqlite3_shutdown frees SQLite's own). */
-  get liveBlocks(): number {
-    return this.#blocks.live;
-  }
-
   /**
    * Shuts SQLite down and puts back the allocator it had before (with
    * memory statistics on). Throws, changing nothing, while SQLite still
@@ -248,21 +227,16 @@ export class SqliteAllocator implements CallbackOwner {
     if (!this.#open) return;
     const s = this.#sqlite;
     s.sqlite3_shutdown();
-    if (this.#blocks.live > 0) {
+    if (this.blocks.live > 0) {
       s.sqlite3_initialize();
       throw new Error(
-        `SqliteAllocator.close: SQLite still holds ${this.#blocks.live} blocks; sqlite3_close every connection first`,
+        `SqliteAllocator.close: SQLite still holds ${this.blocks.live} blocks; sqlite3_close every connection first`,
       );
     }
     this.#restore();
-    this.#callbacks.close();
+    this.callbacks.close();
     this.#library.close();
     installed = null;
-  }
-
-  /** Same as close(). */
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
 

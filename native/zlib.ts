@@ -17,8 +17,7 @@
  */
 
 import type { Heap } from "../mod.ts";
-import { type CallbackOwner, Callbacks } from "./callbacks.ts";
-import { CBlocks } from "./blocks.ts";
+import { LibraryAllocator } from "./library_allocator.ts";
 
 const LLP64 = Deno.build.os === "windows";
 /** Byte offset of `zalloc` in a z_stream (zfree and opaque follow it). */
@@ -40,21 +39,17 @@ const MAX_SIZE = Number.MAX_SAFE_INTEGER;
  * // deflateInit_(stream, ...), deflate, deflateEnd: zlib's memory is on the heap
  * ```
  */
-export class ZlibAllocator implements CallbackOwner {
-  /** The heap zlib's memory comes from. */
-  readonly heap: Heap;
+export class ZlibAllocator extends LibraryAllocator {
   /** The `zalloc` to store in a z_stream. */
   readonly zalloc: Deno.PointerObject;
   /** The `zfree` to store in a z_stream. */
   readonly zfree: Deno.PointerObject;
-  readonly #callbacks = new Callbacks();
-  readonly #blocks: CBlocks;
 
   /** Makes zalloc and zfree; they allocate from `heap` until close(). */
   constructor(heap: Heap) {
-    this.heap = heap;
-    const blocks = this.#blocks = new CBlocks(heap);
-    const callbacks = this.#callbacks;
+    super(heap);
+    const blocks = this.blocks;
+    const callbacks = this.callbacks;
     this.zalloc = callbacks.make(
       "zlib zalloc",
       { parameters: ["u8", "u32", "u32"], result: "u64" },
@@ -82,7 +77,7 @@ export class ZlibAllocator implements CallbackOwner {
 
   /** Writes zalloc, zfree and opaque (NULL) into the z_stream at `stream`, before its init call. */
   setStreamFields(stream: Deno.PointerObject): void {
-    this.#callbacks.assertOpen("setStreamFields");
+    this.callbacks.assertOpen("setStreamFields");
     const fields = new BigUint64Array(
       Deno.UnsafePointerView.getArrayBuffer(stream, 24, Z_STREAM_ZALLOC_OFFSET),
     );
@@ -91,37 +86,11 @@ export class ZlibAllocator implements CallbackOwner {
     fields[2] = 0n;
   }
 
-  /** The most recent error thrown inside a callback, or undefined. */
-  get lastError(): unknown {
-    return this.#callbacks.lastError;
-  }
-
-  /** How many errors the callbacks caught. */
-  get errorCount(): number {
-    return this.#callbacks.errorCount;
-  }
-
-  /** Blocks zlib holds: 0 once every stream is ended (deflateEnd, inflateEnd). */
-  get liveBlocks(): number {
-    return this.#blocks.live;
-  }
-
   /**
    * Releases the callbacks. Throws, changing nothing, while zlib still
    * holds blocks: a stream not ended would call a dead function pointer.
    */
   close(): void {
-    if (this.#callbacks.closed) return;
-    if (this.#blocks.live > 0) {
-      throw new Error(
-        `ZlibAllocator.close: zlib still holds ${this.#blocks.live} blocks; end every stream first`,
-      );
-    }
-    this.#callbacks.close();
-  }
-
-  /** Same as close(). */
-  [Symbol.dispose](): void {
-    this.close();
+    this.releaseCallbacks("ZlibAllocator", "zlib", "end every stream first");
   }
 }
