@@ -274,7 +274,8 @@ export function createHeap(options?: HeapOptions): Allocator {
    */
   const data = (o: number, size: number): Uint8Array | null => {
     if (o >= 0 && o + size <= u8.length) return u8;
-    const v = heap.bytes(base + o, 1);
+    // The block's whole usable size: a buffer that ends inside the block would drop writes.
+    const v = heap.bytes(base + o);
     if (o < 0 || v.byteOffset !== o) return null;
     u8 = new Uint8Array(v.buffer);
     return u8;
