@@ -1229,13 +1229,26 @@ export class Pages {
     u32[d + Desc.Next] = 0;
   }
 
-  /** A full page got a block back: it goes to the head of its class list. */
+  /**
+   * A full page got a block back: it goes back on its class list, at the head,
+   * or second while the head page's blocks wait on the allocation list.
+   */
   private readmit(d: number): void {
     const u32 = this.u32;
-    // The allocation list belongs to the head page, which is about to change.
-    if (u32[d + Desc.Units] === 1) this.flushAllocList(u32[d + Desc.Class]);
-    const slot = this.headSlot(u32[d + Desc.Class]);
+    const cls = u32[d + Desc.Class];
+    const slot = this.headSlot(cls);
     const head = u32[slot];
+    if (cls < SPLIT_CLASSES && this.allocLists[cls] !== 0) {
+      // The allocation list belongs to the head page: the page goes second,
+      // and is allocated from once the list runs dry.
+      const next = u32[head + Desc.Next];
+      u32[d + Desc.Prev] = head;
+      u32[d + Desc.Next] = next;
+      if (next !== 0) u32[next + Desc.Prev] = d;
+      u32[head + Desc.Next] = d;
+      u32[d + Desc.FastFree] = 1;
+      return;
+    }
     if (head !== 0 && u32[head + Desc.Used] === 0) {
       this.unlinkAvailable(head, slot), this.retire(head);
     }

@@ -215,7 +215,8 @@ describe("heap.snapshot()", () => {
     }
     assert.deepEqual(s.large.map((b) => b.address), [big]);
     const cls64 = s.classes.find((c) => c.blockSize === 64);
-    assert.equal(cls64, undefined, "class 64's pages all emptied");
+    // Every page of class 64 emptied; at most its current page stays, holding no live block.
+    assert.ok(cls64 === undefined || (cls64.pages === 1 && cls64.live === 0), "class 64 emptied");
     const fitPages = s.pages.filter((p) => p.kind === "fit");
     assert.equal(fitPages.reduce((n, p) => n + p.live, 0), 100 + 20);
     assert.ok(s.fragmentation.largestFreeRunBytes >= 64 * KiB);
