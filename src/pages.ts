@@ -764,7 +764,17 @@ export class Pages {
       }
       const bump = u32[d + Desc.Bump];
       if (bump < u32[d + Desc.BumpEnd]) {
-        if (bump + blockSize > u32[d + Desc.CommitEnd]) this.extendCommit(d, bump + blockSize);
+        if (bump + blockSize > u32[d + Desc.CommitEnd]) {
+          // Before committing more, the free blocks of the next page on the list.
+          const next = u32[d + Desc.Next];
+          if (next !== 0 && u32[next + Desc.Free] !== 0) {
+            this.unlinkAvailable(d, slot);
+            if (u32[d + Desc.Used] === 0) this.retire(d); // an empty page is only ever a head
+            else this.insertAfter(next, d);
+            continue;
+          }
+          this.extendCommit(d, bump + blockSize);
+        }
         const end = Math.min(u32[d + Desc.BumpEnd], u32[d + Desc.CommitEnd]);
         const count = Math.floor((end - bump) / blockSize);
         for (let i = 1, b = bump; i < count; i++, b += blockSize) u32[b >>> 2] = b + blockSize;
@@ -1241,11 +1251,7 @@ export class Pages {
     if (cls < SPLIT_CLASSES && this.allocLists[cls] !== 0) {
       // The allocation list belongs to the head page: the page goes second,
       // and is allocated from once the list runs dry.
-      const next = u32[head + Desc.Next];
-      u32[d + Desc.Prev] = head;
-      u32[d + Desc.Next] = next;
-      if (next !== 0) u32[next + Desc.Prev] = d;
-      u32[head + Desc.Next] = d;
+      this.insertAfter(head, d);
       u32[d + Desc.FastFree] = 1;
       return;
     }
@@ -1753,6 +1759,16 @@ export class Pages {
     if (head !== 0) u32[head + Desc.Prev] = d;
     u32[slot] = d;
     if (u32[d + Desc.State] === PageState.Small) u32[d + Desc.FastFree] = 1;
+  }
+
+  /** Puts page `d` on a list right behind page `after`. */
+  private insertAfter(after: number, d: number): void {
+    const u32 = this.u32;
+    const next = u32[after + Desc.Next];
+    u32[d + Desc.Prev] = after;
+    u32[d + Desc.Next] = next;
+    if (next !== 0) u32[next + Desc.Prev] = d;
+    u32[after + Desc.Next] = d;
   }
 
   /** Takes page `d` off the doubly linked list whose head is at u32 index `slot` (also fit.ts's page list). */

@@ -17,15 +17,18 @@ describe("fragmentation and page reuse", () => {
       }
       const committed = heap.stats().committedBytes;
       const refill: number[] = [];
+      let elsewhere = 0;
       for (let i = 0; i < holes.size; i++) {
-        // A different request size of the same class lands in the same holes.
+        // A different request size of the same class lands in the same holes,
+        // after the never-used blocks of the class's current page, if any.
         const p = heap.malloc(size - 7);
-        assert.ok(
-          holes.has(p),
-          `malloc(${size - 7}) = 0x${p.toString(16)} is not one of the holes`,
-        );
+        if (!holes.has(p)) elsewhere++;
         refill.push(p);
       }
+      assert.ok(
+        elsewhere <= Math.ceil(64 * KiB / size),
+        `size ${size}: ${elsewhere} of ${holes.size} blocks not in the holes`,
+      );
       assert.equal(heap.stats().committedBytes, committed, `size ${size}: no new memory`);
       heap.check();
       for (let i = 1; i < n; i += 2) heap.free(blocks[i]);
