@@ -18,6 +18,10 @@
  * committed, up to COMMIT_END) only as far as it is used, and a little
  * ahead: extendCommit faults memory in with one call, not page by page.
  * A free block's first 4 bytes hold the offset of the next free block.
+ * Classes up to 1 KiB of a private heap in no special mode take the free
+ * list, or a batch of bumped blocks, onto their allocation list in one go
+ * (see "block fast paths" below); the page's own free list then collects
+ * what free() gives back.
  *
  * Each unit also owns 512 bytes of live bitmap: one bit per 16-byte granule
  * of a small page, set at a live block's first granule (medium pages use one
@@ -81,12 +85,14 @@
  *
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
- *    list. A full page is on no list, except that the head may be full:
- *    takeBlockFast leaves a page it fills at the head, so that a free and a
- *    malloc in turn on a full page stay on the fast paths; Pages.take drops
- *    a full head when it finds one, and so does pushing a page in front of
- *    it. A free to a full page that is not listed puts it back at the head
- *    (or retires it, when the page holds one block: full, then empty).
+ *    list. A full page is on no list, except that the head may be full
+ *    (its blocks live or waiting on the allocation list): Pages.take and
+ *    refill drop a full head when they find one, and so does pushing a
+ *    page in front of it. A free to a full page that is not listed puts it
+ *    back at the head, or second while the head's blocks wait on the
+ *    allocation list (or retires it, when the page holds one block: full,
+ *    then empty). FAST_FREE is 0 exactly while a small page is full and
+ *    off its list.
  *  - An in-use page with USED = 0 may only be the head of its class list:
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
@@ -696,7 +702,7 @@ export class Pages {
     const slot = this.headSlot(cls);
     let d = u32[slot];
     if (d !== 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity]) {
-      this.dropFullHead(d); // takeBlockFast filled it
+      this.dropFullHead(d); // full: see the list rules above
       d = u32[slot];
     }
     if (d === 0 && this.shared) {

@@ -12,8 +12,8 @@
  *                 check() takes every owner's lock to stop the world
  *     3 DEBUG     1 if the Worker runs in debug mode: its adopter then looks
  *                 for the blocks its quarantine held (see debug.ts)
- *     4..13       f64 counters: allocated, peak allocated, allocs, frees,
- *                 bytes requested (published after each call)
+ *     4..13       f64 counters: allocated, peak allocated, allocs, frees
+ *                 (published after each call; the fifth is spare)
  *     line 1, written by other Workers (a line of its own, so that their
  *     pushes do not take the owner's lock word away from it):
  *    16 PENDING   first page (descriptor index) whose blocks other Workers
@@ -68,7 +68,6 @@ export const enum Counter {
   PeakAllocated = 1,
   Allocs = 2,
   Frees = 3,
-  Requested = 4,
 }
 
 /**
