@@ -18,7 +18,7 @@ import { Heap } from "./src/heap.ts";
 export { type AttachOptions, Heap, type HeapOptions, type SharedHeapHandle } from "./src/heap.ts";
 export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
-export type { DebugOptions, LeakedBlock } from "./src/debug.ts";
+export type { DebugOptions, LeakedBlock } from "./src/modes/debug.ts";
 export type { HeapErrorDetails } from "./src/errors.ts";
 export type {
   ClassSnapshot,

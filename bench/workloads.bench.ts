@@ -76,7 +76,7 @@ for (const size of CLASS_SIZES) {
 
 // ---- blocks above 1 KiB: fit pages ----------------------------------------------------------
 
-// The heap cuts these from fit pages and merges them when freed (src/fit.ts):
+// The heap cuts these from fit pages and merges them when freed (src/alloc/fit.ts):
 // what that costs against size classes shows here.
 const MID_OPS = 200_000;
 const midSizes = uniformSizes(MID_OPS, 1025, 8192, 0x5eed);

@@ -22,7 +22,7 @@
  */
 
 import type { Heap } from "../mod.ts";
-import { moveMemory } from "../src/os.ts";
+import { moveMemory } from "../src/os/libc.ts";
 
 const TWO_32 = 2 ** 32;
 /** Blocks set aside for breaking a rule before malloc gives up. */

@@ -40,14 +40,14 @@ import {
   S_PURGED_BYTES,
   S_RETAINED_BYTES,
   UNIT_SIZE,
-} from "./arena.ts";
-import { ClassEntry, Desc, type Pages, PageState, Tables } from "./pages.ts";
-import { OwnerState, Slot, slotOf } from "./sync.ts";
-import type { LargeBlocks } from "./large.ts";
-import { binOf, CHUNK_HEADER, FIT_BINS, FIT_PAGE_BYTES, type FitPages } from "./fit.ts";
-import { CLASS_COUNT } from "./size_classes.ts";
+} from "./arena/arena.ts";
+import { ClassEntry, Desc, type Pages, PageState, Tables } from "./alloc/pages.ts";
+import { OwnerState, Slot, slotOf } from "./arena/owners.ts";
+import type { LargeBlocks } from "./alloc/large.ts";
+import { binOf, CHUNK_HEADER, FIT_BINS, FIT_PAGE_BYTES, type FitPages } from "./alloc/fit.ts";
+import { CLASS_COUNT } from "./alloc/size_classes.ts";
 import { HeapError } from "./errors.ts";
-import { OS_PAGE_SIZE } from "./os.ts";
+import { OS_PAGE_SIZE } from "./os/libc.ts";
 
 /** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
 export function checkHeap(

@@ -22,9 +22,17 @@ import {
   MIN_ARENA_BYTES,
   S_MPROTECT_CALLS,
   UNIT_SIZE,
-} from "./arena.ts";
-import { Desc, freeBlockFast, Pages, PageState, Tables, takeBlockFast, Tally } from "./pages.ts";
-import { LargeBlocks } from "./large.ts";
+} from "./arena/arena.ts";
+import {
+  Desc,
+  freeBlockFast,
+  Pages,
+  PageState,
+  Tables,
+  takeBlockFast,
+  Tally,
+} from "./alloc/pages.ts";
+import { LargeBlocks } from "./alloc/large.ts";
 import {
   classForAlignment,
   classOfSize,
@@ -32,16 +40,16 @@ import {
   LOOKUP_MAX_SIZE,
   MAX_CLASS_ALIGNMENT,
   MAX_CLASS_SIZE,
-} from "./size_classes.ts";
-import { isReadWrite, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os.ts";
+} from "./alloc/size_classes.ts";
+import { isReadWrite, moveMemory, OS_PAGE_SIZE, protectMemory, viewMemory } from "./os/libc.ts";
 import {
   type CoreAccess,
   DebugLayer,
   type DebugOptions,
   type LeakedBlock,
   releaseOrphanQuarantines,
-} from "./debug.ts";
-import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./fit.ts";
+} from "./modes/debug.ts";
+import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./alloc/fit.ts";
 import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
 import {
   type HeapStats,
@@ -64,7 +72,7 @@ import {
   TOTAL_STORE_ORDER,
   unlockGlobal,
   unlockOwner,
-} from "./sync.ts";
+} from "./arena/owners.ts";
 import { checkHeap, containDamage } from "./check.ts";
 import { type HeapSnapshot, type SnapshotOptions, takeSnapshot } from "./snapshot.ts";
 import { formatSummary } from "./summary.ts";
@@ -121,7 +129,7 @@ export interface HeapOptions {
   secure?: boolean;
   /**
    * A heap that several Workers use at once: pass `heap.share()` to a Worker
-   * and call `Heap.attach(handle)` there (see sync.ts). Default false.
+   * and call `Heap.attach(handle)` there (see owners.ts). Default false.
    */
   shared?: boolean;
   /**
@@ -1035,7 +1043,7 @@ export class Heap {
       publishCounters(this.#arena, counters);
       return;
     }
-    // Shared heaps: into this Worker's owner slot, in Counter order (sync.ts),
+    // Shared heaps: into this Worker's owner slot, in Counter order (owners.ts),
     // where stats() in any Worker adds them up.
     const f64 = this.#arena.f64;
     const f = this.#countersF64;
@@ -1137,7 +1145,7 @@ export class Heap {
 
   /**
    * Shared heaps: a public call ends; the outermost publishes the counters
-   * and unlocks. With total store order (x86-64, see sync.ts) a plain store
+   * and unlocks. With total store order (x86-64, see owners.ts) a plain store
    * releases the lock (V8 emits typed array accesses in program order), so
    * whoever takes the lock next sees every write made under it. That halves
    * the lock's cost: Atomics.store is an xchg, as costly as the

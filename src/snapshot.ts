@@ -21,14 +21,14 @@
  * (reserved, inaccessible until carved).
  */
 
-import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena.ts";
-import { Desc, PageState, Tables } from "./pages.ts";
-import type { LargeBlocks } from "./large.ts";
-import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./fit.ts";
-import { CLASS_COUNT, classBlockSize } from "./size_classes.ts";
-import { OS_PAGE_SIZE } from "./os.ts";
+import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena/arena.ts";
+import { Desc, PageState, Tables } from "./alloc/pages.ts";
+import type { LargeBlocks } from "./alloc/large.ts";
+import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit.ts";
+import { CLASS_COUNT, classBlockSize } from "./alloc/size_classes.ts";
+import { OS_PAGE_SIZE } from "./os/libc.ts";
 import type { HeapStats } from "./stats.ts";
-import type { DebugLayer } from "./debug.ts";
+import type { DebugLayer } from "./modes/debug.ts";
 
 /** Options of `heap.snapshot()`. */
 export interface SnapshotOptions {

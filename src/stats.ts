@@ -4,7 +4,7 @@
  * allocation fast path except the few counter updates in heap.ts.
  */
 
-import { Counter, Slot, slotOf } from "./sync.ts";
+import { Counter, Slot, slotOf } from "./arena/owners.ts";
 import {
   type Arena,
   H_LARGE_COUNT,
@@ -24,7 +24,7 @@ import {
   S_PURGED_BYTES,
   S_RESERVED,
   S_RETAINED_BYTES,
-} from "./arena.ts";
+} from "./arena/arena.ts";
 
 /**
  * A snapshot of a heap's counters. All sizes are in bytes. In debug mode the

@@ -34,8 +34,8 @@
  * the heap's own buffer.
  */
 
-import { type Arena, H_COMMIT_TOP } from "./arena.ts";
-import { viewMemory } from "./os.ts";
+import { type Arena, H_COMMIT_TOP } from "./arena/arena.ts";
+import { viewMemory } from "./os/libc.ts";
 
 /** A buffer over one block: `[start, start + length)`. */
 interface BlockBuffer {

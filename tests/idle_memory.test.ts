@@ -12,7 +12,7 @@ import {
   writeEnds,
 } from "./helpers.ts";
 import { residentBytes } from "./native_memory.ts";
-import { canPopulate } from "../src/os.ts";
+import { canPopulate } from "../src/os/libc.ts";
 
 const PAGE = 64 * KiB;
 

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError } from "../mod.ts";
-import { canPopulate } from "../src/os.ts";
+import { canPopulate } from "../src/os/libc.ts";
 import { checked, KiB, MiB, rss } from "./helpers.ts";
 import { mapped, residentBytes } from "./native_memory.ts";
 

@@ -14,8 +14,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError } from "../mod.ts";
-import { DESCRIPTORS_BYTE, H_DATA_START, H_MAGIC, MAGIC } from "../src/arena.ts";
-import { Desc } from "../src/pages.ts";
+import { DESCRIPTORS_BYTE, H_DATA_START, H_MAGIC, MAGIC } from "../src/arena/arena.ts";
+import { Desc } from "../src/alloc/pages.ts";
 import { KiB, MiB, Rng } from "./helpers.ts";
 import { mapped, poke, readable } from "./native_memory.ts";
 

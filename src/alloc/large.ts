@@ -36,9 +36,9 @@ import {
   S_MPROTECT_CALLS,
   S_MUNMAP_CALLS,
   S_RESERVED,
-} from "./arena.ts";
-import { lockGlobal, unlockGlobal } from "./sync.ts";
-import { HeapError } from "./errors.ts";
+} from "../arena/arena.ts";
+import { lockGlobal, unlockGlobal } from "../arena/owners.ts";
+import { HeapError } from "../errors.ts";
 import {
   canRemap,
   mapMemory,
@@ -51,7 +51,7 @@ import {
   remapMemory,
   unmapMemory,
   viewMemory,
-} from "./os.ts";
+} from "../os/libc.ts";
 
 const SLOT_WORDS = 4;
 const L_ADDRESS = 0;

@@ -32,7 +32,7 @@
  *                    | has not seen freed; see pages.ts)             |
  *                    +-----------------------------------------------+
  *                    | owner slots: 64 x 1 KiB (shared heaps; see    |
- *                    | sync.ts)                                      |
+ *                    | owners.ts)                                    |
  *   dataStart        +-----------------------------------------------+  64 KiB-aligned address
  *                    | unit 0 | unit 1 | ... 64 KiB each, carved from  |
  *                    | the bottom up as small (1 unit) or medium     |
@@ -51,7 +51,7 @@ import {
   protectMemory,
   unmapMemory,
   viewMemory,
-} from "./os.ts";
+} from "../os/libc.ts";
 
 export const MAGIC = 0x414d5354; // "TSMA"
 export const LAYOUT_VERSION = 4;
@@ -60,7 +60,7 @@ export const UNIT_SIZE = 64 * 1024;
 export const MEDIUM_UNITS = 16; // a medium page is 1 MiB
 const DESC_BYTES = 128;
 const BITMAP_BYTES = 512; // 4096 bits: one per 16-byte granule of a 64 KiB unit
-/** Owner slots of a shared heap: 64 of 1 KiB (see sync.ts). */
+/** Owner slots of a shared heap: 64 of 1 KiB (see owners.ts). */
 export const MAX_OWNERS = 64;
 export const OWNER_WORDS = 256;
 const OWNERS_BYTES = MAX_OWNERS * OWNER_WORDS * 4;

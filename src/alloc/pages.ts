@@ -28,7 +28,7 @@
  * bit per 8 KiB, which still separates their blocks, all larger). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
- * Shared heaps: a page belongs to one Worker, its owner (see sync.ts), and
+ * Shared heaps: a page belongs to one Worker, its owner (see owners.ts), and
  * each unit has a second bitmap, the handed-out bitmap, that only the owner
  * writes: the blocks it handed out and has not seen freed. Another Worker
  * frees a block of the page by clearing its live bit alone (an atomic and:
@@ -135,7 +135,7 @@ import {
   S_RETAIN_LIMIT,
   S_RETAINED_BYTES,
   UNIT_SIZE,
-} from "./arena.ts";
+} from "../arena/arena.ts";
 import {
   CLASS_COUNT,
   classBlockSize,
@@ -152,8 +152,8 @@ import {
   PROT_WRITE,
   protectMemory,
   releasePages,
-} from "./os.ts";
-import { HeapError } from "./errors.ts";
+} from "../os/libc.ts";
+import { HeapError } from "../errors.ts";
 import {
   claimOrphans,
   lockGlobal,
@@ -162,7 +162,7 @@ import {
   slotOf,
   TOTAL_STORE_ORDER,
   unlockGlobal,
-} from "./sync.ts";
+} from "../arena/owners.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -419,7 +419,7 @@ export class Pages {
   /** Whether small classes allocate through allocation lists (a private heap in no special mode). */
   readonly splitLists: boolean;
   private readonly shared: boolean;
-  /** See TOTAL_STORE_ORDER (sync.ts). */
+  /** See TOTAL_STORE_ORDER (owners.ts). */
   private readonly totalStoreOrder = TOTAL_STORE_ORDER;
   /** Shared heaps: words from a live bitmap to the same unit's handed-out bitmap. */
   private readonly handedOutDelta: number;

@@ -42,7 +42,7 @@
  */
 
 import { type Arena, H_CHECK_LOCK, H_GLOBAL_LOCK, MAX_OWNERS, OWNER_WORDS } from "./arena.ts";
-import { currentThreadId, threadAlive, yieldThread } from "./os.ts";
+import { currentThreadId, threadAlive, yieldThread } from "../os/libc.ts";
 
 export const enum Slot {
   State = 0,

@@ -49,10 +49,10 @@ import {
   type HeapErrorDetails,
   notABlock,
   plural,
-} from "./errors.ts";
-import { OS_PAGE_SIZE, PROT_NONE } from "./os.ts";
-import type { HeapStats } from "./stats.ts";
-import { MAX_CLASS_ALIGNMENT, MAX_CLASS_SIZE } from "./size_classes.ts";
+} from "../errors.ts";
+import { OS_PAGE_SIZE, PROT_NONE } from "../os/libc.ts";
+import type { HeapStats } from "../stats.ts";
+import { MAX_CLASS_ALIGNMENT, MAX_CLASS_SIZE } from "../alloc/size_classes.ts";
 
 /** Knobs of `new Heap({ debug: { ... } })`. */
 export interface DebugOptions {
@@ -727,7 +727,7 @@ function cleanStack(site: Error): string {
   const lines = (site.stack ?? "").split("\n").slice(1);
   // This library's frames, and the layer under the native adapters (their
   // callbacks' frames, which name the C library, stay).
-  const own = /\/src\/(debug|heap)\.ts:|\/mod\.ts:|\/native\/blocks\.ts:/;
+  const own = /\/src\/(modes\/debug|heap)\.ts:|\/mod\.ts:|\/native\/blocks\.ts:/;
   return lines.filter((line) => !own.test(line)).map((line) => line.trim()).join("\n");
 }
 

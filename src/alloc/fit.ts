@@ -54,10 +54,10 @@ import {
   MEDIUM_UNITS,
   S_MADVISE_CALLS,
   UNIT_SIZE,
-} from "./arena.ts";
+} from "../arena/arena.ts";
 import { Desc, type Pages, PageState } from "./pages.ts";
-import { OS_PAGE_SIZE, releasePages } from "./os.ts";
-import { HeapError } from "./errors.ts";
+import { OS_PAGE_SIZE, releasePages } from "../os/libc.ts";
+import { HeapError } from "../errors.ts";
 
 /** Requests above this many bytes (and up to MAX_CLASS_SIZE) go to fit pages. */
 export const FIT_MIN_REQUEST = 1024;
