@@ -7,6 +7,7 @@
 import { describe, it } from "node:test";
 import { Heap } from "../mod.ts";
 import { runShadow, runSharedShadow, type ShadowConfig } from "./shadow_model.ts";
+import { needs } from "./helpers.ts";
 
 const base: Omit<ShadowConfig, "seed" | "stats" | "reallocInPlace"> = {
   targetLive: 3000,
@@ -38,7 +39,10 @@ describe("shadow-model stress: every block intact, stats() and check() agree wit
     }, 20_000);
   });
 
-  it("shared heap, 4 Workers x 15k operations, each handing blocks to the next to free", async () => {
+  // A Worker's module is read from disk: --allow-read.
+  it("shared heap, 4 Workers x 15k operations, each handing blocks to the next to free", {
+    skip: needs("read"),
+  }, async () => {
     const heap = new Heap({ shared: true });
     await runSharedShadow(heap, 4, 15_000, {
       ...base,
