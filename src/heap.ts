@@ -176,23 +176,6 @@ export interface AttachOptions {
   debug?: boolean | DebugOptions;
 }
 
-/**
- * The public methods a shared heap runs under its Worker's owner lock
- * through a wrapper; malloc and free take it themselves, more cheaply.
- */
-const LOCKED_METHODS = [
-  "calloc",
-  "blockOf",
-  "alignedAlloc",
-  "realloc",
-  "usableSize",
-  "bytes",
-  "pointer",
-  "trim",
-  "leaks",
-  "leakReport",
-] as const;
-
 /** Constructor input of Heap.attach (not part of HeapOptions' public surface). */
 const attachKey = Symbol("attach");
 
@@ -354,7 +337,6 @@ export class Heap {
       arena.u32[slotOf(arena, this.#owner) + Slot.Debug] = this.#debug === null ? 0 : 1;
       this.#lockIndex = ownerLockIndex(arena, this.#owner);
       this.#countersF64 = ownerCountersF64(arena, this.#owner);
-      this.#lockEveryCall();
     }
   }
 
@@ -433,6 +415,7 @@ export class Heap {
 
   /** Allocates `count * size` zeroed bytes; 0 when the product overflows or memory runs out. */
   calloc(count: number, size: number): number {
+    if (this.#needsLock()) return this.#locked(() => this.calloc(count, size));
     checkSize(count, "calloc");
     checkSize(size, "calloc");
     const total = count * size;
@@ -491,6 +474,7 @@ export class Heap {
    * (a power of two; any size up to what the OS can map).
    */
   alignedAlloc(alignment: number, size: number): number {
+    if (this.#needsLock()) return this.#locked(() => this.alignedAlloc(alignment, size));
     checkSize(size, "alignedAlloc");
     if (typeof alignment !== "number") {
       throw new TypeError(`alignedAlloc: alignment must be a number, got ${typeof alignment}`);
@@ -523,6 +507,7 @@ export class Heap {
    * `mremap`. On failure returns 0 and the old block is intact.
    */
   realloc(address: number, size: number): number {
+    if (this.#needsLock()) return this.#locked(() => this.realloc(address, size));
     checkSize(size, "realloc");
     const debug = this.#special ? this.#specialMode("realloc") : null;
     if (debug) {
@@ -629,6 +614,7 @@ export class Heap {
 
   /** Bytes the caller may use at `address` (at least the size asked for). */
   usableSize(address: number): number {
+    if (this.#needsLock()) return this.#locked(() => this.usableSize(address));
     const debug = this.#special ? this.#specialMode("usableSize") : null;
     if (debug) return debug.usableSize(address, "usableSize");
     const where = this.#locate(address, "usableSize");
@@ -642,6 +628,7 @@ export class Heap {
    * 0) when it is freed, shrunk or moved, every view by close().
    */
   bytes(address: number, length?: number): Uint8Array {
+    if (this.#needsLock()) return this.#locked(() => this.bytes(address, length));
     const debug = this.#special ? this.#specialMode("bytes") : null;
     if (debug) {
       const span = debug.viewSpan(address, length, "bytes");
@@ -663,6 +650,7 @@ export class Heap {
    * user's block; its red zones belong to no block.
    */
   blockOf(address: number): number {
+    if (this.#needsLock()) return this.#locked(() => this.blockOf(address));
     if (this.#closed) throw closedError("blockOf");
     if (typeof address !== "number") {
       throw new TypeError(`blockOf: address must be a number, got ${typeof address}`);
@@ -702,6 +690,7 @@ export class Heap {
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
   pointer(address: number): Deno.PointerObject {
+    if (this.#needsLock()) return this.#locked(() => this.pointer(address));
     const debug = this.#special ? this.#specialMode("pointer") : null;
     if (debug) debug.assertLive(address, "pointer");
     else this.#locate(address, "pointer");
@@ -791,6 +780,7 @@ export class Heap {
    * address space stays reserved. Returns the bytes given back.
    */
   trim(): number {
+    if (this.#needsLock()) return this.#locked(() => this.trim());
     if (this.#closed) throw closedError("trim");
     this.#debug?.flushQuarantine("trim");
     return this.#pages.trim();
@@ -841,6 +831,7 @@ export class Heap {
    * allocation order in debug mode.
    */
   leaks(): LeakedBlock[] {
+    if (this.#needsLock()) return this.#locked(() => this.leaks());
     if (this.#closed) throw closedError("leaks");
     if (this.#debug) return this.#debug.leaks();
     const blocks: LeakedBlock[] = [];
@@ -857,6 +848,7 @@ export class Heap {
 
   /** Live blocks grouped by allocation site with counts and bytes, largest first. */
   leakReport(): string {
+    if (this.#needsLock()) return this.#locked(() => this.leakReport());
     if (this.#closed) throw closedError("leakReport");
     if (this.#debug) return this.#debug.leakReport();
     const blocks = this.leaks();
@@ -1079,30 +1071,29 @@ export class Heap {
     if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
   }
 
-  /** Shared heaps: wraps the public calls of LOCKED_METHODS in this Worker's owner lock. */
-  #lockEveryCall(): void {
-    const self = this as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const name of LOCKED_METHODS) {
-      const method = self[name];
-      self[name] = (...args: unknown[]) => {
-        this.#enter();
-        try {
-          return method.apply(this, args);
-        } finally {
-          this.#leave();
-        }
-      };
+  /**
+   * Shared heaps: whether a public call must take this Worker's owner lock
+   * (the outermost call of a shared heap; calls nest: leakReport calls
+   * leaks). Every public method but malloc and free, which take the lock on
+   * their slow paths, begins by asking.
+   */
+  #needsLock(): boolean {
+    return this.#owner !== 0 && this.#lockDepth === 0;
+  }
+
+  /** Shared heaps: runs `call` (the public method again) under this Worker's owner lock. */
+  #locked<T>(call: () => T): T {
+    this.#enter();
+    try {
+      return call();
+    } finally {
+      this.#leave();
     }
   }
 
   /** Shared heaps: malloc under this Worker's owner lock. */
   #mallocLocked(size: number): number {
-    this.#enter();
-    try {
-      return this.#mallocSpecial(size);
-    } finally {
-      this.#leave();
-    }
+    return this.#locked(() => this.#mallocSpecial(size));
   }
 
   /** malloc() when closed, in debug, secure or shared mode. */
@@ -1114,12 +1105,7 @@ export class Heap {
 
   /** Shared heaps: free under this Worker's owner lock. */
   #freeLocked(address: number): void {
-    this.#enter();
-    try {
-      this.#freeSpecial(address);
-    } finally {
-      this.#leave();
-    }
+    this.#locked(() => this.#freeSpecial(address));
   }
 
   /** free() when closed, in debug, secure or shared mode. */
