@@ -51,16 +51,10 @@ import {
 } from "./modes/debug.ts";
 import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./alloc/fit.ts";
 import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
-import {
-  type HeapStats,
-  type HotCounters,
-  publishCounters,
-  readOwnerCounters,
-  readStats,
-  sumOwnerCounters,
-} from "./stats.ts";
+import { type HeapStats, publishCounters, readStats, sumOwnerCounters } from "./stats.ts";
 import {
   detachOwner,
+  type HotCounters,
   lockGlobal,
   lockOwner,
   ownerCountersF64,
@@ -231,8 +225,6 @@ export class Heap {
   #lockIndex = 0;
   #countersF64 = 0;
   #plainStoreReleases = TOTAL_STORE_ORDER;
-  /** Shared heaps: debug-mode Workers whose pages this one adopted, whose quarantines await release. */
-  #adopted: number[] = [];
 
   /** Reserves an arena and formats an empty heap (see HeapOptions). */
   constructor(options: HeapOptions = {}) {
@@ -303,21 +295,14 @@ export class Heap {
     }
     this.#arena = arena;
     const split = !shared && !secure && !options.debug;
-    this.#pages = new Pages(arena, this.#owner, split);
+    this.#large = new LargeBlocks(arena, secure, this.#owner);
+    this.#pages = new Pages(arena, this.#large, this.#owner, split);
     this.tally = this.#pages.tally;
-    // A slot taken over from a Worker that detached brings its counters along.
-    if (shared) this.#addCounters(readOwnerCounters(arena, this.#owner));
     if (!shared && !secure) this.#fit = new FitPages(arena, this.#pages);
-    this.#pages.onAdopt = (orphan) => {
-      this.#addCounters(readOwnerCounters(arena, orphan));
-      if (arena.u32[slotOf(arena, orphan) + Slot.Debug] === 1) this.#adopted.push(orphan);
-    };
     if (!shared && !secure) {
       this.#pages.idleRatio = idleRatio;
       this.#pages.idleFloor = idleFloorBytes;
-      this.#pages.largeTableBytes = () => this.#large.tableBytes;
     }
-    this.#large = new LargeBlocks(arena, secure, this.#owner);
     this.#buffers = new UserBuffers(arena, secure);
     this.u8 = arena.u8;
     this.u32 = arena.u32;
@@ -994,15 +979,6 @@ export class Heap {
     else this.#pages.countHanded(blocks, bytes);
   }
 
-  /** Shared heaps: counters of an owner slot this Worker takes over (see HotCounters). */
-  #addCounters(taken: HotCounters): void {
-    const tally = this.tally;
-    tally[Tally.HandedBlocks] += taken.allocs;
-    tally[Tally.FreedBlocks] += taken.frees;
-    tally[Tally.UpperBytes] += taken.allocated;
-    tally[Tally.PeakBytes] += taken.peakAllocated;
-  }
-
   /**
    * The counters as stats() shows them (see "Counting" in pages.ts). With
    * allocation lists, live blocks and bytes come from the pages' USED, less
@@ -1139,7 +1115,7 @@ export class Heap {
    */
   #leave(): void {
     if (--this.#lockDepth !== 0 || this.#closed) return;
-    if (this.#adopted.length !== 0) this.#releaseAdoptedQuarantines();
+    if (this.#pages.adoptedDebugOwners.length !== 0) this.#releaseAdoptedQuarantines();
     this.#publish();
     if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
     else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
@@ -1151,8 +1127,7 @@ export class Heap {
    * but live for the core) go back too. Still under this Worker's lock.
    */
   #releaseAdoptedQuarantines(): void {
-    const orphans = this.#adopted;
-    this.#adopted = [];
+    const orphans = this.#pages.adoptedDebugOwners.splice(0);
     this.#lockDepth++;
     try {
       const core = this.#coreAccess();

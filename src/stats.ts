@@ -4,7 +4,7 @@
  * allocation fast path except the few counter updates in heap.ts.
  */
 
-import { Counter, Slot, slotOf } from "./arena/owners.ts";
+import { Counter, type HotCounters, Slot, slotOf } from "./arena/owners.ts";
 import {
   type Arena,
   H_LARGE_COUNT,
@@ -85,18 +85,6 @@ export interface HeapStats {
   utilization: number;
 }
 
-/**
- * The allocation counters, derived from the pages' tally (see Tally in
- * pages.ts) and published into the arena header (S_ALLOCATED ...
- * S_FREE_COUNT) whenever stats() or check() runs.
- */
-export interface HotCounters {
-  allocated: number;
-  peakAllocated: number;
-  allocs: number;
-  frees: number;
-}
-
 /** Copies the hot counters into the arena header. */
 export function publishCounters(arena: Arena, c: HotCounters): void {
   const f64 = arena.f64;
@@ -104,18 +92,6 @@ export function publishCounters(arena: Arena, c: HotCounters): void {
   f64[S_PEAK_ALLOCATED] = c.peakAllocated;
   f64[S_ALLOC_COUNT] = c.allocs;
   f64[S_FREE_COUNT] = c.frees;
-}
-
-/** Shared heaps: the counters an owner slot holds (0 for a fresh slot). */
-export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
-  const f = (slotOf(arena, owner) + Slot.Counters) / 2;
-  const f64 = arena.f64;
-  return {
-    allocated: f64[f + Counter.Allocated],
-    peakAllocated: f64[f + Counter.PeakAllocated],
-    allocs: f64[f + Counter.Allocs],
-    frees: f64[f + Counter.Frees],
-  };
 }
 
 /**

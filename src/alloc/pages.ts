@@ -156,13 +156,16 @@ import {
 import { HeapError } from "../errors.ts";
 import {
   claimOrphans,
+  type HotCounters,
   lockGlobal,
   OwnerState,
+  readOwnerCounters,
   Slot,
   slotOf,
   TOTAL_STORE_ORDER,
   unlockGlobal,
 } from "../arena/owners.ts";
+import type { LargeBlocks } from "./large.ts";
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
 export const enum Desc {
@@ -404,8 +407,12 @@ export class Pages {
   private shuffleState: number;
   /** Owner slot of this Heap object (0 for a heap that is not shared). */
   readonly owner: number;
-  /** Shared heaps: called with each adopted owner before its slot is freed (the Heap takes its counters). */
-  onAdopt: (orphan: number) => void = () => {};
+  /**
+   * Shared heaps: the owner slots of debug-mode Workers whose pages this
+   * owner adopted, for the Heap to give back the blocks their quarantines
+   * held (see modes/debug.ts); the Heap empties it.
+   */
+  readonly adoptedDebugOwners: number[] = [];
   /**
    * Per small class, the arena offset of the first block of its allocation
    * list (0 = empty; see "block fast paths"). Every block on it belongs to
@@ -435,16 +442,19 @@ export class Pages {
   idleFloor = 0;
   /** Whether OS pages of in-use pages may be purged: not with shared or secure heaps. */
   private readonly purgesInUsePages: boolean;
-  /** Committed bytes outside the arena that are not idle: the large-block table (set by the Heap). */
-  largeTableBytes: () => number = () => 0;
+  /** The large blocks: their table's bytes are committed, and not idle. */
+  private readonly large: LargeBlocks;
   /** committedBytes up to which growth does not look at the idle budget again. */
   private nextIdleCheck = 0;
   /** Scratch for scavengePage: which OS pages of a page hold live bytes. */
   private readonly pinned = new Uint8Array(MEDIUM_UNITS * UNIT_SIZE / OS_PAGE_SIZE);
 
-  constructor(arena: Arena, owner = 0, splitLists = false) {
+  constructor(arena: Arena, large: LargeBlocks, owner = 0, splitLists = false) {
     this.arena = arena;
+    this.large = large;
     this.splitLists = splitLists;
+    // A slot taken over from a Worker that detached brings its counters along.
+    if (owner !== 0) this.addCounters(readOwnerCounters(arena, owner));
     this.u32 = arena.u32;
     this.key = arena.u32[H_SECURE_KEY];
     this.shuffleState = this.key | 1;
@@ -914,6 +924,15 @@ export class Pages {
     if (upper > tally[Tally.PeakBytes]) tally[Tally.PeakBytes] = upper;
   }
 
+  /** Shared heaps: adds the counters of an owner slot this owner takes over (see HotCounters). */
+  addCounters(taken: HotCounters): void {
+    const tally = this.tally;
+    tally[Tally.HandedBlocks] += taken.allocs;
+    tally[Tally.FreedBlocks] += taken.frees;
+    tally[Tally.UpperBytes] += taken.allocated;
+    tally[Tally.PeakBytes] += taken.peakAllocated;
+  }
+
   /** Counts blocks freed (or bytes given back by shrinking in place). */
   countFreed(blocks: number, bytes: number): void {
     this.tally[Tally.FreedBlocks] += blocks;
@@ -1348,7 +1367,7 @@ export class Pages {
     // ...and past where the last look at in-use pages left off.
     const committed = f64[S_COMMITTED];
     if (committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)) return;
-    const busy = this.allocatedBytes() + this.largeTableBytes();
+    const busy = this.allocatedBytes() + this.large.tableBytes;
     const budget = Math.max(this.idleFloor, busy * this.idleRatio);
     const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
     // One look per step of growth: a heap that churns at its peak trades
@@ -1745,7 +1764,10 @@ export class Pages {
     for (const d of pending) this.collectIfMine(d);
     // The orphans' counters join this owner's and their slots go back for reuse.
     for (const orphan of orphans) {
-      this.onAdopt(orphan);
+      this.addCounters(readOwnerCounters(this.arena, orphan));
+      if (this.u32[slotOf(this.arena, orphan) + Slot.Debug] === 1) {
+        this.adoptedDebugOwners.push(orphan);
+      }
       Atomics.store(this.arena.i32, slotOf(this.arena, orphan) + Slot.State, OwnerState.Free);
     }
     this.collectStranded();

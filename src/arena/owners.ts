@@ -231,3 +231,27 @@ export function claimOrphans(arena: Arena, adopter: number): number[] {
   }
   return orphans;
 }
+
+/**
+ * The allocation counters, derived from the pages' tally (see Tally in
+ * alloc/pages.ts) and published into the arena header (S_ALLOCATED ...
+ * S_FREE_COUNT) whenever stats() or check() runs.
+ */
+export interface HotCounters {
+  allocated: number;
+  peakAllocated: number;
+  allocs: number;
+  frees: number;
+}
+
+/** Shared heaps: the counters an owner slot holds (0 for a fresh slot). */
+export function readOwnerCounters(arena: Arena, owner: number): HotCounters {
+  const f = (slotOf(arena, owner) + Slot.Counters) / 2;
+  const f64 = arena.f64;
+  return {
+    allocated: f64[f + Counter.Allocated],
+    peakAllocated: f64[f + Counter.PeakAllocated],
+    allocs: f64[f + Counter.Allocs],
+    frees: f64[f + Counter.Frees],
+  };
+}
