@@ -41,10 +41,17 @@ import {
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena/arena.ts";
-import { ClassEntry, Desc, type Pages, PageState, Tables } from "./alloc/pages.ts";
+import { BitmapWords, ClassEntry, Desc, type Pages, PageState, Tables } from "./alloc/pages.ts";
 import { OwnerState, Slot, slotOf } from "./arena/owners.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
-import { binOf, CHUNK_HEADER, FIT_BINS, FIT_PAGE_BYTES, type FitPages } from "./alloc/fit.ts";
+import {
+  binOf,
+  Chunk,
+  CHUNK_HEADER,
+  FIT_BINS,
+  FIT_PAGE_BYTES,
+  type FitPages,
+} from "./alloc/fit.ts";
 import { CLASS_COUNT } from "./alloc/size_classes.ts";
 import { HeapError } from "./errors.ts";
 import { OS_PAGE_SIZE } from "./os/libc.ts";
@@ -356,7 +363,7 @@ function checkHandedOut(
   if (u32[H_SHARED] !== 1) return freed;
   const bitmap = u32[d + Desc.Bitmap];
   const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
-  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
+  const words = u32[d + Desc.State] === PageState.Medium ? BitmapWords.Medium : BitmapWords.Small;
   for (let w = 0; w < words; w++) {
     const live = u32[bitmap + w];
     const handed = u32[handedOut + w];
@@ -393,7 +400,7 @@ function checkPage(
   const where = arena.base + start;
   const cls = u32[d + Desc.Class];
   if (cls >= CLASS_COUNT) fail(where, `page has class ${cls}`);
-  const ce = Tables.ClassU32 + cls * 4;
+  const ce = Tables.ClassU32 + cls * ClassEntry.Words;
   const blockSize = u32[d + Desc.BlockSize];
   const capacity = u32[d + Desc.Capacity];
   const medium = u32[d + Desc.State] === PageState.Medium;
@@ -479,7 +486,7 @@ function checkPage(
   // Live bitmap: set bits mark block starts below the bump pointer.
   let used = 0;
   const shift = u32[d + Desc.Shift];
-  const words = medium ? 4 : 128;
+  const words = medium ? BitmapWords.Medium : BitmapWords.Small;
   for (let w = 0; w < words; w++) {
     let bits = u32[u32[d + Desc.Bitmap] + w];
     while (bits !== 0) {
@@ -519,7 +526,7 @@ function checkBitmapEmpty(
   const bitmap = arena.u32[d + Desc.Bitmap];
   const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
   const shared = arena.u32[H_SHARED] === 1;
-  for (let w = 0; w < 128; w++) {
+  for (let w = 0; w < BitmapWords.Small; w++) {
     if (arena.u32[bitmap + w] !== 0) fail(where, "an empty page has live bits");
     if (shared && arena.u32[handedOut + w] !== 0) {
       fail(where, "an empty page has blocks handed out");
@@ -563,7 +570,9 @@ function checkFitPage(
     if (size < 32 || size % 16 !== 0 || chunk + size > end) {
       fail(at, `fit page: chunk of ${size} bytes does not fit the page`);
     }
-    if (u32[(chunk >>> 2) + 1] !== prevSize) fail(at, "fit page: PREV_SIZE disagrees");
+    if (u32[(chunk >>> 2) + Chunk.PrevSize] !== prevSize) {
+      fail(at, "fit page: PREV_SIZE disagrees");
+    }
     if (isFree && prevFree) fail(at, "fit page: two free chunks side by side");
     if (isFree === isLive(chunk + CHUNK_HEADER)) {
       fail(at + CHUNK_HEADER, `fit page: a ${isFree ? "free" : "live"} chunk's live bit is wrong`);
@@ -620,7 +629,7 @@ function checkFitLists(
       fail(arena.base, `fit bin ${bin}: its bit in the bin map is wrong`);
     }
     let prev = 0;
-    for (let chunk = head; chunk !== 0; prev = chunk, chunk = u32[(chunk >>> 2) + 2]) {
+    for (let chunk = head; chunk !== 0; prev = chunk, chunk = u32[(chunk >>> 2) + Chunk.NextFree]) {
       const at = arena.base + chunk;
       // A link is followed only to a free chunk the page walk found (a damaged
       // link may name memory that is not even mapped).
@@ -631,7 +640,9 @@ function checkFitLists(
       const word = u32[chunk >>> 2];
       if ((word & 1) === 0) fail(at, `fit bin ${bin}: holds a live chunk`);
       if (binOf(word & ~1) !== bin) fail(at, `fit bin ${bin}: chunk of ${word & ~1} bytes`);
-      if (u32[(chunk >>> 2) + 3] !== prev) fail(at, `fit bin ${bin}: broken back link`);
+      if (u32[(chunk >>> 2) + Chunk.PrevFree] !== prev) {
+        fail(at, `fit bin ${bin}: broken back link`);
+      }
     }
   }
   if (listed !== freeChunks.size) {

@@ -22,7 +22,7 @@
  */
 
 import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena/arena.ts";
-import { Desc, PageState, Tables } from "./alloc/pages.ts";
+import { BitmapWords, Desc, PageState, Tables } from "./alloc/pages.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
 import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit.ts";
 import { CLASS_COUNT, classBlockSize } from "./alloc/size_classes.ts";
@@ -376,7 +376,7 @@ function classPageLive(arena: Arena, d: number, waiting: ReadonlyMap<number, num
   const u32 = arena.u32;
   if (u32[H_SHARED] !== 1) return u32[d + Desc.Used] - (waiting.get(d) ?? 0);
   const bitmap = u32[d + Desc.Bitmap];
-  const words = u32[d + Desc.State] === PageState.Medium ? 4 : 128;
+  const words = u32[d + Desc.State] === PageState.Medium ? BitmapWords.Medium : BitmapWords.Small;
   let live = 0;
   for (let w = bitmap; w < bitmap + words; w++) {
     let v = u32[w];

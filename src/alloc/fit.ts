@@ -72,7 +72,8 @@ const FREE = 1;
 /** Free memory of a fit page is given back in runs of at least this many OS pages. */
 const MIN_TRIM_PAGES = 4;
 
-const enum Chunk {
+/** Words of a chunk header (16 bytes before a block); NEXT_FREE and PREV_FREE link free chunks. */
+export const enum Chunk {
   Size = 0,
   PrevSize = 1,
   NextFree = 2,

@@ -293,6 +293,12 @@ const enum OsPage {
   Shift = 12,
 }
 
+/** Words of live bitmap a page uses: 4096 granules of 16 bytes (small), 128 of 8 KiB (medium). */
+export const enum BitmapWords {
+  Small = 128,
+  Medium = 4,
+}
+
 /** Bitmap granule shifts: one bit per 16 bytes (small pages), per 8 KiB (medium pages). */
 const enum Granule {
   SmallShift = 4,
@@ -859,7 +865,7 @@ export class Pages {
       const d = u32[this.headSlot(c)];
       if (d === 0) continue;
       let live = 0;
-      for (let w = 0; w < 128; w++) {
+      for (let w = 0; w < BitmapWords.Small; w++) {
         for (let bits = u32[u32[d + Desc.Bitmap] + w]; bits !== 0; bits &= bits - 1) live++;
       }
       this.tally[Tally.HandedBlocks] -= u32[d + Desc.Used] - live;
@@ -1012,7 +1018,7 @@ export class Pages {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
       const state = u32[d + Desc.State];
       if (state !== PageState.Small && state !== PageState.Medium) continue;
-      const words = state === PageState.Small ? 128 : 4;
+      const words = state === PageState.Small ? BitmapWords.Small : BitmapWords.Medium;
       for (let w = 0; w < words; w++) {
         let bits = u32[u32[d + Desc.Bitmap] + w];
         while (bits !== 0) {
