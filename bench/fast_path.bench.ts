@@ -1,7 +1,7 @@
 /**
  * What each part of a malloc+free pair costs: a ladder of models, each the
  * one before plus one part of the heap's fast paths (see "block fast paths"
- * in src/alloc/pages.ts), timed side by side with glibc and the heap itself.
+ * in src/alloc/page_layout.ts), timed side by side with glibc and the heap itself.
  *
  *   deno bench --allow-ffi --allow-env --allow-read bench/fast_path.bench.ts
  *

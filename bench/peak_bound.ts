@@ -3,7 +3,7 @@
  * traces through a Heap, follows the exact allocated bytes (the usable size
  * of every live block, from usableSize), and prints the true peak beside
  * the heap's figure, which is an upper bound (see "Counting" in
- * src/alloc/pages.ts).
+ * src/alloc/page_layout.ts).
  *
  *   deno run --allow-ffi --allow-read bench/peak_bound.ts TRACE.gz...
  */

@@ -41,7 +41,8 @@ import {
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena/arena.ts";
-import { BitmapWords, ClassEntry, Desc, type Pages, PageState, Tables } from "./alloc/pages.ts";
+import type { Pages } from "./alloc/pages.ts";
+import { BitmapWords, ClassEntry, Desc, PageState, Tables } from "./alloc/page_layout.ts";
 import { OwnerState, Slot, slotOf } from "./arena/owners.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
 import {

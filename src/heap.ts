@@ -23,15 +23,15 @@ import {
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena/arena.ts";
+import { Pages } from "./alloc/pages.ts";
 import {
   Desc,
   freeBlockFast,
-  Pages,
   PageState,
   Tables,
   takeBlockFast,
   Tally,
-} from "./alloc/pages.ts";
+} from "./alloc/page_layout.ts";
 import { LargeBlocks } from "./alloc/large.ts";
 import {
   classForAlignment,
@@ -980,7 +980,7 @@ export class Heap {
   }
 
   /**
-   * The counters as stats() shows them (see "Counting" in pages.ts). With
+   * The counters as stats() shows them (see "Counting" in page_layout.ts). With
    * allocation lists, live blocks and bytes come from the pages' USED, less
    * what waits on the lists (handed out there, not to a caller).
    */

@@ -22,7 +22,7 @@
  */
 
 import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena/arena.ts";
-import { BitmapWords, Desc, PageState, Tables } from "./alloc/pages.ts";
+import { BitmapWords, Desc, PageState, Tables } from "./alloc/page_layout.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
 import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit.ts";
 import { CLASS_COUNT, classBlockSize } from "./alloc/size_classes.ts";
@@ -361,7 +361,7 @@ function blankPage(address: number, bytes: number, kind: PageKind): PageSnapshot
   };
 }
 
-/** Committed bytes of page `d` (see COMMIT_END and PURGED_PAGES in pages.ts). */
+/** Committed bytes of page `d` (see COMMIT_END and PURGED_PAGES in page_layout.ts). */
 function committedOf(u32: Uint32Array, d: number, start: number): number {
   return u32[d + Desc.CommitEnd] - start - u32[d + Desc.PurgedPages] * OS_PAGE_SIZE;
 }

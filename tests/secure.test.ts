@@ -15,7 +15,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError } from "../mod.ts";
 import { DESCRIPTORS_BYTE, H_DATA_START, H_MAGIC, MAGIC } from "../src/arena/arena.ts";
-import { Desc } from "../src/alloc/pages.ts";
+import { Desc } from "../src/alloc/page_layout.ts";
 import { KiB, MiB, Rng } from "./helpers.ts";
 import { mapped, poke, readable } from "./native_memory.ts";
 

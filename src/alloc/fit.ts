@@ -55,7 +55,8 @@ import {
   S_MADVISE_CALLS,
   UNIT_SIZE,
 } from "../arena/arena.ts";
-import { Desc, type Pages, PageState } from "./pages.ts";
+import type { Pages } from "./pages.ts";
+import { Desc, PageState } from "./page_layout.ts";
 import { OS_PAGE_SIZE, releasePages } from "../os/libc.ts";
 import { HeapError } from "../errors.ts";
 

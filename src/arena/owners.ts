@@ -234,7 +234,7 @@ export function claimOrphans(arena: Arena, adopter: number): number[] {
 
 /**
  * The allocation counters, derived from the pages' tally (see Tally in
- * alloc/pages.ts) and published into the arena header (S_ALLOCATED ...
+ * alloc/page_layout.ts) and published into the arena header (S_ALLOCATED ...
  * S_FREE_COUNT) whenever stats() or check() runs.
  */
 export interface HotCounters {
