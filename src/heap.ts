@@ -54,7 +54,6 @@ import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
 import { type HeapStats, publishCounters, readStats, sumOwnerCounters } from "./stats.ts";
 import {
   detachOwner,
-  type HotCounters,
   lockGlobal,
   lockOwner,
   ownerCountersF64,
@@ -422,7 +421,7 @@ export class Heap {
     const cls = total <= LOOKUP_MAX_SIZE
       ? this.sizeToClass[(total + 15) >>> 4]
       : classOfSize(total);
-    if (this.fastFreeEnd[0] !== 0 && total <= LOOKUP_MAX_SIZE) {
+    if (this.#pages.splitLists && total <= LOOKUP_MAX_SIZE) {
       // Blocks on allocation lists hold a link: zero them (1 KiB at most).
       const address = this.#allocFromClass(cls);
       if (address !== 0) {
@@ -979,34 +978,8 @@ export class Heap {
     else this.#pages.countHanded(blocks, bytes);
   }
 
-  /**
-   * The counters as stats() shows them (see "Counting" in page_layout.ts). With
-   * allocation lists, live blocks and bytes come from the pages' USED, less
-   * what waits on the lists (handed out there, not to a caller).
-   */
-  #counters(): HotCounters {
-    const tally = this.tally;
-    if (!this.#pages.splitLists) {
-      return {
-        allocated: tally[Tally.UpperBytes],
-        peakAllocated: tally[Tally.PeakBytes],
-        allocs: tally[Tally.HandedBlocks],
-        frees: tally[Tally.FreedBlocks],
-      };
-    }
-    const waiting = this.#pages.waitingOnAllocLists();
-    const used = this.#pages.usedInClassPages();
-    const allocs = tally[Tally.HandedBlocks] - waiting.blocks;
-    return {
-      allocated: used.bytes - waiting.bytes + tally[Tally.OtherBytes],
-      peakAllocated: tally[Tally.PeakBytes],
-      allocs,
-      frees: allocs - (used.blocks - waiting.blocks + tally[Tally.OtherBlocks]),
-    };
-  }
-
   #publish(): void {
-    const counters = this.#counters();
+    const counters = this.#pages.counters();
     if (this.#owner === 0) {
       publishCounters(this.#arena, counters);
       return;

@@ -69,6 +69,7 @@ import {
   purgedMaskWord,
   setState,
   Tables,
+  takeBlockFast,
   Tally,
   Unit,
 } from "./page_layout.ts";
@@ -392,14 +393,9 @@ export class Pages {
   take(cls: number): number {
     const u32 = this.u32;
     if (this.splitLists && cls < SPLIT_CLASSES) {
-      let block = this.allocLists[cls];
-      if (block === 0) {
-        block = this.refill(cls);
-        if (block === 0) return 0;
-      }
-      this.allocLists[cls] = u32[block >>> 2];
-      u32[u32[H_BITMAP_BIAS] + (block >>> 9)] |= 1 << ((block >>> 4) & 31);
-      return block;
+      // The fast path's pop, after a refill when the list is empty.
+      if (this.allocLists[cls] === 0 && this.refill(cls) === 0) return 0;
+      return takeBlockFast(u32, this.allocLists, u32[H_BITMAP_BIAS], cls);
     }
     const slot = this.headSlot(cls);
     let d = u32[slot];
@@ -639,11 +635,31 @@ export class Pages {
     u32[d + Desc.SyncedUsed] = used;
   }
 
-  /** Allocated bytes now (exact; with allocation lists, a walk over the pages). */
-  allocatedBytes(): number {
-    if (!this.splitLists) return this.tally[Tally.UpperBytes];
-    return this.usedInClassPages().bytes - this.waitingOnAllocLists().bytes +
-      this.tally[Tally.OtherBytes];
+  /**
+   * The counters as stats() shows them (see "Counting" in page_layout.ts).
+   * With allocation lists, live blocks and bytes come from the pages' USED,
+   * less what waits on the lists (handed out there, not to a caller): a
+   * walk over the pages.
+   */
+  counters(): HotCounters {
+    const tally = this.tally;
+    if (!this.splitLists) {
+      return {
+        allocated: tally[Tally.UpperBytes],
+        peakAllocated: tally[Tally.PeakBytes],
+        allocs: tally[Tally.HandedBlocks],
+        frees: tally[Tally.FreedBlocks],
+      };
+    }
+    const waiting = this.waitingOnAllocLists();
+    const used = this.usedInClassPages();
+    const allocs = tally[Tally.HandedBlocks] - waiting.blocks;
+    return {
+      allocated: used.bytes - waiting.bytes + tally[Tally.OtherBytes],
+      peakAllocated: tally[Tally.PeakBytes],
+      allocs,
+      frees: allocs - (used.blocks - waiting.blocks + tally[Tally.OtherBlocks]),
+    };
   }
 
   /**
@@ -1059,7 +1075,7 @@ export class Pages {
     // ...and past where the last look at in-use pages left off.
     const committed = f64[S_COMMITTED];
     if (committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)) return;
-    const busy = this.allocatedBytes() + this.large.tableBytes;
+    const busy = this.counters().allocated + this.large.tableBytes;
     const budget = Math.max(this.idleFloor, busy * this.idleRatio);
     const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
     // One look per step of growth: a heap that churns at its peak trades
