@@ -41,18 +41,22 @@ import {
   S_RETAINED_BYTES,
   UNIT_SIZE,
 } from "./arena/arena.ts";
-import type { Pages } from "./alloc/pages.ts";
-import { BitmapWords, ClassEntry, Desc, PageState, Tables } from "./alloc/page_layout.ts";
+import type { ClassPages } from "./alloc/class_pages.ts";
+import type { ClassLists } from "./alloc/class_lists.ts";
+import { isPurged, touchesPurged } from "./alloc/page_memory.ts";
+import {
+  BitmapWords,
+  blockAtGranule,
+  ClassEntry,
+  Desc,
+  isLive,
+  PageState,
+  Tables,
+} from "./alloc/page_layout.ts";
 import { OwnerState, Slot, slotOf } from "./arena/owners.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
-import {
-  binOf,
-  Chunk,
-  CHUNK_HEADER,
-  FIT_BINS,
-  FIT_PAGE_BYTES,
-  type FitPages,
-} from "./alloc/fit.ts";
+import type { FitPages } from "./alloc/fit.ts";
+import { binOf, Chunk, CHUNK_HEADER, FIT_BINS, FIT_PAGE_BYTES } from "./alloc/fit_chunks.ts";
 import { CLASS_COUNT } from "./alloc/size_classes.ts";
 import { HeapError } from "./errors.ts";
 import { OS_PAGE_SIZE } from "./os/libc.ts";
@@ -60,7 +64,8 @@ import { OS_PAGE_SIZE } from "./os/libc.ts";
 /** Throws HeapError("corrupt") describing the first inconsistency found (counters published first). */
 export function checkHeap(
   arena: Arena,
-  pages: Pages,
+  pages: ClassPages,
+  lists: ClassLists,
   large: LargeBlocks,
   fit: FitPages | null,
 ): void {
@@ -77,12 +82,9 @@ export function checkHeap(
   const top = u32[H_TOP_UNIT];
   if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
   const addressOf = (offset: number) => arena.base + offset;
-  /** Whether `d` is the descriptor index of a carved unit: checked before a list link is followed. */
-  const isDescriptor = (d: number) =>
-    d >= Tables.DescriptorsU32 && d < Tables.DescriptorsU32 + top * Desc.Words &&
-    (d - Tables.DescriptorsU32) % Desc.Words === 0;
+  const isDescriptor = (d: number) => isCarvedDescriptor(arena, d);
 
-  const waiting = checkAllocLists(arena, pages, fail);
+  const waiting = checkAllocLists(arena, lists, fail);
 
   // Pass 1: every carved unit, page by page.
   let allocated = 0;
@@ -145,7 +147,7 @@ export function checkHeap(
     if (state === PageState.Small || state === PageState.Medium) {
       // Blocks other Workers freed are freed (their live bits are clear), though
       // their owner has not taken them back: USED still counts them.
-      const notLive = checkHandedOut(arena, pages, d, fail);
+      const notLive = checkHandedOut(arena, d, fail);
       for (const block of waiting.get(d) ?? []) notLive.add(block);
       const used = checkPage(arena, pages, d, start, notLive, fail);
       allocated += used * u32[d + Desc.BlockSize];
@@ -153,10 +155,13 @@ export function checkHeap(
       if (u32[d + Desc.Used] < u32[d + Desc.Capacity]) inUseWithRoom.add(d);
     } else if (state === PageState.Fit) {
       if (fit === null) fail(where, "a fit page in a heap that has none");
-      const page = checkFitPage(arena, d, start, fitFreeChunks, fail);
+      // The empty page fit.ts keeps is on no list, and its one chunk on no bin.
+      const kept = d === u32[H_FIT_EMPTY];
+      const page = checkFitPage(arena, d, start, kept ? new Set() : fitFreeChunks, fail);
       allocated += page.allocated;
       live += page.live;
-      fitPages.add(d);
+      if (!kept) fitPages.add(d);
+      else if (page.live !== 0) fail(where, "the kept empty fit page holds live blocks");
     } else if (state === PageState.Retained) {
       checkBitmapEmpty(arena, d, where, fail);
       retained.add(d);
@@ -304,23 +309,30 @@ export function checkHeap(
   }
 }
 
+/** Whether `d` is the descriptor index of a carved unit: checked before a list link is followed. */
+function isCarvedDescriptor(arena: Arena, d: number): boolean {
+  return d >= Tables.DescriptorsU32 &&
+    d < Tables.DescriptorsU32 + arena.u32[H_TOP_UNIT] * Desc.Words &&
+    (d - Tables.DescriptorsU32) % Desc.Words === 0;
+}
+
 /**
- * Checks the allocation lists (see pages.ts): each holds blocks of its
+ * Checks the allocation lists (see class_lists.ts): each holds blocks of its
  * class's head page, below the bump pointer, on block boundaries, not live,
  * touching no purged OS page, at most a page's capacity of them. Every link
  * is range-checked before it is followed. Returns them by page descriptor.
  */
 function checkAllocLists(
   arena: Arena,
-  pages: Pages,
+  lists: ClassLists,
   fail: (address: number, what: string) => never,
 ): Map<number, Set<number>> {
   const u32 = arena.u32;
   const byPage = new Map<number, Set<number>>();
-  pages.allocLists.forEach((first, c) => {
+  lists.allocLists.forEach((first, c) => {
     if (first === 0) return;
     const d = u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.AvailHead];
-    if (!pages.splitLists || d === 0 || u32[d + Desc.Class] !== c) {
+    if (!lists.splitLists || d === 0 || u32[d + Desc.Class] !== c) {
       fail(arena.base + first, `class ${c}: an allocation list without a head page`);
     }
     const start = u32[d + Desc.PageStart];
@@ -333,10 +345,10 @@ function checkAllocLists(
       ) {
         fail(arena.base + b, `class ${c}: allocation list link outside its page's free blocks`);
       }
-      if (pages.isLive(d, b)) {
+      if (isLive(u32, d, b)) {
         fail(arena.base + b, `class ${c}: a live block is on the allocation list`);
       }
-      if (pages.touchesPurged(d, b)) {
+      if (touchesPurged(u32, d, b, u32[d + Desc.BlockSize])) {
         fail(arena.base + b, `class ${c}: a block on the allocation list touches a purged page`);
       }
       blocks.add(b);
@@ -355,7 +367,6 @@ function checkAllocLists(
  */
 function checkHandedOut(
   arena: Arena,
-  pages: Pages,
   d: number,
   fail: (address: number, what: string) => never,
 ): Set<number> {
@@ -372,7 +383,7 @@ function checkHandedOut(
       fail(arena.base + u32[d + Desc.PageStart], "a live block was not handed out by its owner");
     }
     for (let bits = handed & ~live; bits !== 0; bits &= bits - 1) {
-      freed.add(pages.blockAtGranule(d, w * 32 + 31 - Math.clz32(bits & -bits)));
+      freed.add(blockAtGranule(u32, d, w * 32 + 31 - Math.clz32(bits & -bits)));
     }
   }
   if (freed.size > 0 && u32[d + Desc.RemoteFreed] === 0) {
@@ -391,7 +402,7 @@ function checkHandedOut(
  */
 function checkPage(
   arena: Arena,
-  pages: Pages,
+  pages: ClassPages,
   d: number,
   start: number,
   remotelyFreed: Set<number>,
@@ -454,7 +465,7 @@ function checkPage(
         "a block counted as handed out (on an allocation list, or freed by another Worker) is on the free list",
       );
     }
-    if (pages.touchesPurged(d, f)) {
+    if (touchesPurged(u32, d, f, u32[d + Desc.BlockSize])) {
       fail(arena.base + f, "a listed free block touches a purged page");
     }
   }
@@ -462,7 +473,7 @@ function checkPage(
   let purged = 0;
   let unlisted = 0;
   for (let p = 0; p < (u32[d + Desc.Units] * UNIT_SIZE) / OS_PAGE_SIZE; p++) {
-    if (!pages.isPurged(d, p)) continue;
+    if (!isPurged(u32, d, p)) continue;
     purged++;
     if (start + (p + 1) * OS_PAGE_SIZE > bump) {
       fail(where + p * OS_PAGE_SIZE, "a purged OS page above the bump pointer");
@@ -472,7 +483,7 @@ function checkPage(
     fail(where, `page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
   }
   for (let block = start; block < bump; block += blockSize) {
-    if (!pages.touchesPurged(d, block)) continue;
+    if (!touchesPurged(u32, d, block, u32[d + Desc.BlockSize])) continue;
     if (isLive(block)) fail(arena.base + block, "a live block touches a purged OS page");
     unlisted++;
   }
@@ -493,7 +504,7 @@ function checkPage(
     while (bits !== 0) {
       const b = 31 - Math.clz32(bits);
       bits &= ~(1 << b);
-      const offset = pages.blockAtGranule(d, w * 32 + b);
+      const offset = blockAtGranule(u32, d, w * 32 + b);
       if (offset < 0 || offset >= bump) {
         fail(
           arena.base + start + ((w * 32 + b) << shift),
@@ -657,16 +668,16 @@ function checkFitLists(
     if (++count > fitPages.size) fail(at, "fit page list: a cycle");
     if (u32[d + Desc.Prev] !== prev) fail(at, "fit page list: broken back link");
   }
-  // At most one fit page is empty: the one kept.
+  // A fit page that empties is kept (on no list) or retired: every listed one is in use.
   for (const d of fitPages) {
-    if ((u32[d + Desc.Used] === 0) !== (d === u32[H_FIT_EMPTY])) {
-      fail(
-        arena.base + u32[d + Desc.PageStart],
-        "fit page: empty but not kept, or kept but in use",
-      );
+    if (u32[d + Desc.Used] === 0) {
+      fail(arena.base + u32[d + Desc.PageStart], "fit page: empty but listed");
     }
   }
-  if (u32[H_FIT_EMPTY] !== 0 && !fitPages.has(u32[H_FIT_EMPTY])) {
+  const kept = u32[H_FIT_EMPTY];
+  if (
+    kept !== 0 && (!isCarvedDescriptor(arena, kept) || u32[kept + Desc.State] !== PageState.Fit)
+  ) {
     fail(arena.base, "the kept empty fit page is not a fit page");
   }
   if (count !== fitPages.size) fail(arena.base, `${fitPages.size} fit pages, ${count} listed`);
@@ -680,7 +691,7 @@ function checkFitLists(
  * chunks, leaving out every free chunk of a page whose headers are damaged.
  * Runs with the heap to itself (a shared heap's world stopped).
  */
-export function containDamage(arena: Arena, pages: Pages, fit: FitPages | null): void {
+export function containDamage(arena: Arena, pages: ClassPages, fit: FitPages | null): void {
   const u32 = arena.u32;
   pages.dropAllocLists();
   const top = Math.min(u32[H_TOP_UNIT], arena.unitCount);
@@ -703,7 +714,7 @@ export function containDamage(arena: Arena, pages: Pages, fit: FitPages | null):
     for (let f = u32[d + Desc.Free]; f !== 0; f = pages.nextFree(d, f, false)) {
       if (
         ++steps > u32[d + Desc.Capacity] || f < start || f >= bump ||
-        (f - start) % blockSize !== 0 || pages.isLive(d, f)
+        (f - start) % blockSize !== 0 || isLive(u32, d, f)
       ) {
         intact = false;
         break;

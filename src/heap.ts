@@ -1,6 +1,6 @@
 /**
  * The heap: public API, argument checks, counters, and dispatch between
- * size-class pages (pages.ts), fit pages (fit.ts) and large blocks (large.ts).
+ * size-class pages (class_pages.ts), fit pages (fit.ts) and large blocks (large.ts).
  *
  * malloc of up to 1 KiB is a class lookup and takeBlockFast (a pop from the
  * class's allocation list); free is a range check and freeBlockFast (a push
@@ -23,14 +23,19 @@ import {
   S_MPROTECT_CALLS,
   UNIT_SIZE,
 } from "./arena/arena.ts";
-import { Pages } from "./alloc/pages.ts";
+import { ClassPages } from "./alloc/class_pages.ts";
+import { ClassLists } from "./alloc/class_lists.ts";
+import { IdleMemory } from "./alloc/idle.ts";
+import { PageSource } from "./alloc/page_source.ts";
 import {
   Desc,
+  descriptorOf,
   freeBlockFast,
+  isLive,
+  pageDescriptorOf,
   PageState,
   Tables,
   takeBlockFast,
-  Tally,
 } from "./alloc/page_layout.ts";
 import { LargeBlocks } from "./alloc/large.ts";
 import {
@@ -49,7 +54,8 @@ import {
   type LeakedBlock,
   releaseOrphanQuarantines,
 } from "./modes/debug.ts";
-import { FIT_MIN_REQUEST, FIT_PAGE_BYTES, FitPages } from "./alloc/fit.ts";
+import { FitPages } from "./alloc/fit.ts";
+import { FIT_MIN_REQUEST, FIT_PAGE_BYTES } from "./alloc/fit_chunks.ts";
 import { freedBlock, HeapError, notABlock, plural } from "./errors.ts";
 import { type HeapStats, publishCounters, readStats, sumOwnerCounters } from "./stats.ts";
 import {
@@ -184,7 +190,10 @@ const DEFAULT_IDLE_FLOOR_BYTES = 256 * 1024;
  */
 export class Heap {
   #arena: Arena;
-  #pages: Pages;
+  #source: PageSource;
+  #lists: ClassLists;
+  #idle: IdleMemory;
+  #pages: ClassPages;
   /** Blocks above 1 KiB of a private, non-secure heap (null otherwise): see fit.ts. */
   #fit: FitPages | null = null;
   #large: LargeBlocks;
@@ -196,9 +205,8 @@ export class Heap {
   declare private readonly u32: Uint32Array;
   /** Size -> class for sizes up to 1 KiB (a copy of the arena's lookup, readable after close). */
   declare private readonly sizeToClass: Uint8Array;
-  /** The pages' allocation lists and tally (see pages.ts). */
+  /** The allocation lists (see class_lists.ts). */
   declare private readonly allocLists: Uint32Array;
-  declare private readonly tally: Float64Array;
   /** u32 index that, plus an arena offset >>> 9, is the word of the offset's live bit. */
   declare private readonly bitmapBias: number;
   declare private readonly base: number;
@@ -283,7 +291,7 @@ export class Heap {
       if (arena === null) {
         throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
       }
-      Pages.formatTables(arena, secure);
+      ClassPages.formatTables(arena, secure);
     }
     if (shared) {
       this.#owner = registerOwner(arena);
@@ -295,18 +303,21 @@ export class Heap {
     this.#arena = arena;
     const split = !shared && !secure && !options.debug;
     this.#large = new LargeBlocks(arena, secure, this.#owner);
-    this.#pages = new Pages(arena, this.#large, this.#owner, split);
-    this.tally = this.#pages.tally;
-    if (!shared && !secure) this.#fit = new FitPages(arena, this.#pages);
+    this.#source = new PageSource(arena, this.#owner);
+    this.#lists = new ClassLists(arena, this.#owner, split);
+    const idle = new IdleMemory(arena, this.#source, this.#lists, this.#large, !shared && !secure);
     if (!shared && !secure) {
-      this.#pages.idleRatio = idleRatio;
-      this.#pages.idleFloor = idleFloorBytes;
+      idle.idleRatio = idleRatio;
+      idle.idleFloor = idleFloorBytes;
+      this.#fit = new FitPages(arena, this.#source, idle);
     }
+    this.#idle = idle;
+    this.#pages = new ClassPages(arena, this.#source, this.#lists, idle, this.#owner);
     this.#buffers = new UserBuffers(arena, secure);
     this.u8 = arena.u8;
     this.u32 = arena.u32;
     this.sizeToClass = arena.u8.slice(Tables.LookupU8, Tables.LookupU8 + LOOKUP_ENTRIES);
-    this.allocLists = this.#pages.allocLists;
+    this.allocLists = this.#lists.allocLists;
     this.bitmapBias = arena.u32[H_BITMAP_BIAS];
     this.base = arena.base;
     this.dataStart = arena.dataStart;
@@ -421,7 +432,7 @@ export class Heap {
     const cls = total <= LOOKUP_MAX_SIZE
       ? this.sizeToClass[(total + 15) >>> 4]
       : classOfSize(total);
-    if (this.#pages.splitLists && total <= LOOKUP_MAX_SIZE) {
+    if (this.#lists.splitLists && total <= LOOKUP_MAX_SIZE) {
       // Blocks on allocation lists hold a link: zero them (1 KiB at most).
       const address = this.#allocFromClass(cls);
       if (address !== 0) {
@@ -430,13 +441,13 @@ export class Heap {
           this.u8,
           this.u32,
           offset,
-          this.u32[this.#pages.descriptorOf(offset) + Desc.BlockSize],
+          this.u32[descriptorOf(this.dataStart, offset) + Desc.BlockSize],
         );
       }
       return address;
     }
     const u32 = this.u32;
-    let d = u32[this.#pages.headSlot(cls)];
+    let d = u32[this.#lists.headSlot(cls)];
     if (d === 0) {
       d = this.#pages.acquire(cls);
       if (d === 0) return 0;
@@ -518,7 +529,7 @@ export class Heap {
       if (this.u32[where + Desc.State] === PageState.Fit && size <= MAX_CLASS_SIZE) {
         const grown = this.#fit!.growInPlace(where, address - this.base, size);
         if (grown !== 0) {
-          this.#countOther(0, grown - usable);
+          this.#lists.countOther(0, grown - usable);
           return address;
         }
       }
@@ -531,33 +542,33 @@ export class Heap {
         // Another Worker freed the block meanwhile: the call fails as a whole,
         // and the counters forget the block it allocated for the move.
         this.#freeLocated(moved, this.#locate(moved, "realloc"));
-        this.#pages.countHanded(-1, 0);
-        this.#pages.countFreed(-1, 0);
+        this.#lists.countHanded(-1, 0);
+        this.#lists.countFreed(-1, 0);
         throw error;
       }
       return moved;
     }
     const large = this.#large;
-    this.#pages.makeRoomUnderLimit(size - large.usableSize(address));
+    this.#source.makeRoomUnderLimit(size - large.usableSize(address));
     let result = large.resize(address, size);
     const usable = large.lengthBefore;
     if (result === 0 && size > usable && !large.canGrowInPlace) {
       // No mremap (another platform, or guard pages in secure mode): map, copy, unmap.
-      this.#pages.giveBackIdle(size);
+      this.#idle.giveBackIdle(size);
       result = large.move(address, size);
       if (result === 0) return 0;
       this.#buffers.release(address);
-      this.#countOther(0, large.lengthAfter - usable);
+      this.#lists.countOther(0, large.lengthAfter - usable);
       // Moved: one allocation and one free, as when it is copied.
-      this.#pages.countHanded(1, 0), this.#pages.countFreed(1, 0);
+      this.#lists.countHanded(1, 0), this.#lists.countFreed(1, 0);
       return result;
     }
     if (result !== 0) {
       // Shrunk or moved: its views are detached before anyone can read unmapped memory.
       if (result !== address || large.lengthAfter !== usable) this.#buffers.release(address);
-      this.#countOther(0, large.lengthAfter - usable);
+      this.#lists.countOther(0, large.lengthAfter - usable);
       // A block that moved counts as one allocation and one free, as when it is copied.
-      if (result !== address) this.#pages.countHanded(1, 0), this.#pages.countFreed(1, 0);
+      if (result !== address) this.#lists.countHanded(1, 0), this.#lists.countFreed(1, 0);
     }
     return result;
   }
@@ -656,10 +667,7 @@ export class Heap {
       return found;
     }
     const u32 = this.u32;
-    let d = this.#pages.descriptorOf(offset);
-    if (u32[d + Desc.State] === PageState.Continuation) {
-      d = this.#pages.descriptorOf(u32[d + Desc.PageStart]);
-    }
+    const d = pageDescriptorOf(u32, this.dataStart, offset);
     const state = u32[d + Desc.State];
     if (state === PageState.Fit) {
       const block = this.#fit!.blockContaining(d, offset);
@@ -669,7 +677,7 @@ export class Heap {
     if ((state !== PageState.Small && state !== PageState.Medium) || blockSize === 0) return 0;
     const pageStart = u32[d + Desc.PageStart];
     const block = offset - (offset - pageStart) % blockSize;
-    return this.#pages.isLive(d, block) ? this.base + block : 0;
+    return isLive(this.u32, d, block) ? this.base + block : 0;
   }
 
   /** A pointer object for the live block at `address`, for FFI "pointer" parameters. */
@@ -727,7 +735,7 @@ export class Heap {
         stats: readStats(this.#arena, this.#large.tableBytes),
         debug: this.#debug,
         secure: this.#arena.u32[H_SECURE_KEY] !== 0,
-        waiting: this.#pages.waitingByPage(),
+        waiting: this.#lists.waitingByPage(),
       }, options);
     if (this.#owner === 0) return take();
     let snapshot: HeapSnapshot | undefined;
@@ -746,7 +754,7 @@ export class Heap {
   /** checkHeap; damage it finds is contained (see containDamage) before it is reported. */
   #checkAndContain(): void {
     try {
-      checkHeap(this.#arena, this.#pages, this.#large, this.#fit);
+      checkHeap(this.#arena, this.#pages, this.#lists, this.#large, this.#fit);
     } catch (error) {
       if (error instanceof HeapError && error.code === "corrupt") {
         containDamage(this.#arena, this.#pages, this.#fit);
@@ -937,7 +945,7 @@ export class Heap {
     const fit = this.#fit!;
     const block = fit.alloc(size);
     if (block === 0) return 0;
-    this.#countOther(1, fit.usable(block));
+    this.#lists.countOther(1, fit.usable(block));
     return this.base + block;
   }
 
@@ -958,28 +966,16 @@ export class Heap {
   }
 
   #allocLarge(size: number, alignment: number): number {
-    this.#pages.giveBackIdle(size);
-    this.#pages.makeRoomUnderLimit(size);
+    this.#idle.giveBackIdle(size);
+    this.#source.makeRoomUnderLimit(size);
     const address = this.#large.allocate(size, alignment);
     if (address === 0) return 0;
-    this.#countOther(1, this.#large.usableSize(address));
+    this.#lists.countOther(1, this.#large.usableSize(address));
     return address;
   }
 
-  /**
-   * Counts a fit-page or large block handed out (blocks 1), freed (-1), or
-   * resized in place (0): bytes is the change of usable bytes.
-   */
-  #countOther(blocks: number, bytes: number): void {
-    const tally = this.tally;
-    tally[Tally.OtherBlocks] += blocks;
-    tally[Tally.OtherBytes] += bytes;
-    if (blocks < 0) this.#pages.countFreed(-blocks, -bytes);
-    else this.#pages.countHanded(blocks, bytes);
-  }
-
   #publish(): void {
-    const counters = this.#pages.counters();
+    const counters = this.#lists.counters();
     if (this.#owner === 0) {
       publishCounters(this.#arena, counters);
       return;
@@ -1004,14 +1000,14 @@ export class Heap {
       where > 0 && this.#owner !== 0 && this.u32[where + Desc.Owner] !== this.#owner
     ) {
       // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
-      this.#pages.countFreed(1, this.#pages.freeRemote(where, offset));
+      this.#lists.countFreed(1, this.#pages.freeRemote(where, offset));
       if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
       return;
     }
     if (where > 0 && this.u32[where + Desc.State] !== PageState.Fit) {
       this.#pages.freeLive(where, offset); // counted by the pages
     } else {
-      this.#countOther(
+      this.#lists.countOther(
         -1,
         -(where <= 0 ? this.#large.free(address) : this.#fit!.free(where, offset)),
       );
@@ -1122,10 +1118,7 @@ export class Heap {
     const offset = address - this.base;
     if (offset >= this.dataStart && offset < this.dataEnd && Number.isInteger(offset)) {
       const u32 = this.u32;
-      let d = this.#pages.descriptorOf(offset);
-      if (u32[d + Desc.State] === PageState.Continuation) {
-        d = this.#pages.descriptorOf(u32[d + Desc.PageStart]);
-      }
+      const d = pageDescriptorOf(u32, this.dataStart, offset);
       const state = u32[d + Desc.State];
       const relative = offset - u32[d + Desc.PageStart];
       // The live bit alone proves a block: BUMP, which the page's owner keeps
@@ -1136,7 +1129,7 @@ export class Heap {
         (state === PageState.Small || state === PageState.Fit
           ? (relative & 15) === 0
           : state === PageState.Medium && relative % u32[d + Desc.BlockSize] === 0) &&
-        this.#pages.isLive(d, offset)
+        isLive(this.u32, d, offset)
       ) {
         return d;
       }

@@ -24,7 +24,7 @@
 import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena/arena.ts";
 import { BitmapWords, Desc, PageState, Tables } from "./alloc/page_layout.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
-import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit.ts";
+import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit_chunks.ts";
 import { CLASS_COUNT, classBlockSize } from "./alloc/size_classes.ts";
 import { OS_PAGE_SIZE } from "./os/libc.ts";
 import type { HeapStats } from "./stats.ts";
@@ -268,7 +268,7 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
     emptyPages: 0,
   };
   let freeRun = 0;
-  // Secure mode: every carved page's last OS page is a guard (see Pages.setGuard).
+  // Secure mode: every carved page's last OS page is a guard (see PageSource.setGuard).
   const guard = src.secure ? OS_PAGE_SIZE : 0;
   for (let unit = 0; unit < top;) {
     const d = Tables.DescriptorsU32 + unit * Desc.Words;

@@ -10,17 +10,7 @@
  * with classes). Here any free space serves any size, and freed neighbours
  * merge, as in glibc's and jemalloc's allocators for these sizes.
  *
- *   fit page (16 units)
- *   +--------+--------------+--------+-----------------+--------+--------------------------+
- *   | header | block        | header | free            | header | free to the page's end   |
- *   +--------+--------------+--------+-----------------+--------+--------------------------+
- *   ^ chunk: header + block  ^ chunk                    ^ chunk (committed only as used)
- *
- *   chunk header, 16 bytes (u32 words)
- *     0 SIZE       bytes of the chunk, header included (a multiple of 16); bit 0: free
- *     1 PREV_SIZE  bytes of the chunk just below (0 for a page's first chunk)
- *     2 NEXT_FREE  free chunks: next chunk of the same bin (arena offset, 0 = none)
- *     3 PREV_FREE  free chunks: previous chunk of the same bin (0 = none)
+ * The chunk layout is drawn in fit_chunks.ts.
  *
  * Invariants: a page's chunks tile it exactly; no two free chunks are
  * neighbours; every free chunk is on the bin of its size; a live chunk's
@@ -34,10 +24,12 @@
  * first chunk of the next non-empty bin above, whose every chunk fits, and
  * splits off the rest; a new page when none does. A page whose chunks are all
  * free again retires like any empty page, except one, kept (H_FIT_EMPTY) so
- * that a block that comes and goes does not take and retire a page each time.
+ * that a block that comes and goes does not take and retire a page each time:
+ * off every list and bin, taken again when a new page is wanted (or retired
+ * by the page source when it has no other page to give).
  * Memory is committed as chunks are handed out. Idle memory here is what
  * free chunks hold past their headers: the idle budget (and trim()) gives
- * it back before that of class pages (Pages.trimFitPages), a page's free end
+ * it back before that of class pages (fit_chunks.ts), a page's free end
  * by lowering its COMMIT_END, a free chunk inside by purging its whole OS
  * pages, which count as committed again when a chunk cut from it touches
  * them (PURGED_PAGES and the purge masks, as for class pages).
@@ -51,66 +43,52 @@ import {
   H_FIT_EMPTY,
   H_FIT_PAGES,
   H_TOP_UNIT,
-  MEDIUM_UNITS,
-  S_MADVISE_CALLS,
   UNIT_SIZE,
 } from "../arena/arena.ts";
-import type { Pages } from "./pages.ts";
-import { Desc, PageState } from "./page_layout.ts";
-import { OS_PAGE_SIZE, releasePages } from "../os/libc.ts";
+import { OS_PAGE_SIZE } from "../os/libc.ts";
 import { HeapError } from "../errors.ts";
+import {
+  binOf,
+  Chunk,
+  CHUNK_FREE as FREE,
+  CHUNK_HEADER,
+  chunkFor,
+  FIT_BINS,
+  FIT_PAGE_BYTES,
+  tiles,
+} from "./fit_chunks.ts";
+import type { IdleMemory } from "./idle.ts";
+import {
+  Desc,
+  descriptorOf,
+  formatPage,
+  Granule,
+  pageDescriptorOf,
+  PageState,
+} from "./page_layout.ts";
+import { pushFront, unlink } from "./page_list.ts";
+import { recommit, unpurgeRange } from "./page_memory.ts";
+import type { PageSource } from "./page_source.ts";
+import { CLASS_COUNT } from "./size_classes.ts";
 
-/** Requests above this many bytes (and up to MAX_CLASS_SIZE) go to fit pages. */
-export const FIT_MIN_REQUEST = 1024;
-export const FIT_PAGE_BYTES = MEDIUM_UNITS * UNIT_SIZE;
-export const CHUNK_HEADER = 16;
 /** A split leaves at least this much as a free chunk; less stays with the block. */
 const MIN_FREE_CHUNK = 64;
-export const FIT_BINS = 64;
 /** How many chunks of the request's own bin malloc looks at before going up a bin. */
 const BIN_SCAN = 8;
-const FREE = 1;
-/** Free memory of a fit page is given back in runs of at least this many OS pages. */
-const MIN_TRIM_PAGES = 4;
-
-/** Words of a chunk header (16 bytes before a block); NEXT_FREE and PREV_FREE link free chunks. */
-export const enum Chunk {
-  Size = 0,
-  PrevSize = 1,
-  NextFree = 2,
-  PrevFree = 3,
-}
-
-function roundUpPage(offset: number): number {
-  return Math.ceil(offset / OS_PAGE_SIZE) * OS_PAGE_SIZE;
-}
-
-/** The bin of a chunk of `size` bytes (32 <= size <= 1 MiB): 4 per doubling. */
-export function binOf(size: number): number {
-  const k = 31 - Math.clz32(size);
-  return ((k - 5) << 2) + ((size >>> (k - 2)) & 3);
-}
-
-/** The chunk bytes a request of `size` bytes needs. */
-export function chunkFor(size: number): number {
-  return ((size + 15) & ~15) + CHUNK_HEADER;
-}
 
 export class FitPages {
   private readonly arena: Arena;
-  private readonly pages: Pages;
   private readonly u32: Uint32Array;
+  private readonly source: PageSource;
+  private readonly idle: IdleMemory;
   /** Whether the last alloc() handed out memory still zero from the OS (for calloc). */
   lastWasZero = false;
-  /** The page alloc() or growInPlace() is cutting a chunk from: purgeFree leaves it alone. */
-  private busyPage = 0;
 
-  constructor(arena: Arena, pages: Pages) {
+  constructor(arena: Arena, source: PageSource, idle: IdleMemory) {
     this.arena = arena;
-    this.pages = pages;
     this.u32 = arena.u32;
-    pages.trimFitPages = (wanted) => this.purgeFree(wanted);
-    pages.takeKeptFitPage = () => this.takeEmptyPage();
+    this.source = source;
+    this.idle = idle;
   }
 
   /** Usable bytes of the live block at arena offset `offset`. */
@@ -133,14 +111,10 @@ export class FitPages {
       // No new page to be had: a chunk that fits further down the bin will do.
       if (chunk === 0) chunk = this.findFree(need, Infinity);
       if (chunk === 0) return 0;
-      d = this.pages.descriptorOf(chunk);
-      if (u32[d + Desc.State] === PageState.Continuation) {
-        d = this.pages.descriptorOf(u32[d + Desc.PageStart]);
-      }
+      d = pageDescriptorOf(u32, this.arena.dataStart, chunk);
     }
     this.unlinkFree(chunk);
-    this.busyPage = d;
-    if (u32[H_FIT_EMPTY] === d) u32[H_FIT_EMPTY] = 0;
+    this.idle.busyFitPage = d;
     const have = u32[chunk >>> 2] & ~FREE;
     // Split when the rest makes a free chunk of its own above this one.
     const split = have - need >= MIN_FREE_CHUNK;
@@ -150,8 +124,8 @@ export class FitPages {
     // Memory above ZERO_FROM has not been written since it came from the OS
     // (read before the split's header, above the block, moves ZERO_FROM past it).
     this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
-    this.pages.commitFitPage(d, touched);
-    this.pages.recommitFitRange(d, chunk, touched);
+    this.commit(d, touched);
+    this.recommitRange(d, chunk, touched);
     if (split) {
       this.writeFree(end, have - need, need);
       this.written(d, end + CHUNK_HEADER);
@@ -162,7 +136,7 @@ export class FitPages {
     this.written(d, end);
     u32[d + Desc.Used]++;
     this.flipLive(chunk + CHUNK_HEADER);
-    this.busyPage = 0;
+    this.idle.busyFitPage = 0;
     return chunk + CHUNK_HEADER;
   }
 
@@ -191,12 +165,12 @@ export class FitPages {
     }
     this.writeFree(chunk, size, u32[(chunk >>> 2) + Chunk.PrevSize]);
     this.setPrevSize(d, chunk + size, size);
-    const kept = u32[H_FIT_EMPTY];
-    if (size === FIT_PAGE_BYTES && kept !== 0 && kept !== d) {
-      this.pages.unlinkAvailable(d, H_FIT_PAGES);
-      this.pages.retireFitPage(d);
+    if (size === FIT_PAGE_BYTES) {
+      // Empty: kept, off every list and bin, unless one is kept already.
+      unlink(u32, H_FIT_PAGES, d);
+      if (u32[H_FIT_EMPTY] === 0) u32[H_FIT_EMPTY] = d;
+      else this.source.retire(d);
     } else {
-      if (size === FIT_PAGE_BYTES) u32[H_FIT_EMPTY] = d;
       this.linkFree(chunk);
     }
     return usable;
@@ -219,12 +193,12 @@ export class FitPages {
     const total = have + (u32[next >>> 2] & ~FREE);
     if (total < need) return 0;
     this.unlinkFree(next);
-    this.busyPage = d;
+    this.idle.busyFitPage = d;
     const split = total - need >= MIN_FREE_CHUNK;
     const taken = split ? need : total;
     const touched = split ? chunk + taken + CHUNK_HEADER : chunk + taken;
-    this.pages.commitFitPage(d, touched);
-    this.pages.recommitFitRange(d, next, touched);
+    this.commit(d, touched);
+    this.recommitRange(d, next, touched);
     if (split) {
       const rest = chunk + need;
       this.writeFree(rest, total - need, need);
@@ -236,7 +210,7 @@ export class FitPages {
     }
     this.written(d, chunk + taken);
     u32[chunk >>> 2] = taken;
-    this.busyPage = 0;
+    this.idle.busyFitPage = 0;
     return taken - CHUNK_HEADER;
   }
 
@@ -265,24 +239,13 @@ export class FitPages {
     for (let chunk = start; chunk < end && chunk <= offset;) {
       const word = u32[chunk >>> 2];
       const size = word & ~FREE;
-      if (!this.tiles(chunk, size, end)) return 0;
+      if (!tiles(u32, chunk, size, end)) return 0;
       if (offset < chunk + size) {
         return (word & FREE) === 0 && offset >= chunk + CHUNK_HEADER ? chunk + CHUNK_HEADER : 0;
       }
       chunk += size;
     }
     return 0;
-  }
-
-  /** trim(), or no page to be had elsewhere: the fit page kept when it emptied, off every list; 0 if none. */
-  takeEmptyPage(): number {
-    const u32 = this.u32;
-    const d = u32[H_FIT_EMPTY];
-    if (d === 0) return 0;
-    u32[H_FIT_EMPTY] = 0;
-    this.unlinkFree(u32[d + Desc.PageStart]);
-    this.pages.unlinkAvailable(d, H_FIT_PAGES);
-    return d;
   }
 
   /** Calls `visit(offset, usable)` for every live fit block. */
@@ -293,7 +256,7 @@ export class FitPages {
       for (let chunk = start; chunk < start + FIT_PAGE_BYTES;) {
         const word = u32[chunk >>> 2];
         const size = word & ~FREE;
-        if (!this.tiles(chunk, size, start + FIT_PAGE_BYTES)) {
+        if (!tiles(u32, chunk, size, start + FIT_PAGE_BYTES)) {
           throw new HeapError(
             "corrupt",
             this.arena.base + chunk + CHUNK_HEADER,
@@ -304,54 +267,6 @@ export class FitPages {
         chunk += size;
       }
     }
-  }
-
-  /**
-   * Gives back, up to about `wanted` bytes, the memory of fit pages that free
-   * chunks hold past their headers, in runs of at least MIN_TRIM_PAGES OS
-   * pages: a page's free end by lowering its COMMIT_END, a free chunk inside
-   * it by purging its whole OS pages (alloc() counts them in again when a
-   * chunk cut from it touches them). Returns the bytes.
-   */
-  purgeFree(wanted: number): number {
-    const u32 = this.u32;
-    const arena = this.arena;
-    const pages = this.pages;
-    let released = 0;
-    for (let d = u32[H_FIT_PAGES]; d !== 0 && released < wanted; d = u32[d + Desc.Next]) {
-      if (d === this.busyPage) continue;
-      const start = u32[d + Desc.PageStart];
-      const end = start + FIT_PAGE_BYTES;
-      for (let chunk = start; chunk < end && released < wanted;) {
-        const word = u32[chunk >>> 2];
-        const size = word & ~FREE;
-        const commitEnd = u32[d + Desc.CommitEnd];
-        // A damaged header (check() says where) leaves the rest of the page
-        // alone: madvise must not follow sizes that do not tile it.
-        if (chunk >= commitEnd || !this.tiles(chunk, size, end)) break;
-        const from = roundUpPage(chunk + CHUNK_HEADER);
-        if ((word & FREE) !== 0 && chunk + size === end) {
-          // The page's free end: no longer committed at all.
-          if (commitEnd - from >= MIN_TRIM_PAGES * OS_PAGE_SIZE) {
-            const purged = pages.recommitFitRange(d, from, commitEnd, true);
-            releasePages(arena.base + from, commitEnd - from);
-            arena.f64[S_MADVISE_CALLS]++;
-            const bytes = commitEnd - from - purged * OS_PAGE_SIZE;
-            arena.addCommitted(-bytes);
-            u32[d + Desc.CommitEnd] = from;
-            if (u32[d + Desc.ZeroFrom] > from) u32[d + Desc.ZeroFrom] = from;
-            released += bytes;
-          }
-        } else if ((word & FREE) !== 0) {
-          const to = Math.min(chunk + size - ((chunk + size) % OS_PAGE_SIZE), commitEnd);
-          if (to - from >= MIN_TRIM_PAGES * OS_PAGE_SIZE) {
-            released += pages.purgeFitRange(d, from, to);
-          }
-        }
-        chunk += size;
-      }
-    }
-    return released;
   }
 
   /**
@@ -367,15 +282,16 @@ export class FitPages {
     u32.fill(0, H_FIT_BIN_MAP, H_FIT_BIN_MAP + FIT_BINS / 32);
     const damaged: number[] = [];
     for (let unit = 0; unit < u32[H_TOP_UNIT]; unit++) {
-      const d = this.pages.descriptorOf(this.arena.dataStart + unit * UNIT_SIZE);
-      if (u32[d + Desc.State] !== PageState.Fit) continue;
+      const d = descriptorOf(this.arena.dataStart, this.arena.dataStart + unit * UNIT_SIZE);
+      // The kept empty page stays off the bins (see newPage).
+      if (u32[d + Desc.State] !== PageState.Fit || d === u32[H_FIT_EMPTY]) continue;
       const start = u32[d + Desc.PageStart];
       const end = start + FIT_PAGE_BYTES;
       const free: number[] = [];
       let chunk = start;
       while (chunk < end && chunk + CHUNK_HEADER <= u32[d + Desc.CommitEnd]) {
         const size = u32[chunk >>> 2] & ~FREE;
-        if (!this.tiles(chunk, size, end)) break;
+        if (!tiles(u32, chunk, size, end)) break;
         if ((u32[chunk >>> 2] & FREE) !== 0) free.push(chunk);
         chunk += size;
       }
@@ -389,15 +305,6 @@ export class FitPages {
   }
 
   // ---- internals ------------------------------------------------------------
-
-  /**
-   * Whether a chunk of `size` bytes at `chunk` fits the page ending at `end`
-   * and the chunk above it (if any) records the same size below it.
-   */
-  private tiles(chunk: number, size: number, end: number): boolean {
-    return (size & 15) === 0 && size >= CHUNK_HEADER + 16 && chunk + size <= end &&
-      (chunk + size === end || this.u32[((chunk + size) >>> 2) + Chunk.PrevSize] === size);
-  }
 
   /** A free chunk of at least `need` bytes (looking at `scan` chunks of its bin), still on its bin; 0 if none. */
   private findFree(need: number, scan: number): number {
@@ -417,21 +324,41 @@ export class FitPages {
     return 0;
   }
 
-  /** A new fit page whose one chunk, all of it free, is on its bin; 0 if none. */
+  /**
+   * A fit page whose one chunk, all of it free, is on its bin: the empty
+   * page kept, else a new one from the page source; 0 if none.
+   */
   private newPage(): number {
     const u32 = this.u32;
-    const d = this.pages.acquireFitPage();
-    if (d === 0) return 0;
-    const start = u32[d + Desc.PageStart];
-    this.pages.commitFitPage(d, start + CHUNK_HEADER);
-    this.writeFree(start, FIT_PAGE_BYTES, 0);
-    this.written(d, start + CHUNK_HEADER);
-    this.linkFree(start);
-    u32[d + Desc.Next] = u32[H_FIT_PAGES];
-    u32[d + Desc.Prev] = 0;
-    if (u32[H_FIT_PAGES] !== 0) u32[u32[H_FIT_PAGES] + Desc.Prev] = d;
-    u32[H_FIT_PAGES] = d;
+    let d = u32[H_FIT_EMPTY];
+    if (d !== 0) {
+      u32[H_FIT_EMPTY] = 0;
+    } else {
+      d = this.source.take(true);
+      if (d === 0) return 0;
+      // No class, no block size; the live bitmap in 16-byte granules, like a small page's.
+      formatPage(u32, d, PageState.Fit, CLASS_COUNT, 0, 0, FIT_PAGE_BYTES, Granule.SmallShift);
+      const start = u32[d + Desc.PageStart];
+      this.commit(d, start + CHUNK_HEADER);
+      this.writeFree(start, FIT_PAGE_BYTES, 0);
+      this.written(d, start + CHUNK_HEADER);
+    }
+    this.linkFree(u32[d + Desc.PageStart]);
+    pushFront(u32, H_FIT_PAGES, d);
     return d;
+  }
+
+  /** Page `d` is about to be written up to `end`: counted as committed that far. */
+  private commit(d: number, end: number): void {
+    if (end > this.u32[d + Desc.CommitEnd]) this.idle.extendCommit(d, end);
+  }
+
+  /** The purged OS pages of page `d` that `[from, to)` touches are about to be written. */
+  private recommitRange(d: number, from: number, to: number): void {
+    const count = unpurgeRange(this.arena, d, from, to);
+    if (count === 0) return;
+    this.idle.giveBackIdle(count * OS_PAGE_SIZE);
+    recommit(this.arena, d, from, to, count);
   }
 
   /**

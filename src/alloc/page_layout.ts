@@ -1,7 +1,7 @@
 /**
  * The layout of small and medium pages, and the block fast paths that read
  * it (in this module, so that V8 sees its const enums as literals; the
- * Pages class in pages.ts does everything else).
+ * slow paths are class_pages.ts's).
  *
  * Small and medium pages: the blocks of one size class, carved from the arena.
  *
@@ -90,7 +90,7 @@
  * Which list a page is on:
  *  - SMALL/MEDIUM page with room (USED < CAPACITY): its class's available
  *    list. A full page is on no list, except that the head may be full
- *    (its blocks live or waiting on the allocation list): Pages.take and
+ *    (its blocks live or waiting on the allocation list): ClassPages.take and
  *    refill drop a full head when they find one, and so does pushing a
  *    page in front of it. A free to a full page that is not listed puts it
  *    back at the head, or second while the head's blocks wait on the
@@ -220,6 +220,72 @@ export function purgedMaskWord(d: number, p: number): number {
   return d + (p >>> 4) * Desc.Words + Desc.PurgedMask;
 }
 
+/** Descriptor index of the 64 KiB unit that holds arena offset `offset` (data at `dataStart`). */
+export function descriptorOf(dataStart: number, offset: number): number {
+  return Tables.DescriptorsU32 + ((offset - dataStart) >>> Unit.Shift) * Desc.Words;
+}
+
+/** Descriptor index of the page that holds arena offset `offset` (a medium page's first unit's). */
+export function pageDescriptorOf(u32: Uint32Array, dataStart: number, offset: number): number {
+  const d = descriptorOf(dataStart, offset);
+  return u32[d + Desc.State] === PageState.Continuation
+    ? descriptorOf(dataStart, u32[d + Desc.PageStart])
+    : d;
+}
+
+/** True if the block at `offset` of in-use page `d` is live. */
+export function isLive(u32: Uint32Array, d: number, offset: number): boolean {
+  const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
+  return (u32[u32[d + Desc.Bitmap] + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
+}
+
+/**
+ * The offset of the block of page `d` that starts in bitmap granule
+ * `granule`, or -1 if none does. (Medium pages have one bit per 8 KiB, and
+ * their blocks, all larger than 8 KiB, start in distinct granules.)
+ */
+export function blockAtGranule(u32: Uint32Array, d: number, granule: number): number {
+  const shift = u32[d + Desc.Shift];
+  const blockSize = u32[d + Desc.BlockSize];
+  const relative = Math.ceil((granule * 2 ** shift) / blockSize) * blockSize;
+  return Math.floor(relative / 2 ** shift) === granule ? u32[d + Desc.PageStart] + relative : -1;
+}
+
+/**
+ * Writes the descriptor words of a page about to be used (empty; committed
+ * memory below COMMIT_END is dirty): class pages with their class, fit
+ * pages with none.
+ */
+export function formatPage(
+  u32: Uint32Array,
+  d: number,
+  state: PageState,
+  cls: number,
+  blockSize: number,
+  capacity: number,
+  bumpBytes: number,
+  shift: number,
+): void {
+  const start = u32[d + Desc.PageStart];
+  u32[d + Desc.Free] = 0;
+  u32[d + Desc.Bump] = start;
+  u32[d + Desc.BumpEnd] = start + bumpBytes;
+  u32[d + Desc.Used] = 0;
+  u32[d + Desc.SyncedUsed] = 0;
+  u32[d + Desc.BlockSize] = blockSize;
+  u32[d + Desc.Class] = cls;
+  setState(u32, d, state);
+  u32[d + Desc.ZeroFrom] = u32[d + Desc.CommitEnd];
+  u32[d + Desc.Capacity] = capacity;
+  u32[d + Desc.Shift] = shift;
+  u32[d + Desc.LocalPageStart] = start;
+  u32[d + Desc.LocalCapacity] = capacity;
+  u32[d + Desc.LocalBlockSize] = blockSize;
+  // A page with purged OS pages is released, never retained, so none are left here.
+  u32[d + Desc.Unlisted] = 0;
+  u32[d + Desc.ScanFrom] = 0;
+}
+
 /** log2 of OS_PAGE_SIZE, for the purge masks (checked in formatTables). */
 export const enum OsPage {
   Shift = 12,
@@ -253,7 +319,7 @@ export const enum Unit {
 // page's FAST_FREE flag and the new USED tell, with two compares, that
 // nothing else must happen (the page neither emptied nor was full and off
 // its list). Everything else, including refilling an empty allocation list,
-// is Pages.take and Pages.freeLive. Both functions use literals only (the
+// is ClassPages.take and ClassPages.freeLive. Both functions use literals only (the
 // const enums of this module) so that V8 inlines them into Heap.malloc/free
 // and those into the caller's loop. Neither counts anything: a counter
 // updated on every call is a chain of loads and stores from one call to the

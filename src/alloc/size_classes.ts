@@ -17,7 +17,7 @@
  * Requests above 128 KiB get a mapping of their own (see large.ts). A page
  * commits memory only as far as it has handed out blocks, so a small page of
  * one 36 KiB block costs 36 KiB, not 64; and an emptied small page, whatever
- * its class, is what any class takes next (see pages.ts), so blocks of 9 to
+ * its class, is what any class takes next (see class_pages.ts), so blocks of 9 to
  * 64 KiB that come and go trade whole pages with the rest of the heap.
  * (In secure mode a small page gives up its last OS page as a guard, so the
  * 64 KiB class lives in medium pages there.)

@@ -149,7 +149,7 @@ export const S_IN_USE_PAGE_BYTES = S + 18;
 export const S_LIMIT = S + 19; // HeapOptions.limitBytes (Infinity: no cap)
 
 // The class table (byte 2048), size lookup (byte 3584) and page descriptors
-// (byte 4096) are laid out and filled by pages.ts (see Tables in page_layout.ts).
+// (byte 4096) are laid out and filled by class_pages.ts (see Tables in page_layout.ts).
 export const DESCRIPTORS_BYTE = 4096;
 
 /** Options that shape an arena. */

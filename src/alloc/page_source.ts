@@ -1,0 +1,372 @@
+/**
+ * The page source: where empty pages come from and go to. Class pages
+ * (class_pages.ts) and fit pages (fit.ts) take pages here and give them back
+ * when they empty; everything here happens under a shared heap's global
+ * lock, since every Worker's pages come from the one arena.
+ *
+ * An empty page is, from most to least ready for reuse:
+ *  - RETAINED: still committed, on its kind's retained list (most recent
+ *    first, the oldest released first when retained bytes pass the heap's
+ *    `retainBytes`, or when the footprint must stay under `limitBytes`);
+ *  - RELEASED: given back with madvise(MADV_DONTNEED), on its kind's stack;
+ *    reads zero when reused;
+ *  - never carved: above the arena's top unit.
+ * A page is taken from the first of these that has one of the kind wanted
+ * (small: one unit, medium: sixteen). When none has, a retained medium page
+ * is split into sixteen small ones; once the arena is carved to the top,
+ * released pages of the other kind are split or merged. A page with OS
+ * pages purged while in use (page_memory.ts) is released, never retained.
+ *
+ * Secure mode keeps the last OS page of every page inaccessible (a guard
+ * page; a medium page's fifteen inner guards come and go as it is merged and
+ * split).
+ *
+ * The fit page fit.ts keeps when it empties (H_FIT_EMPTY, on no list) is
+ * the last resort: when no page can be had otherwise, it is retired and
+ * taken again.
+ */
+
+import {
+  type Arena,
+  H_FIT_EMPTY,
+  H_RELEASED_MEDIUM_HEAD,
+  H_RELEASED_SMALL_HEAD,
+  H_RETAINED_MEDIUM_HEAD,
+  H_RETAINED_MEDIUM_TAIL,
+  H_RETAINED_SMALL_HEAD,
+  H_RETAINED_SMALL_TAIL,
+  H_SECURE_KEY,
+  H_TOP_UNIT,
+  MEDIUM_UNITS,
+  S_IN_USE_PAGE_BYTES,
+  S_MADVISE_CALLS,
+  S_MPROTECT_CALLS,
+  S_RETAIN_LIMIT,
+  S_RETAINED_BYTES,
+  UNIT_SIZE,
+} from "../arena/arena.ts";
+import { lockGlobal, unlockGlobal } from "../arena/owners.ts";
+import {
+  OS_PAGE_SIZE,
+  PROT_NONE,
+  PROT_READ,
+  PROT_WRITE,
+  protectMemory,
+  releasePages,
+} from "../os/libc.ts";
+import { BitmapWords, Desc, PageState, setState, Tables } from "./page_layout.ts";
+import { popStack, pushFront, pushStack, unlink } from "./page_list.ts";
+import { clearPurged, committedExtent } from "./page_memory.ts";
+
+export class PageSource {
+  readonly arena: Arena;
+  private readonly u32: Uint32Array;
+  /** Owner slot of the Worker this source serves (0: a heap that is not shared: no lock). */
+  private readonly owner: number;
+  /** Secure mode: pages have guard pages. */
+  private readonly guarded: boolean;
+
+  constructor(arena: Arena, owner: number) {
+    this.arena = arena;
+    this.u32 = arena.u32;
+    this.owner = owner;
+    this.guarded = arena.u32[H_SECURE_KEY] !== 0;
+  }
+
+  /** Shared heaps: takes the global lock (re-entrant); nothing for a private heap. */
+  lock(): void {
+    if (this.owner !== 0) lockGlobal(this.arena, this.owner);
+  }
+
+  unlock(): void {
+    if (this.owner !== 0) unlockGlobal(this.arena);
+  }
+
+  /**
+   * An empty page of the kind asked for, off every list, counted as in use;
+   * 0 if none can be had, or if it would take the footprint past limitBytes
+   * (see Arena.footprint) even after retained pages go back to the OS. Its
+   * descriptor still needs formatting (formatPage).
+   */
+  take(medium: boolean): number {
+    this.lock();
+    try {
+      let d = this.find(medium);
+      if (d === 0) {
+        // The empty fit page fit.ts keeps for its next block is all the room left.
+        const kept = this.u32[H_FIT_EMPTY];
+        if (kept !== 0) {
+          this.u32[H_FIT_EMPTY] = 0;
+          this.retire(kept);
+          d = this.find(medium);
+        }
+      }
+      return d;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  private find(medium: boolean): number {
+    const units = medium ? MEDIUM_UNITS : 1;
+    const bytes = units * UNIT_SIZE;
+    if (!this.makeRoomUnderLimit(bytes, units)) return 0;
+    let d = this.takeRetained(medium);
+    if (d === 0) d = popStack(this.u32, medium ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD);
+    if (d === 0 && !medium) d = this.splitRetainedMedium();
+    if (d === 0) d = this.carve(units);
+    if (d === 0) d = this.convertReleased(medium);
+    if (d !== 0) this.arena.f64[S_IN_USE_PAGE_BYTES] += bytes;
+    return d;
+  }
+
+  /**
+   * Whether the footprint may grow by `bytes` (and the metadata of `units`
+   * carved units) under limitBytes, once retained pages, oldest first, have
+   * gone back to the OS as far as that takes.
+   */
+  makeRoomUnderLimit(bytes: number, units = 0): boolean {
+    if (this.arena.withinLimit(bytes, units)) return true;
+    this.lock();
+    try {
+      while (!this.arena.withinLimit(bytes, units)) {
+        if (this.releaseOldestRetained() < 0) return false;
+      }
+      return true;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /** An in-use page emptied, off every list: it is retained (within retainBytes) or released. */
+  retire(d: number): void {
+    const u32 = this.u32;
+    const f64 = this.arena.f64;
+    this.lock();
+    this.leavesUse(d);
+    if (u32[d + Desc.PurgedPages] !== 0) {
+      // Partly given back already: reused, its holes would fault in uncounted.
+      this.release(d);
+    } else {
+      this.pushRetained(d);
+      while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) this.releaseOldestRetained();
+    }
+    this.unlock();
+  }
+
+  /** trim(): an in-use page emptied, off every list, goes back to the OS at once; returns the bytes. */
+  releaseEmpty(d: number): number {
+    this.lock();
+    this.leavesUse(d);
+    const bytes = this.release(d);
+    this.unlock();
+    return bytes;
+  }
+
+  /** trim(): releases the empty fit page fit.ts keeps, if any; returns the bytes. */
+  releaseKeptFitPage(): number {
+    const kept = this.u32[H_FIT_EMPTY];
+    if (kept === 0) return 0;
+    this.u32[H_FIT_EMPTY] = 0;
+    return this.releaseEmpty(kept);
+  }
+
+  /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
+  releaseOldestRetained(): number {
+    const oldest = this.u32[H_RETAINED_MEDIUM_TAIL] || this.u32[H_RETAINED_SMALL_TAIL];
+    if (oldest === 0) return -1;
+    this.lock();
+    this.unlinkRetained(oldest);
+    const bytes = this.release(oldest);
+    this.unlock();
+    return bytes;
+  }
+
+  /** Page `d` is no longer in use (see Arena.footprint). */
+  private leavesUse(d: number): void {
+    this.arena.f64[S_IN_USE_PAGE_BYTES] -= this.u32[d + Desc.Units] * UNIT_SIZE;
+  }
+
+  private pushRetained(d: number): void {
+    const medium = this.u32[d + Desc.Units] === MEDIUM_UNITS;
+    setState(this.u32, d, PageState.Retained);
+    pushFront(
+      this.u32,
+      medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD,
+      d,
+      medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL,
+    );
+    this.arena.f64[S_RETAINED_BYTES] += committedExtent(this.u32, d);
+  }
+
+  private takeRetained(medium: boolean): number {
+    const d = this.u32[medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD];
+    if (d !== 0) this.unlinkRetained(d);
+    return d;
+  }
+
+  private unlinkRetained(d: number): void {
+    const medium = this.u32[d + Desc.Units] === MEDIUM_UNITS;
+    unlink(
+      this.u32,
+      medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD,
+      d,
+      medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL,
+    );
+    this.arena.f64[S_RETAINED_BYTES] -= committedExtent(this.u32, d);
+  }
+
+  /** Gives an off-list empty page's memory back to the OS; returns the bytes released. */
+  private release(d: number): number {
+    const u32 = this.u32;
+    const arena = this.arena;
+    const start = u32[d + Desc.PageStart];
+    const extent = committedExtent(u32, d);
+    if (extent > 0) {
+      // Up to COMMIT_END, over any purged OS pages, so that all of it reads zero.
+      releasePages(arena.base + start, u32[d + Desc.CommitEnd] - start);
+      arena.f64[S_MADVISE_CALLS]++;
+      arena.addCommitted(-extent);
+    }
+    u32[d + Desc.CommitEnd] = start;
+    setState(u32, d, PageState.Released);
+    clearPurged(arena, d);
+    pushStack(
+      u32,
+      u32[d + Desc.Units] === MEDIUM_UNITS ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD,
+      d,
+    );
+    return extent;
+  }
+
+  /**
+   * The arena is carved to the top: make a page of the wanted kind out of
+   * released pages of the other kind, releasing retained pages first. A
+   * medium page splits into 16 small ones; 16 adjacent released small pages
+   * merge into a medium one. Returns the descriptor, or 0.
+   */
+  private convertReleased(medium: boolean): number {
+    const u32 = this.u32;
+    for (let r = this.takeRetained(!medium); r !== 0; r = this.takeRetained(!medium)) {
+      this.release(r);
+    }
+    if (!medium) {
+      const d = popStack(u32, H_RELEASED_MEDIUM_HEAD);
+      if (d === 0) return 0;
+      const first = (d - Tables.DescriptorsU32) / Desc.Words;
+      if (this.guarded && !this.setGuards(first, PROT_NONE)) {
+        // Out of map entries: the medium page stays whole (secure pages need their guards).
+        pushStack(u32, H_RELEASED_MEDIUM_HEAD, d);
+        return 0;
+      }
+      for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
+        this.formatReleasedUnit(first + i, 1);
+        if (i > 0) pushStack(u32, H_RELEASED_SMALL_HEAD, d + i * Desc.Words);
+      }
+      return d;
+    }
+    // Find 16 adjacent released small units.
+    const top = u32[H_TOP_UNIT];
+    let run = 0;
+    for (let unit = 0; unit < top; unit++) {
+      const c = Tables.DescriptorsU32 + unit * Desc.Words;
+      const free = u32[c + Desc.State] === PageState.Released && u32[c + Desc.Units] === 1;
+      run = free ? run + 1 : 0;
+      if (run < MEDIUM_UNITS) continue;
+      const first = unit - MEDIUM_UNITS + 1;
+      if (this.guarded && !this.setGuards(first, PROT_READ | PROT_WRITE)) return 0;
+      // Unlink them from the released small stack (a rare path: rebuild the stack).
+      let kept = 0;
+      for (let p = u32[H_RELEASED_SMALL_HEAD]; p !== 0;) {
+        const next = u32[p + Desc.Next];
+        const u = (p - Tables.DescriptorsU32) / Desc.Words;
+        if (u < first || u > unit) u32[p + Desc.Next] = kept, kept = p;
+        p = next;
+      }
+      u32[H_RELEASED_SMALL_HEAD] = kept;
+      this.formatReleasedUnit(first, MEDIUM_UNITS);
+      return Tables.DescriptorsU32 + first * Desc.Words;
+    }
+    return 0;
+  }
+
+  /**
+   * A small page is wanted and none is retained or released: rather than
+   * carve (and commit) new units, split an empty retained medium page into
+   * sixteen small ones, each keeping the committed memory it covers. Not in
+   * secure mode, whose small pages need guard pages of their own.
+   */
+  private splitRetainedMedium(): number {
+    if (this.guarded) return 0;
+    const d = this.takeRetained(true);
+    if (d === 0) return 0;
+    const u32 = this.u32;
+    const first = (d - Tables.DescriptorsU32) / Desc.Words;
+    const start = u32[d + Desc.PageStart];
+    const committedEnd = u32[d + Desc.CommitEnd];
+    for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
+      this.formatReleasedUnit(first + i, 1);
+      const c = d + i * Desc.Words;
+      const unitStart = start + i * UNIT_SIZE;
+      const end = Math.min(Math.max(committedEnd, unitStart), unitStart + UNIT_SIZE);
+      u32[c + Desc.CommitEnd] = end;
+      if (i === 0) continue;
+      if (end > unitStart) this.pushRetained(c);
+      else pushStack(u32, H_RELEASED_SMALL_HEAD, c);
+    }
+    return d;
+  }
+
+  /** Lays out released (empty, uncommitted) descriptors for a page of `units` units at `first`. */
+  private formatReleasedUnit(first: number, units: number): void {
+    const u32 = this.u32;
+    const arena = this.arena;
+    const d = Tables.DescriptorsU32 + first * Desc.Words;
+    const start = arena.dataStart + first * UNIT_SIZE;
+    setState(u32, d, PageState.Released);
+    u32[d + Desc.PageStart] = start;
+    u32[d + Desc.CommitEnd] = start;
+    u32[d + Desc.Units] = units;
+    u32[d + Desc.Next] = 0;
+    u32[d + Desc.Bitmap] = arena.bitmapU32 + first * BitmapWords.Small;
+    for (let i = 1; i < units; i++) {
+      const c = d + i * Desc.Words;
+      setState(u32, c, PageState.Continuation);
+      u32[c + Desc.PageStart] = start;
+      u32[c + Desc.Units] = 0;
+    }
+  }
+
+  /** Secure mode: sets the protection of the last OS page of the page of `units` units at `first`. */
+  private setGuard(first: number, units: number, prot: number): boolean {
+    const arena = this.arena;
+    const guard = arena.base + arena.dataStart + (first + units) * UNIT_SIZE - OS_PAGE_SIZE;
+    arena.f64[S_MPROTECT_CALLS]++;
+    return protectMemory(guard, OS_PAGE_SIZE, prot);
+  }
+
+  /**
+   * Secure mode: sets the guard pages of the first 15 of the 16 small units
+   * at `first` (a medium page's units) to `prot`, all or none: false, with
+   * every guard as it was, when the OS refuses one (out of map entries).
+   */
+  private setGuards(first: number, prot: number): boolean {
+    const undo = prot === PROT_NONE ? PROT_READ | PROT_WRITE : PROT_NONE;
+    for (let i = 0; i < MEDIUM_UNITS - 1; i++) {
+      if (!this.setGuard(first + i, 1, prot)) {
+        while (--i >= 0) this.setGuard(first + i, 1, undo);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Carves a never-used page of `units` units; returns its descriptor or 0. */
+  private carve(units: number): number {
+    const first = this.arena.carveUnits(units);
+    if (first < 0) return 0;
+    this.formatReleasedUnit(first, units);
+    if (this.guarded && !this.setGuard(first, units, PROT_NONE)) return 0;
+    return Tables.DescriptorsU32 + first * Desc.Words;
+  }
+}
