@@ -21,7 +21,6 @@ import {
   H_RETAINED_MEDIUM_TAIL,
   H_RETAINED_SMALL_HEAD,
   H_RETAINED_SMALL_TAIL,
-  H_SECURE_KEY,
   H_SHARED,
   H_TOP_UNIT,
   H_VERSION,
@@ -444,13 +443,9 @@ function checkPage(
     fail(where, "page hands out memory it has not counted as committed");
   }
   if (u32[d + Desc.ZeroFrom] < start) fail(where, "page zero mark is below the page");
-  const isLive = (offset: number) => {
-    const g = (offset - start) >>> u32[d + Desc.Shift];
-    return (u32[u32[d + Desc.Bitmap] + (g >>> 5)] & (1 << (g & 31))) !== 0;
-  };
   // Free list: inside the used area, on block boundaries, not live, no cycle.
   let free = 0;
-  if (u32[H_SECURE_KEY] !== 0 && u32[d + Desc.Checksum] !== pages.checksum(d)) {
+  if (!pages.codec.intact(d)) {
     fail(where, "page metadata fails its checksum");
   }
   for (let f = u32[d + Desc.Free]; f !== 0; f = pages.nextFree(d, f, false)) {
@@ -458,7 +453,7 @@ function checkPage(
     if (f < start || f >= bump || (f - start) % blockSize !== 0) {
       fail(arena.base + f, "free list link points outside the page's blocks");
     }
-    if (isLive(f)) fail(arena.base + f, "a live block is on the free list");
+    if (isLive(u32, d, f)) fail(arena.base + f, "a live block is on the free list");
     if (remotelyFreed.has(f)) {
       fail(
         arena.base + f,
@@ -484,7 +479,7 @@ function checkPage(
   }
   for (let block = start; block < bump; block += blockSize) {
     if (!touchesPurged(u32, d, block, u32[d + Desc.BlockSize])) continue;
-    if (isLive(block)) fail(arena.base + block, "a live block touches a purged OS page");
+    if (isLive(u32, d, block)) fail(arena.base + block, "a live block touches a purged OS page");
     unlisted++;
   }
   if (unlisted > u32[d + Desc.Unlisted]) {

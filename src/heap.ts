@@ -27,6 +27,9 @@ import { ClassPages } from "./alloc/class_pages.ts";
 import { ClassLists } from "./alloc/class_lists.ts";
 import { IdleMemory } from "./alloc/idle.ts";
 import { PageSource } from "./alloc/page_source.ts";
+import { type FreeListCodec, PlainCodec, PrivateOwnership } from "./alloc/policies.ts";
+import { KeyedCodec } from "./modes/secure.ts";
+import { SharedOwnership } from "./modes/shared.ts";
 import {
   Desc,
   descriptorOf,
@@ -194,6 +197,8 @@ export class Heap {
   #lists: ClassLists;
   #idle: IdleMemory;
   #pages: ClassPages;
+  /** Shared heaps: this Worker's page ownership (null for a heap that is not shared). */
+  #shared: SharedOwnership | null = null;
   /** Blocks above 1 KiB of a private, non-secure heap (null otherwise): see fit.ts. */
   #fit: FitPages | null = null;
   #large: LargeBlocks;
@@ -312,7 +317,19 @@ export class Heap {
       this.#fit = new FitPages(arena, this.#source, idle);
     }
     this.#idle = idle;
-    this.#pages = new ClassPages(arena, this.#source, this.#lists, idle, this.#owner);
+    const codec: FreeListCodec = secure ? new KeyedCodec(arena, idle) : new PlainCodec(arena.u32);
+    if (shared) {
+      this.#shared = new SharedOwnership(arena, this.#owner, this.#source, this.#lists, codec);
+    }
+    this.#pages = new ClassPages(
+      arena,
+      this.#source,
+      this.#lists,
+      idle,
+      codec,
+      this.#shared ?? new PrivateOwnership(arena.u32),
+      this.#owner,
+    );
     this.#buffers = new UserBuffers(arena, secure);
     this.u8 = arena.u8;
     this.u32 = arena.u32;
@@ -999,8 +1016,8 @@ export class Heap {
     if (
       where > 0 && this.#owner !== 0 && this.u32[where + Desc.Owner] !== this.#owner
     ) {
-      // Shared heap: another Worker's page; its owner takes the block back (see pages.ts).
-      this.#lists.countFreed(1, this.#pages.freeRemote(where, offset));
+      // Shared heap: another Worker's page; its owner takes the block back (see modes/shared.ts).
+      this.#lists.countFreed(1, this.#shared!.freeRemote(where, offset));
       if (this.#buffers.hasBlockBuffers) this.#buffers.release(address);
       return;
     }
@@ -1084,7 +1101,7 @@ export class Heap {
    */
   #leave(): void {
     if (--this.#lockDepth !== 0 || this.#closed) return;
-    if (this.#pages.adoptedDebugOwners.length !== 0) this.#releaseAdoptedQuarantines();
+    if (this.#shared?.adoptedDebugOwners.length) this.#releaseAdoptedQuarantines();
     this.#publish();
     if (this.#plainStoreReleases) this.#arena.i32[this.#lockIndex] = 0;
     else Atomics.store(this.#arena.i32, this.#lockIndex, 0);
@@ -1096,7 +1113,7 @@ export class Heap {
    * but live for the core) go back too. Still under this Worker's lock.
    */
   #releaseAdoptedQuarantines(): void {
-    const orphans = this.#pages.adoptedDebugOwners.splice(0);
+    const orphans = this.#shared!.adoptedDebugOwners.splice(0);
     this.#lockDepth++;
     try {
       const core = this.#coreAccess();

@@ -24,14 +24,6 @@ import {
 } from "./size_classes.ts";
 import { OS_PAGE_SIZE } from "../os/libc.ts";
 import { HeapError } from "../errors.ts";
-import {
-  claimOrphans,
-  OwnerState,
-  readOwnerCounters,
-  Slot,
-  slotOf,
-  TOTAL_STORE_ORDER,
-} from "../arena/owners.ts";
 import { type ClassLists, SPLIT_CLASSES } from "./class_lists.ts";
 import type { IdleMemory } from "./idle.ts";
 import {
@@ -51,42 +43,34 @@ import {
 import { insertAfter, pushFront, unlink } from "./page_list.ts";
 import { committedExtent, recommit, unpurgeRange } from "./page_memory.ts";
 import type { PageSource } from "./page_source.ts";
+import type { FreeListCodec, PageOwnership, PageTransitions } from "./policies.ts";
 
 /** An empty head page stays on its class list only while it has committed this much or less. */
 const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
 
 /** Pages of size classes: taking and freeing blocks off the fast paths, and the page transitions. */
-export class ClassPages {
+export class ClassPages implements PageTransitions {
   readonly arena: Arena;
   private readonly u32: Uint32Array;
   private readonly source: PageSource;
   private readonly lists: ClassLists;
   private readonly idle: IdleMemory;
-  /** Secure mode's key for free-list links and checksums; 0 when secure mode is off. */
-  private readonly key: number;
-  /** xorshift32 state for shuffling fresh pages in secure mode. */
-  private shuffleState: number;
+  /** How free blocks link to the next (secure mode's encodes); check.ts reads it too. */
+  readonly codec: FreeListCodec;
+  /** Who may change live bits (shared heaps': any Worker may free). */
+  private readonly ownership: PageOwnership;
   /** Owner slot of this Heap object (0 for a heap that is not shared). */
-  readonly owner: number;
-  /**
-   * Shared heaps: the owner slots of debug-mode Workers whose pages this
-   * owner adopted, for the Heap to give back the blocks their quarantines
-   * held (see modes/debug.ts); the Heap empties it.
-   */
-  readonly adoptedDebugOwners: number[] = [];
+  private readonly owner: number;
   private readonly splitLists: boolean;
   private readonly allocLists: Uint32Array;
-  private readonly shared: boolean;
-  /** See TOTAL_STORE_ORDER (owners.ts). */
-  private readonly totalStoreOrder = TOTAL_STORE_ORDER;
-  /** Shared heaps: words from a live bitmap to the same unit's handed-out bitmap. */
-  private readonly handedOutDelta: number;
 
   constructor(
     arena: Arena,
     source: PageSource,
     lists: ClassLists,
     idle: IdleMemory,
+    codec: FreeListCodec,
+    ownership: PageOwnership,
     owner: number,
   ) {
     this.arena = arena;
@@ -94,13 +78,11 @@ export class ClassPages {
     this.source = source;
     this.lists = lists;
     this.idle = idle;
+    this.codec = codec;
+    this.ownership = ownership;
+    this.owner = owner;
     this.splitLists = lists.splitLists;
     this.allocLists = lists.allocLists;
-    this.key = arena.u32[H_SECURE_KEY];
-    this.shuffleState = this.key | 1;
-    this.owner = owner;
-    this.shared = owner !== 0;
-    this.handedOutDelta = arena.handedOutU32 - arena.bitmapU32;
   }
 
   /**
@@ -127,10 +109,7 @@ export class ClassPages {
     );
     u32[d + Desc.RemoteFreed] = 0;
     Atomics.store(u32, d + Desc.Owner, this.owner);
-    if (this.key !== 0) {
-      u32[d + Desc.Checksum] = this.checksum(d);
-      this.shuffleFresh(d);
-    }
+    this.codec.formatted(d);
     const slot = this.lists.headSlot(cls);
     const head = u32[slot];
     if (head !== 0 && u32[head + Desc.Used] === 0) {
@@ -188,22 +167,15 @@ export class ClassPages {
       this.dropFullHead(d); // full: see the list rules above
       d = u32[slot];
     }
-    if (d === 0 && this.shared) {
-      // Blocks other Workers freed come first, then pages of Workers that are
-      // gone: looking for those costs two system calls per attached Worker
-      // (see claimOrphans), so only when a page would be acquired otherwise.
-      this.collectRemoteFrees();
+    if (d === 0) {
+      this.ownership.replenish(this, slot); // shared heaps: blocks other Workers freed
       d = u32[slot];
-      if (d === 0) {
-        this.adoptOrphans();
-        d = u32[slot];
-      }
     }
     if (d === 0) {
       d = this.acquire(cls);
       if (d === 0) return 0;
     }
-    if (this.key !== 0) this.verifyChecksum(d);
+    this.verifyIntact(d);
     let block = u32[d + Desc.Free];
     if (block !== 0) {
       u32[d + Desc.Free] = this.nextFree(d, block, true);
@@ -219,8 +191,7 @@ export class ClassPages {
     const used = u32[d + Desc.Used] + 1;
     u32[d + Desc.Used] = used;
     if (used === u32[d + Desc.Capacity]) this.dropFullHead(d);
-    if (this.shared) this.handOut(d, block);
-    else this.flipLiveBit(d, block);
+    this.ownership.handOut(d, block);
     this.lists.countHanded(1, u32[d + Desc.BlockSize]);
     return block;
   }
@@ -313,24 +284,23 @@ export class ClassPages {
    */
   freeLive(d: number, offset: number): number {
     const u32 = this.u32;
-    if (this.key !== 0) this.verifyChecksum(d);
+    this.verifyIntact(d);
     // Read now: once the page retires, another Worker may reformat it.
     const blockSize = u32[d + Desc.BlockSize];
-    if (this.shared) this.takeBackLocal(d, offset);
-    else this.flipLiveBit(d, offset);
-    u32[offset >>> 2] = this.encodeNext(offset, u32[d + Desc.Free]);
+    this.ownership.takeBack(d, offset);
+    u32[offset >>> 2] = this.codec.encode(offset, u32[d + Desc.Free]);
     u32[d + Desc.Free] = offset;
     const used = u32[d + Desc.Used] - 1;
     u32[d + Desc.Used] = used;
     if (this.splitLists) this.lists.syncPage(d);
     else this.lists.countFreed(1, blockSize);
     // A full page is on no list, unless it is its class's head.
-    const unlisted = used + 1 === u32[d + Desc.Capacity] &&
+    const offList = used + 1 === u32[d + Desc.Capacity] &&
       u32[this.lists.headSlot(u32[d + Desc.Class])] !== d;
     if (used === 0) {
-      if (unlisted) this.source.retire(d); // a page of one block: full, then empty
-      else if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
-    } else if (unlisted) {
+      if (offList) this.source.retire(d); // a page of one block: full, then empty
+      else this.emptied(d);
+    } else if (offList) {
       this.readmit(d);
     }
     return blockSize;
@@ -357,30 +327,20 @@ export class ClassPages {
   }
 
   /**
-   * The free block after `block` on page `d`'s free list. In secure mode the
-   * link is stored encoded with the heap's key and the block's own offset,
-   * and (when `verify`) a link that does not decode to a free block of this
-   * page is reported before it is followed.
+   * The free block after `block` on page `d`'s free list. When `verify`, a
+   * link the codec finds overwritten (secure mode) is reported before it is
+   * followed, and the page's free list rebuilt.
    */
   nextFree(d: number, block: number, verify: boolean): number {
-    const u32 = this.u32;
-    const stored = u32[block >>> 2];
-    if (this.key === 0) return stored;
-    const next = (stored ^ this.key ^ Math.imul(block, 0x9e3779b1)) >>> 0;
-    if (verify && next !== 0) {
-      const start = u32[d + Desc.PageStart];
-      if (
-        next < start || next >= u32[d + Desc.BumpEnd] ||
-        (next - start) % u32[d + Desc.BlockSize] !== 0 || isLive(u32, d, next)
-      ) {
-        this.rebuildFreeList(d);
-        throw new HeapError(
-          "corrupt",
-          this.arena.base + block,
-          "the free-list link stored in this freed block was overwritten (secure mode); " +
-            "the page's free list was rebuilt from its live bitmap",
-        );
-      }
+    const next = this.codec.decode(d, block, verify);
+    if (next < 0) {
+      this.rebuildFreeList(d);
+      throw new HeapError(
+        "corrupt",
+        this.arena.base + block,
+        "the free-list link stored in this freed block was overwritten (secure mode); " +
+          "the page's free list was rebuilt from its live bitmap",
+      );
     }
     return next;
   }
@@ -396,129 +356,23 @@ export class ClassPages {
     const u32 = this.u32;
     const start = u32[d + Desc.PageStart];
     const blockSize = u32[d + Desc.BlockSize];
-    const shift = u32[d + Desc.Shift];
-    const handedOut = u32[d + Desc.Bitmap] + this.handedOutDelta;
     let next = 0;
     for (let block = u32[d + Desc.Bump] - blockSize; block >= start; block -= blockSize) {
-      const granule = (block - start) >>> shift;
-      const waiting = this.shared &&
-        (u32[handedOut + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
-      if (!isLive(u32, d, block) && !waiting) {
-        u32[block >>> 2] = this.encodeNext(block, next);
+      if (!isLive(u32, d, block) && !this.ownership.awaitsCollection(d, block)) {
+        u32[block >>> 2] = this.codec.encode(block, next);
         next = block;
       }
     }
     u32[d + Desc.Free] = next;
   }
 
-  private encodeNext(block: number, next: number): number {
-    return this.key === 0 ? next : (next ^ this.key ^ Math.imul(block, 0x9e3779b1)) >>> 0;
-  }
-
-  /** Secure mode: a keyed hash of the descriptor words that stay fixed while a page is in use. */
-  checksum(d: number): number {
-    const u32 = this.u32;
-    let h = this.key;
-    for (
-      const word of [
-        Desc.BlockSize,
-        Desc.Class,
-        Desc.PageStart,
-        Desc.Capacity,
-        Desc.Bitmap,
-        Desc.Shift,
-      ]
-    ) {
-      h = Math.imul(h ^ u32[d + word], 0x01000193) ^ (h >>> 15);
-    }
-    return h >>> 0;
-  }
-
-  private verifyChecksum(d: number): void {
-    if (this.u32[d + Desc.Checksum] !== this.checksum(d)) {
+  /** Throws corrupt if page `d`'s fixed descriptor words are not as formatted (secure mode). */
+  private verifyIntact(d: number): void {
+    if (!this.codec.intact(d)) {
       throw new HeapError(
         "corrupt",
         this.arena.base + this.u32[d + Desc.PageStart],
         "page metadata fails its checksum (secure mode)",
-      );
-    }
-  }
-
-  /**
-   * Secure mode: links every block of a freshly formatted page into its free
-   * list in random order, so that allocation order does not predict
-   * addresses. The whole page is committed at once.
-   */
-  private shuffleFresh(d: number): void {
-    const u32 = this.u32;
-    const start = u32[d + Desc.PageStart];
-    const blockSize = u32[d + Desc.BlockSize];
-    const capacity = u32[d + Desc.Capacity];
-    const order = new Uint32Array(capacity);
-    for (let i = 0; i < capacity; i++) order[i] = i;
-    let x = this.shuffleState;
-    for (let i = capacity - 1; i > 0; i--) {
-      x ^= x << 13, x ^= x >>> 17, x ^= x << 5;
-      const j = (x >>> 0) % (i + 1);
-      const t = order[i];
-      order[i] = order[j];
-      order[j] = t;
-    }
-    this.shuffleState = x;
-    const end = u32[d + Desc.BumpEnd];
-    if (end > u32[d + Desc.CommitEnd]) this.idle.extendCommit(d, end);
-    let next = 0;
-    for (let i = capacity - 1; i >= 0; i--) {
-      const block = start + order[i] * blockSize;
-      u32[block >>> 2] = this.encodeNext(block, next);
-      next = block;
-    }
-    u32[d + Desc.Free] = next;
-    u32[d + Desc.Bump] = end;
-  }
-
-  private flipLiveBit(d: number, offset: number): void {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    u32[u32[d + Desc.Bitmap] + (granule >>> 5)] ^= 1 << (granule & 31);
-  }
-
-  /**
-   * Shared heaps: sets a block's live and handed-out bits. Other Workers
-   * clear live bits of this owner's pages (see freeRemote), so the owner
-   * changes its live bitmap words with atomic operations only: a plain
-   * read-modify-write would undo a remote free.
-   */
-  private handOut(d: number, offset: number): void {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
-    const bit = 1 << (granule & 31);
-    Atomics.or(u32, word, bit);
-    u32[word + this.handedOutDelta] |= bit;
-  }
-
-  /** Shared heaps: the owner frees a block of its own page (live and handed-out bits). */
-  private takeBackLocal(d: number, offset: number): void {
-    const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
-    const bit = 1 << (granule & 31);
-    this.clearLiveBit(word, bit, offset);
-    u32[word + this.handedOutDelta] &= ~bit;
-  }
-
-  /**
-   * Shared heaps: clears a live bit and throws "double-free", changing
-   * nothing, if it was clear already: whoever clears the bit first owns the
-   * free, so a block two Workers free at once is freed exactly once.
-   */
-  private clearLiveBit(word: number, bit: number, offset: number): void {
-    if ((Atomics.and(this.u32, word, ~bit) & bit) === 0) {
-      throw new HeapError(
-        "double-free",
-        this.arena.base + offset,
-        "free: the block was already freed",
       );
     }
   }
@@ -554,7 +408,7 @@ export class ClassPages {
    * A full page got a block back: it goes back on its class list, at the head,
    * or second while the head page's blocks wait on the allocation list.
    */
-  private readmit(d: number): void {
+  readmit(d: number): void {
     const u32 = this.u32;
     const cls = u32[d + Desc.Class];
     const slot = this.lists.headSlot(cls);
@@ -573,33 +427,41 @@ export class ClassPages {
   }
 
   /**
-   * Whether an emptied page stays on its class list: only a small page that
-   * is its class's head and has committed at most KEPT_EMPTY_PAGE_BYTES does,
-   * so that a malloc/free pair does not churn pages. Any other empty page
+   * Page `d`, on its class list, emptied. Only a small page that is its
+   * class's head and has committed at most KEPT_EMPTY_PAGE_BYTES stays, so
+   * that a malloc/free pair does not churn pages (and, whatever it has
+   * committed, a head whose codec formats whole pages). Any other empty page
    * retires at once, where every class of its kind can reuse its committed
    * memory; kept as a head it would hold up to 1 MiB for one class.
    */
-  private staysWhenEmpty(d: number): boolean {
+  emptied(d: number): void {
     const u32 = this.u32;
-    // Secure mode commits (and shuffles) whole pages when it formats them: keep its heads.
-    return u32[d + Desc.Units] === 1 && u32[this.lists.headSlot(u32[d + Desc.Class])] === d &&
-      (committedExtent(u32, d) <= KEPT_EMPTY_PAGE_BYTES || this.key !== 0);
+    const slot = this.lists.headSlot(u32[d + Desc.Class]);
+    if (
+      u32[d + Desc.Units] === 1 && u32[slot] === d &&
+      (committedExtent(u32, d) <= KEPT_EMPTY_PAGE_BYTES || this.codec.formatsWholePages)
+    ) {
+      return;
+    }
+    unlink(u32, slot, d);
+    this.source.retire(d);
   }
 
-  /** A page that just emptied and does not stay: it leaves the list and retires. */
-  private retireEmptied(d: number): void {
-    unlink(this.u32, this.lists.headSlot(this.u32[d + Desc.Class]), d);
+  isFullOffList(d: number): boolean {
+    const u32 = this.u32;
+    // A full page is on no list, unless it is its class's head.
+    return u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
+      u32[this.lists.headSlot(u32[d + Desc.Class])] !== d;
+  }
+
+  retire(d: number): void {
     this.source.retire(d);
   }
 
   /** Releases every empty page (retained ones and this owner's empty class heads); returns bytes released. */
   trim(): number {
     const u32 = this.u32;
-    if (this.shared) {
-      this.collectRemoteFrees();
-      this.adoptOrphans();
-      this.collectStranded();
-    }
+    this.ownership.collectAll(this);
     this.lists.flushAll();
     this.source.lock();
     let released = this.source.releaseKeptFitPage();
@@ -641,202 +503,6 @@ export class ClassPages {
       this.arena.base + start,
       "page counts unlisted free blocks but has none",
     );
-  }
-
-  // ---- shared heaps -------------------------------------------------------------
-
-  /**
-   * Frees a live block of a page that another Worker owns: clears its live
-   * bit, and flags the page for its owner (see the top of this file).
-   * Returns its size.
-   */
-  freeRemote(d: number, offset: number): number {
-    const u32 = this.u32;
-    // Read now: once the bit is clear, the owner may take the block back and retire the page.
-    const blockSize = u32[d + Desc.BlockSize];
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    this.clearLiveBit(u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31), offset);
-    // A page already flagged is already on its owner's stack: a load, no write
-    // (a plain one with total store order: the atomic and above orders it).
-    const flagged = this.totalStoreOrder
-      ? u32[d + Desc.RemoteFreed]
-      : Atomics.load(u32, d + Desc.RemoteFreed);
-    if (flagged === 0 && Atomics.exchange(u32, d + Desc.RemoteFreed, 1) === 0) {
-      const stack = slotOf(this.arena, Atomics.load(u32, d + Desc.Owner)) + Slot.Pending;
-      let top: number;
-      do {
-        top = Atomics.load(u32, stack);
-        Atomics.store(u32, d + Desc.PendingNext, top);
-      } while (Atomics.compareExchange(u32, stack, top, d) !== top);
-    }
-    return blockSize;
-  }
-
-  /** Takes back every block other Workers freed on this owner's pages (and on pages it adopted). */
-  collectRemoteFrees(): void {
-    const stack = slotOf(this.arena, this.owner) + Slot.Pending;
-    if (Atomics.load(this.u32, stack) === 0) return;
-    for (const d of this.drainPendingStack(stack)) {
-      this.collectIfMine(d);
-    }
-  }
-
-  /**
-   * Empties an owner's stack of pages with remote frees and returns them.
-   * The whole stack is read before any page is touched: a page whose flag is
-   * cleared may be pushed again at once, rewriting its link.
-   */
-  private drainPendingStack(stack: number): number[] {
-    const u32 = this.u32;
-    const pages = new Set<number>();
-    // A stale entry (a page that changed hands) may link into another stack;
-    // stop at the first page seen twice rather than follow a merged chain round.
-    for (
-      let d = Atomics.exchange(u32, stack, 0);
-      d !== 0 && !pages.has(d);
-      d = Atomics.load(u32, d + Desc.PendingNext)
-    ) {
-      pages.add(d);
-    }
-    return [...pages];
-  }
-
-  /**
-   * Collects a page with remote frees if this owner owns it. A page listed
-   * here that another owner holds now (it changed hands after the freer
-   * looked) is left alone: touching another owner's page is never safe, and
-   * its blocks wait for that owner's collectStranded (trim, adoption).
-   */
-  private collectIfMine(d: number): void {
-    if (Atomics.load(this.u32, d + Desc.Owner) === this.owner) this.collectPage(d);
-  }
-
-  /** Collects every page of this owner flagged REMOTE_FREED (trim, adoption). */
-  private collectStranded(): void {
-    const u32 = this.u32;
-    const top = u32[H_TOP_UNIT];
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (
-        (state === PageState.Small || state === PageState.Medium) &&
-        Atomics.load(u32, d + Desc.Owner) === this.owner &&
-        Atomics.load(u32, d + Desc.RemoteFreed) !== 0
-      ) {
-        this.collectPage(d);
-      }
-    }
-  }
-
-  /** Takes back a page's remotely freed blocks (owner only), with the page transition that follows. */
-  private collectPage(d: number): void {
-    const u32 = this.u32;
-    // A full page is on no list, unless it is its class's head.
-    const unlisted = u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
-      u32[this.lists.headSlot(u32[d + Desc.Class])] !== d;
-    if (!this.collectBlocks(d)) return;
-    const used = u32[d + Desc.Used];
-    if (unlisted) {
-      if (used === 0) this.source.retire(d);
-      else this.readmit(d);
-    } else if (used === 0 && !this.staysWhenEmpty(d)) {
-      this.retireEmptied(d);
-    }
-  }
-
-  /**
-   * Puts the blocks of page `d` that other Workers freed (handed out, no
-   * longer live) on its free list; false if there were none. The flag is
-   * cleared before the bitmaps are read: a free that clears a live bit after
-   * that read finds the flag clear and flags the page again. A flag may also
-   * come late, after the owner took the block back on an earlier flag and
-   * even retired the page: then there is nothing to take, and the page is
-   * left as it is.
-   */
-  private collectBlocks(d: number): boolean {
-    const u32 = this.u32;
-    if (Atomics.exchange(u32, d + Desc.RemoteFreed, 0) === 0) return false;
-    const start = u32[d + Desc.PageStart];
-    const shift = u32[d + Desc.Shift];
-    const bitmap = u32[d + Desc.Bitmap];
-    const words = (((u32[d + Desc.Bump] - start) >>> shift) + 31) >>> 5;
-    const small = shift === Granule.SmallShift;
-    let used = u32[d + Desc.Used];
-    let free = u32[d + Desc.Free];
-    for (let w = 0; w < words; w++) {
-      const handedOut = u32[bitmap + this.handedOutDelta + w];
-      if (handedOut === 0) continue;
-      // A plain load: the exchange above orders it (and an Atomics call costs more than the rest).
-      const freed = handedOut & ~u32[bitmap + w];
-      if (freed === 0) continue;
-      u32[bitmap + this.handedOutDelta + w] = handedOut ^ freed;
-      for (let bits = freed; bits !== 0; bits &= bits - 1) {
-        const granule = (w << 5) + (31 - Math.clz32(bits & -bits));
-        const block = small
-          ? start + (granule << Granule.SmallShift)
-          : blockAtGranule(u32, d, granule);
-        u32[block >>> 2] = this.encodeNext(block, free);
-        free = block;
-        used--;
-      }
-    }
-    if (used === u32[d + Desc.Used]) return false;
-    u32[d + Desc.Free] = free;
-    u32[d + Desc.Used] = used;
-    return true;
-  }
-
-  /**
-   * Takes over the pages of Workers that detached or exited without closing
-   * their heap: their blocks stay valid and their free space is reused.
-   */
-  adoptOrphans(): void {
-    const orphans = claimOrphans(this.arena, this.owner);
-    if (orphans.length === 0) return;
-    const u32 = this.u32;
-    // Take the orphans' stacks of pages with remote frees first, while their
-    // links are stable (a page is pushed again only after it is collected).
-    const pending = orphans.flatMap((orphan) =>
-      this.drainPendingStack(slotOf(this.arena, orphan) + Slot.Pending)
-    );
-    for (const orphan of orphans) {
-      // The orphan's class lists are rebuilt here as this owner's: forget them.
-      const slot = slotOf(this.arena, orphan);
-      u32.fill(0, slot + Slot.Heads, slot + Slot.Heads + CLASS_COUNT);
-    }
-    this.source.lock();
-    const top = u32[H_TOP_UNIT];
-    const adopted: number[] = [];
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (
-        (state === PageState.Small || state === PageState.Medium) &&
-        orphans.includes(u32[d + Desc.Owner])
-      ) {
-        Atomics.store(u32, d + Desc.Owner, this.owner);
-        adopted.push(d);
-      }
-    }
-    this.source.unlock();
-    for (const d of adopted) {
-      u32[d + Desc.Next] = 0;
-      u32[d + Desc.Prev] = 0;
-      this.collectBlocks(d);
-      const used = u32[d + Desc.Used];
-      if (used === 0) this.source.retire(d);
-      else if (used < u32[d + Desc.Capacity]) this.readmit(d);
-    }
-    for (const d of pending) this.collectIfMine(d);
-    // The orphans' counters join this owner's and their slots go back for reuse.
-    for (const orphan of orphans) {
-      this.lists.addCounters(readOwnerCounters(this.arena, orphan));
-      if (this.u32[slotOf(this.arena, orphan) + Slot.Debug] === 1) {
-        this.adoptedDebugOwners.push(orphan);
-      }
-      Atomics.store(this.arena.i32, slotOf(this.arena, orphan) + Slot.State, OwnerState.Free);
-    }
-    this.collectStranded();
   }
 
   // ---- lists ---------------------------------------------------------------

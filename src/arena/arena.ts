@@ -29,7 +29,7 @@
  *                    +-----------------------------------------------+
  *                    | handed-out bitmaps: 512 B per unit (shared    |
  *                    | heaps: blocks the page's owner handed out and |
- *                    | has not seen freed; see pages.ts)             |
+ *                    | has not seen freed; see modes/shared.ts)      |
  *                    +-----------------------------------------------+
  *                    | owner slots: 64 x 1 KiB (shared heaps; see    |
  *                    | owners.ts)                                    |

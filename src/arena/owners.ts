@@ -26,7 +26,7 @@
  * the same block at once, one finds the bit clear and reports a double
  * free) and, unless the page is flagged REMOTE_FREED already, flags it and
  * pushes it on its owner's PENDING stack with a compare-and-swap. The owner
- * takes those blocks back in its slow path (see pages.ts). Since others
+ * takes those blocks back in its slow path (see modes/shared.ts). Since others
  * clear bits in its live bitmaps, the owner of a shared heap's page changes
  * them with atomic operations too.
  *
