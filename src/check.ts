@@ -8,36 +8,12 @@
 
 import {
   type Arena,
-  H_BITMAP_BIAS,
-  H_FIT_BIN_HEADS,
-  H_FIT_BIN_MAP,
-  H_FIT_EMPTY,
-  H_FIT_PAGES,
-  H_LARGE_COUNT,
-  H_MAGIC,
-  H_RELEASED_MEDIUM_HEAD,
-  H_RELEASED_SMALL_HEAD,
-  H_RETAINED_MEDIUM_HEAD,
-  H_RETAINED_MEDIUM_TAIL,
-  H_RETAINED_SMALL_HEAD,
-  H_RETAINED_SMALL_TAIL,
-  H_SHARED,
-  H_TOP_UNIT,
-  H_VERSION,
+  HeaderU32,
   LAYOUT_VERSION,
   MAGIC,
   MAX_OWNERS,
   MEDIUM_UNITS,
-  S_ALLOC_COUNT,
-  S_ALLOCATED,
-  S_COMMITTED,
-  S_FREE_COUNT,
-  S_IN_USE_PAGE_BYTES,
-  S_LARGE_BYTES,
-  S_LIMIT,
-  S_META_COMMITTED,
-  S_PURGED_BYTES,
-  S_RETAINED_BYTES,
+  StatF64,
   UNIT_SIZE,
 } from "./arena/arena.ts";
 import type { ClassPages } from "./alloc/class_pages.ts";
@@ -72,13 +48,13 @@ export function checkHeap(
   const fail = (address: number, what: string): never => {
     throw new HeapError("corrupt", address, what);
   };
-  if (u32[H_MAGIC] !== MAGIC || u32[H_VERSION] !== LAYOUT_VERSION) {
+  if (u32[HeaderU32.Magic] !== MAGIC || u32[HeaderU32.Version] !== LAYOUT_VERSION) {
     fail(arena.base, "arena header magic or version is wrong");
   }
-  if (u32[H_BITMAP_BIAS] !== arena.bitmapU32 - arena.dataStart / 512) {
+  if (u32[HeaderU32.BitmapBias] !== arena.bitmapU32 - arena.dataStart / 512) {
     fail(arena.base, "arena header's bitmap bias does not match the layout");
   }
-  const top = u32[H_TOP_UNIT];
+  const top = u32[HeaderU32.TopUnit];
   if (top > arena.unitCount) fail(arena.base, `carved top ${top} beyond ${arena.unitCount} units`);
   const addressOf = (offset: number) => arena.base + offset;
   const isDescriptor = (d: number) => isCarvedDescriptor(arena, d);
@@ -155,7 +131,7 @@ export function checkHeap(
     } else if (state === PageState.Fit) {
       if (fit === null) fail(where, "a fit page in a heap that has none");
       // The empty page fit.ts keeps is on no list, and its one chunk on no bin.
-      const kept = d === u32[H_FIT_EMPTY];
+      const kept = d === u32[HeaderU32.FitEmpty];
       const page = checkFitPage(arena, d, start, kept ? new Set() : fitFreeChunks, fail);
       allocated += page.allocated;
       live += page.live;
@@ -220,9 +196,9 @@ export function checkHeap(
   }
   let retainedBytes = 0;
   for (
-    const [headSlot, tailSlot] of [[H_RETAINED_SMALL_HEAD, H_RETAINED_SMALL_TAIL], [
-      H_RETAINED_MEDIUM_HEAD,
-      H_RETAINED_MEDIUM_TAIL,
+    const [headSlot, tailSlot] of [[HeaderU32.RetainedSmallHead, HeaderU32.RetainedSmallTail], [
+      HeaderU32.RetainedMediumHead,
+      HeaderU32.RetainedMediumTail,
     ]]
   ) {
     let prev = 0;
@@ -233,7 +209,7 @@ export function checkHeap(
         fail(where, "retained list holds a page that is not retained (or a cycle)");
       }
       if (u32[d + Desc.Prev] !== prev) fail(where, "retained list: broken back link");
-      if ((u32[d + Desc.Units] === MEDIUM_UNITS) !== (headSlot === H_RETAINED_MEDIUM_HEAD)) {
+      if ((u32[d + Desc.Units] === MEDIUM_UNITS) !== (headSlot === HeaderU32.RetainedMediumHead)) {
         fail(where, "retained page on the wrong kind's list");
       }
       retainedBytes += u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart];
@@ -241,20 +217,23 @@ export function checkHeap(
     if (u32[tailSlot] !== prev) fail(arena.base, "retained list tail is wrong");
   }
   if (retained.size > 0) fail(arena.base, `${retained.size} retained pages are on no list`);
-  if (inUsePageBytes !== f64[S_IN_USE_PAGE_BYTES]) {
+  if (inUsePageBytes !== f64[StatF64.InUsePageBytes]) {
     fail(
       arena.base,
-      `pages in use hold ${inUsePageBytes} bytes, counted ${f64[S_IN_USE_PAGE_BYTES]}`,
+      `pages in use hold ${inUsePageBytes} bytes, counted ${f64[StatF64.InUsePageBytes]}`,
     );
   }
   // A heap starts with its first metadata, whatever the cap.
-  if (arena.footprint() > Math.max(f64[S_LIMIT], arena.metaBytes(0))) {
-    fail(arena.base, `footprint ${arena.footprint()} is past limitBytes ${f64[S_LIMIT]}`);
+  if (arena.footprint() > Math.max(f64[StatF64.Limit], arena.metaBytes(0))) {
+    fail(arena.base, `footprint ${arena.footprint()} is past limitBytes ${f64[StatF64.Limit]}`);
   }
-  if (retainedBytes !== f64[S_RETAINED_BYTES]) {
-    fail(arena.base, `retained bytes ${f64[S_RETAINED_BYTES]} but the lists hold ${retainedBytes}`);
+  if (retainedBytes !== f64[StatF64.RetainedBytes]) {
+    fail(
+      arena.base,
+      `retained bytes ${f64[StatF64.RetainedBytes]} but the lists hold ${retainedBytes}`,
+    );
   }
-  for (const slot of [H_RELEASED_SMALL_HEAD, H_RELEASED_MEDIUM_HEAD]) {
+  for (const slot of [HeaderU32.ReleasedSmallHead, HeaderU32.ReleasedMediumHead]) {
     for (let d = u32[slot]; d !== 0; d = u32[d + Desc.Next]) {
       if (!isDescriptor(d)) fail(arena.base, `released list: link ${d} is not a page`);
       if (!released.delete(d)) {
@@ -280,30 +259,36 @@ export function checkHeap(
     }
     if (!large.has(address)) fail(address, "large block cannot be found by its address");
   });
-  if (largeCount !== u32[H_LARGE_COUNT]) {
-    fail(arena.base, `large table counts ${u32[H_LARGE_COUNT]} blocks but holds ${largeCount}`);
+  if (largeCount !== u32[HeaderU32.LargeCount]) {
+    fail(
+      arena.base,
+      `large table counts ${u32[HeaderU32.LargeCount]} blocks but holds ${largeCount}`,
+    );
   }
-  if (largeBytes !== f64[S_LARGE_BYTES]) fail(arena.base, "large block bytes do not add up");
+  if (largeBytes !== f64[StatF64.LargeBytes]) fail(arena.base, "large block bytes do not add up");
 
   // Pass 4: counters.
   allocated += largeBytes;
   live += largeCount;
-  if (allocated !== f64[S_ALLOCATED]) {
+  if (allocated !== f64[StatF64.Allocated]) {
     fail(
       arena.base,
-      `allocatedBytes is ${f64[S_ALLOCATED]} but live blocks hold ${allocated}`,
+      `allocatedBytes is ${f64[StatF64.Allocated]} but live blocks hold ${allocated}`,
     );
   }
-  const counted = f64[S_ALLOC_COUNT] - f64[S_FREE_COUNT];
+  const counted = f64[StatF64.AllocCount] - f64[StatF64.FreeCount];
   if (live !== counted) fail(arena.base, `liveBlocks is ${counted} but ${live} blocks are live`);
-  if (purgedBytes !== f64[S_PURGED_BYTES]) {
-    fail(arena.base, `purgedBytes is ${f64[S_PURGED_BYTES]} but pages hold ${purgedBytes} purged`);
-  }
-  committed += largeBytes + f64[S_META_COMMITTED] + large.tableBytes;
-  if (committed !== f64[S_COMMITTED]) {
+  if (purgedBytes !== f64[StatF64.PurgedBytes]) {
     fail(
       arena.base,
-      `committedBytes is ${f64[S_COMMITTED]} but pages and mappings hold ${committed}`,
+      `purgedBytes is ${f64[StatF64.PurgedBytes]} but pages hold ${purgedBytes} purged`,
+    );
+  }
+  committed += largeBytes + f64[StatF64.MetaCommitted] + large.tableBytes;
+  if (committed !== f64[StatF64.Committed]) {
+    fail(
+      arena.base,
+      `committedBytes is ${f64[StatF64.Committed]} but pages and mappings hold ${committed}`,
     );
   }
 }
@@ -311,7 +296,7 @@ export function checkHeap(
 /** Whether `d` is the descriptor index of a carved unit: checked before a list link is followed. */
 function isCarvedDescriptor(arena: Arena, d: number): boolean {
   return d >= Tables.DescriptorsU32 &&
-    d < Tables.DescriptorsU32 + arena.u32[H_TOP_UNIT] * Desc.Words &&
+    d < Tables.DescriptorsU32 + arena.u32[HeaderU32.TopUnit] * Desc.Words &&
     (d - Tables.DescriptorsU32) % Desc.Words === 0;
 }
 
@@ -371,7 +356,7 @@ function checkHandedOut(
 ): Set<number> {
   const u32 = arena.u32;
   const freed = new Set<number>();
-  if (u32[H_SHARED] !== 1) return freed;
+  if (u32[HeaderU32.Shared] !== 1) return freed;
   const bitmap = u32[d + Desc.Bitmap];
   const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
   const words = u32[d + Desc.State] === PageState.Medium ? BitmapWords.Medium : BitmapWords.Small;
@@ -532,7 +517,7 @@ function checkBitmapEmpty(
 ): void {
   const bitmap = arena.u32[d + Desc.Bitmap];
   const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
-  const shared = arena.u32[H_SHARED] === 1;
+  const shared = arena.u32[HeaderU32.Shared] === 1;
   for (let w = 0; w < BitmapWords.Small; w++) {
     if (arena.u32[bitmap + w] !== 0) fail(where, "an empty page has live bits");
     if (shared && arena.u32[handedOut + w] !== 0) {
@@ -560,7 +545,7 @@ function checkFitPage(
   }
   const end = start + FIT_PAGE_BYTES;
   const commitEnd = u32[d + Desc.CommitEnd];
-  const bias = u32[H_BITMAP_BIAS];
+  const bias = u32[HeaderU32.BitmapBias];
   const isLive = (o: number) => (u32[bias + (o >>> 9)] & (1 << ((o >>> 4) & 31))) !== 0;
   let allocated = 0;
   let live = 0;
@@ -631,8 +616,8 @@ function checkFitLists(
   const u32 = arena.u32;
   let listed = 0;
   for (let bin = 0; bin < FIT_BINS; bin++) {
-    const head = u32[H_FIT_BIN_HEADS + bin];
-    if ((head !== 0) !== ((u32[H_FIT_BIN_MAP + (bin >>> 5)] & (1 << (bin & 31))) !== 0)) {
+    const head = u32[HeaderU32.FitBinHeads + bin];
+    if ((head !== 0) !== ((u32[HeaderU32.FitBinMap + (bin >>> 5)] & (1 << (bin & 31))) !== 0)) {
       fail(arena.base, `fit bin ${bin}: its bit in the bin map is wrong`);
     }
     let prev = 0;
@@ -657,7 +642,7 @@ function checkFitLists(
   }
   let count = 0;
   let prev = 0;
-  for (let d = u32[H_FIT_PAGES]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+  for (let d = u32[HeaderU32.FitPages]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
     if (!fitPages.has(d)) fail(arena.base, `fit page list: link ${d} is not a fit page`);
     const at = arena.base + u32[d + Desc.PageStart];
     if (++count > fitPages.size) fail(at, "fit page list: a cycle");
@@ -669,7 +654,7 @@ function checkFitLists(
       fail(arena.base + u32[d + Desc.PageStart], "fit page: empty but listed");
     }
   }
-  const kept = u32[H_FIT_EMPTY];
+  const kept = u32[HeaderU32.FitEmpty];
   if (
     kept !== 0 && (!isCarvedDescriptor(arena, kept) || u32[kept + Desc.State] !== PageState.Fit)
   ) {
@@ -689,7 +674,7 @@ function checkFitLists(
 export function containDamage(arena: Arena, pages: ClassPages, fit: FitPages | null): void {
   const u32 = arena.u32;
   pages.dropAllocLists();
-  const top = Math.min(u32[H_TOP_UNIT], arena.unitCount);
+  const top = Math.min(u32[HeaderU32.TopUnit], arena.unitCount);
   for (let unit = 0; unit < top; unit++) {
     const d = Tables.DescriptorsU32 + unit * Desc.Words;
     const state = u32[d + Desc.State];

@@ -15,12 +15,11 @@
 
 import {
   Arena,
-  H_BITMAP_BIAS,
-  H_SECURE_KEY,
+  HeaderU32,
   MAX_ARENA_BYTES,
   MAX_OWNERS,
   MIN_ARENA_BYTES,
-  S_MPROTECT_CALLS,
+  StatF64,
   UNIT_SIZE,
 } from "./arena/arena.ts";
 import { ClassPages } from "./alloc/class_pages.ts";
@@ -280,7 +279,7 @@ export class Heap {
     let arena: Arena | null;
     if (attach !== undefined) {
       arena = Arena.attach(attach.base, attach.size);
-      secure = arena !== null && arena.u32[H_SECURE_KEY] !== 0;
+      secure = arena !== null && arena.u32[HeaderU32.SecureKey] !== 0;
       if (arena === null || secure !== attach.secure) {
         throw new TypeError("Heap.attach: the handle does not name a shared heap");
       }
@@ -335,7 +334,7 @@ export class Heap {
     this.u32 = arena.u32;
     this.sizeToClass = arena.u8.slice(Tables.LookupU8, Tables.LookupU8 + LOOKUP_ENTRIES);
     this.allocLists = this.#lists.allocLists;
-    this.bitmapBias = arena.u32[H_BITMAP_BIAS];
+    this.bitmapBias = arena.u32[HeaderU32.BitmapBias];
     this.base = arena.base;
     this.dataStart = arena.dataStart;
     this.dataEnd = arena.dataEnd;
@@ -383,7 +382,7 @@ export class Heap {
       tsmalloc: "shared-heap",
       base: this.#arena.base,
       size: this.#arena.size,
-      secure: this.#arena.u32[H_SECURE_KEY] !== 0,
+      secure: this.#arena.u32[HeaderU32.SecureKey] !== 0,
     };
   }
 
@@ -751,7 +750,7 @@ export class Heap {
         large: this.#large,
         stats: readStats(this.#arena, this.#large.tableBytes),
         debug: this.#debug,
-        secure: this.#arena.u32[H_SECURE_KEY] !== 0,
+        secure: this.#arena.u32[HeaderU32.SecureKey] !== 0,
         waiting: this.#lists.waitingByPage(),
       }, options);
     if (this.#owner === 0) return take();
@@ -905,7 +904,7 @@ export class Heap {
       },
       view: (address, length) => this.#view(address, length),
       protect: (address, length, prot) => {
-        this.#arena.f64[S_MPROTECT_CALLS]++;
+        this.#arena.f64[StatF64.MprotectCalls]++;
         return protectMemory(address, length, prot);
       },
       wasFreed: (address) => {

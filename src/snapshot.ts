@@ -21,7 +21,7 @@
  * (reserved, inaccessible until carved).
  */
 
-import { type Arena, H_SHARED, H_TOP_UNIT, S_META_COMMITTED, UNIT_SIZE } from "./arena/arena.ts";
+import { type Arena, HeaderU32, StatF64, UNIT_SIZE } from "./arena/arena.ts";
 import { BitmapWords, Desc, PageState, Tables } from "./alloc/page_layout.ts";
 import type { LargeBlocks } from "./alloc/large.ts";
 import { CHUNK_HEADER, FIT_PAGE_BYTES } from "./alloc/fit_chunks.ts";
@@ -248,10 +248,10 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
   const { arena, stats } = src;
   const u32 = arena.u32;
   const withBlocks = options.blocks === true;
-  const top = u32[H_TOP_UNIT];
+  const top = u32[HeaderU32.TopUnit];
   const pages: PageSnapshot[] = [{
     ...blankPage(arena.base, arena.dataStart, "metadata"),
-    committed: arena.f64[S_META_COMMITTED],
+    committed: arena.f64[StatF64.MetaCommitted],
   }];
   const classes: (ClassSnapshot | undefined)[] = new Array(CLASS_COUNT);
   const frag: FragmentationSnapshot = {
@@ -326,7 +326,7 @@ export function takeSnapshot(src: SnapshotSources, options: SnapshotOptions = {}
     version: 1,
     time: Date.now(),
     ...(options.label !== undefined ? { label: String(options.label) } : {}),
-    mode: { secure: src.secure, debug: src.debug !== null, shared: u32[H_SHARED] === 1 },
+    mode: { secure: src.secure, debug: src.debug !== null, shared: u32[HeaderU32.Shared] === 1 },
     stats,
     arena: {
       base: arena.base,
@@ -374,7 +374,7 @@ function committedOf(u32: Uint32Array, d: number, start: number): number {
  */
 function classPageLive(arena: Arena, d: number, waiting: ReadonlyMap<number, number>): number {
   const u32 = arena.u32;
-  if (u32[H_SHARED] !== 1) return u32[d + Desc.Used] - (waiting.get(d) ?? 0);
+  if (u32[HeaderU32.Shared] !== 1) return u32[d + Desc.Used] - (waiting.get(d) ?? 0);
   const bitmap = u32[d + Desc.Bitmap];
   const words = u32[d + Desc.State] === PageState.Medium ? BitmapWords.Medium : BitmapWords.Small;
   let live = 0;

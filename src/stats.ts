@@ -5,26 +5,7 @@
  */
 
 import { Counter, type HotCounters, Slot, slotOf } from "./arena/owners.ts";
-import {
-  type Arena,
-  H_LARGE_COUNT,
-  MAX_OWNERS,
-  S_ALLOC_COUNT,
-  S_ALLOCATED,
-  S_COMMITTED,
-  S_FREE_COUNT,
-  S_LARGE_BYTES,
-  S_MADVISE_CALLS,
-  S_META_COMMITTED,
-  S_MMAP_CALLS,
-  S_MPROTECT_CALLS,
-  S_MUNMAP_CALLS,
-  S_PEAK_ALLOCATED,
-  S_PEAK_COMMITTED,
-  S_PURGED_BYTES,
-  S_RESERVED,
-  S_RETAINED_BYTES,
-} from "./arena/arena.ts";
+import { type Arena, HeaderU32, MAX_OWNERS, StatF64 } from "./arena/arena.ts";
 
 /**
  * A snapshot of a heap's counters. All sizes are in bytes. In debug mode the
@@ -88,10 +69,10 @@ export interface HeapStats {
 /** Copies the hot counters into the arena header. */
 export function publishCounters(arena: Arena, c: HotCounters): void {
   const f64 = arena.f64;
-  f64[S_ALLOCATED] = c.allocated;
-  f64[S_PEAK_ALLOCATED] = c.peakAllocated;
-  f64[S_ALLOC_COUNT] = c.allocs;
-  f64[S_FREE_COUNT] = c.frees;
+  f64[StatF64.Allocated] = c.allocated;
+  f64[StatF64.PeakAllocated] = c.peakAllocated;
+  f64[StatF64.AllocCount] = c.allocs;
+  f64[StatF64.FreeCount] = c.frees;
 }
 
 /**
@@ -117,28 +98,28 @@ export function sumOwnerCounters(arena: Arena): void {
 /** Reads the counters of `arena` (published first) into a HeapStats snapshot. */
 export function readStats(arena: Arena, largeTableBytes: number): HeapStats {
   const f64 = arena.f64;
-  const allocated = f64[S_ALLOCATED];
-  const committed = f64[S_COMMITTED];
-  const allocs = f64[S_ALLOC_COUNT];
-  const frees = f64[S_FREE_COUNT];
+  const allocated = f64[StatF64.Allocated];
+  const committed = f64[StatF64.Committed];
+  const allocs = f64[StatF64.AllocCount];
+  const frees = f64[StatF64.FreeCount];
   return {
     allocatedBytes: allocated,
     committedBytes: committed,
-    peakAllocatedBytes: f64[S_PEAK_ALLOCATED],
-    peakCommittedBytes: f64[S_PEAK_COMMITTED],
-    reservedBytes: f64[S_RESERVED],
+    peakAllocatedBytes: f64[StatF64.PeakAllocated],
+    peakCommittedBytes: f64[StatF64.PeakCommitted],
+    reservedBytes: f64[StatF64.Reserved],
     liveBlocks: allocs - frees,
     allocCount: allocs,
     freeCount: frees,
-    mmapCalls: f64[S_MMAP_CALLS],
-    munmapCalls: f64[S_MUNMAP_CALLS],
-    madviseCalls: f64[S_MADVISE_CALLS],
-    mprotectCalls: f64[S_MPROTECT_CALLS],
-    largeBlocks: arena.u32[H_LARGE_COUNT],
-    largeBytes: f64[S_LARGE_BYTES],
-    retainedBytes: f64[S_RETAINED_BYTES],
-    metadataBytes: f64[S_META_COMMITTED] + largeTableBytes,
-    purgedBytes: f64[S_PURGED_BYTES],
+    mmapCalls: f64[StatF64.MmapCalls],
+    munmapCalls: f64[StatF64.MunmapCalls],
+    madviseCalls: f64[StatF64.MadviseCalls],
+    mprotectCalls: f64[StatF64.MprotectCalls],
+    largeBlocks: arena.u32[HeaderU32.LargeCount],
+    largeBytes: f64[StatF64.LargeBytes],
+    retainedBytes: f64[StatF64.RetainedBytes],
+    metadataBytes: f64[StatF64.MetaCommitted] + largeTableBytes,
+    purgedBytes: f64[StatF64.PurgedBytes],
     utilization: committed > 0 ? allocated / committed : 0,
   };
 }

@@ -34,7 +34,7 @@
  * the heap's own buffer.
  */
 
-import { type Arena, H_COMMIT_TOP } from "./arena/arena.ts";
+import { type Arena, HeaderU32 } from "./arena/arena.ts";
 import { viewMemory } from "./os/libc.ts";
 
 /** A buffer over one block: `[start, start + length)`. */
@@ -96,7 +96,7 @@ export class UserBuffers {
   }
 
   #newDataView(address: number, length: number): Uint8Array {
-    const end = this.#arena.base + this.#arena.u32[H_COMMIT_TOP];
+    const end = this.#arena.base + this.#arena.u32[HeaderU32.CommitTop];
     this.#data = viewMemory(this.#dataStart, end - this.#dataStart);
     this.#dataBufferEnd = end;
     // Buffers the user detached are dropped; the rest wait for close().

@@ -14,7 +14,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Heap, HeapError } from "../mod.ts";
-import { DESCRIPTORS_BYTE, H_DATA_START, H_MAGIC, MAGIC } from "../src/arena/arena.ts";
+import { DESCRIPTORS_BYTE, HeaderU32, MAGIC } from "../src/arena/arena.ts";
 import { Desc } from "../src/alloc/page_layout.ts";
 import { KiB, MiB, Rng } from "./helpers.ts";
 import { mapped, poke, readable } from "./native_memory.ts";
@@ -78,14 +78,16 @@ function unitStart(address: number): number {
 function arenaBaseOf(firstPage: number): number {
   for (let a = firstPage - 4096; a > firstPage - 64 * MiB; a -= 4096) {
     const header = rawU32(a, 8);
-    if (header[H_MAGIC] === MAGIC && a + header[H_DATA_START] === firstPage) return a;
+    if (header[HeaderU32.Magic] === MAGIC && a + header[HeaderU32.DataStart] === firstPage) {
+      return a;
+    }
   }
   throw new Error("arena header not found");
 }
 
 /** The descriptor words of the page that starts at `page`, in the arena at `base`. */
 function descriptorOf(base: number, page: number): Uint32Array {
-  const dataStart = rawU32(base, 8)[H_DATA_START];
+  const dataStart = rawU32(base, 8)[HeaderU32.DataStart];
   const unit = (page - base - dataStart) / UNIT;
   return rawU32(base + DESCRIPTORS_BYTE + unit * Desc.Words * 4, Desc.Words);
 }

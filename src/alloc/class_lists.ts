@@ -6,7 +6,7 @@
  * handed out, from which stats() derives its counters (see "Counting").
  */
 
-import { type Arena, H_TOP_UNIT } from "../arena/arena.ts";
+import { type Arena, HeaderU32 } from "../arena/arena.ts";
 import { type HotCounters, readOwnerCounters, Slot, slotOf } from "../arena/owners.ts";
 import { HeapError } from "../errors.ts";
 import { ClassEntry, Desc, PageState, Tables, Tally } from "./page_layout.ts";
@@ -213,7 +213,7 @@ export class ClassLists {
     const u32 = this.u32;
     let blocks = 0;
     let bytes = 0;
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     for (let unit = 0; unit < top;) {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
       const state = u32[d + Desc.State];

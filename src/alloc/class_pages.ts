@@ -9,9 +9,7 @@
 import {
   type Arena,
   DESCRIPTORS_BYTE,
-  H_BITMAP_BIAS,
-  H_SECURE_KEY,
-  H_TOP_UNIT,
+  HeaderU32,
   MEDIUM_UNITS,
   UNIT_SIZE,
 } from "../arena/arena.ts";
@@ -127,7 +125,7 @@ export class ClassPages implements PageTransitions {
     if (secure) {
       const key = new Uint32Array(1);
       while (key[0] === 0) crypto.getRandomValues(key);
-      u32[H_SECURE_KEY] = key[0];
+      u32[HeaderU32.SecureKey] = key[0];
     }
     // Secure mode keeps the last OS page of every page inaccessible.
     const guard = secure ? OS_PAGE_SIZE : 0;
@@ -159,7 +157,7 @@ export class ClassPages implements PageTransitions {
     if (this.splitLists && cls < SPLIT_CLASSES) {
       // The fast path's pop, after a refill when the list is empty.
       if (this.allocLists[cls] === 0 && this.refill(cls) === 0) return 0;
-      return takeBlockFast(u32, this.allocLists, u32[H_BITMAP_BIAS], cls);
+      return takeBlockFast(u32, this.allocLists, u32[HeaderU32.BitmapBias], cls);
     }
     const slot = this.lists.headSlot(cls);
     let d = u32[slot];
@@ -309,7 +307,7 @@ export class ClassPages implements PageTransitions {
   /** Calls `visit(offset, blockSize)` for every live block in a size-class page. */
   forEachLiveBlock(visit: (offset: number, blockSize: number) => void): void {
     const u32 = this.u32;
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     for (let unit = 0; unit < top; unit++) {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
       const state = u32[d + Desc.State];

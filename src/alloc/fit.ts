@@ -23,7 +23,7 @@
  * first chunks of the bin of its size for one that fits, then takes the
  * first chunk of the next non-empty bin above, whose every chunk fits, and
  * splits off the rest; a new page when none does. A page whose chunks are all
- * free again retires like any empty page, except one, kept (H_FIT_EMPTY) so
+ * free again retires like any empty page, except one, kept (HeaderU32.FitEmpty) so
  * that a block that comes and goes does not take and retire a page each time:
  * off every list and bin, taken again when a new page is wanted (or retired
  * by the page source when it has no other page to give).
@@ -35,16 +35,7 @@
  * them (PURGED_PAGES and the purge masks, as for class pages).
  */
 
-import {
-  type Arena,
-  H_BITMAP_BIAS,
-  H_FIT_BIN_HEADS,
-  H_FIT_BIN_MAP,
-  H_FIT_EMPTY,
-  H_FIT_PAGES,
-  H_TOP_UNIT,
-  UNIT_SIZE,
-} from "../arena/arena.ts";
+import { type Arena, HeaderU32, UNIT_SIZE } from "../arena/arena.ts";
 import { OS_PAGE_SIZE } from "../os/libc.ts";
 import { HeapError } from "../errors.ts";
 import {
@@ -167,8 +158,8 @@ export class FitPages {
     this.setPrevSize(d, chunk + size, size);
     if (size === FIT_PAGE_BYTES) {
       // Empty: kept, off every list and bin, unless one is kept already.
-      unlink(u32, H_FIT_PAGES, d);
-      if (u32[H_FIT_EMPTY] === 0) u32[H_FIT_EMPTY] = d;
+      unlink(u32, HeaderU32.FitPages, d);
+      if (u32[HeaderU32.FitEmpty] === 0) u32[HeaderU32.FitEmpty] = d;
       else this.source.retire(d);
     } else {
       this.linkFree(chunk);
@@ -251,7 +242,7 @@ export class FitPages {
   /** Calls `visit(offset, usable)` for every live fit block. */
   forEachLive(visit: (offset: number, usable: number) => void): void {
     const u32 = this.u32;
-    for (let d = u32[H_FIT_PAGES]; d !== 0; d = u32[d + Desc.Next]) {
+    for (let d = u32[HeaderU32.FitPages]; d !== 0; d = u32[d + Desc.Next]) {
       const start = u32[d + Desc.PageStart];
       for (let chunk = start; chunk < start + FIT_PAGE_BYTES;) {
         const word = u32[chunk >>> 2];
@@ -278,13 +269,13 @@ export class FitPages {
    */
   rebuildBins(): number[] {
     const u32 = this.u32;
-    u32.fill(0, H_FIT_BIN_HEADS, H_FIT_BIN_HEADS + FIT_BINS);
-    u32.fill(0, H_FIT_BIN_MAP, H_FIT_BIN_MAP + FIT_BINS / 32);
+    u32.fill(0, HeaderU32.FitBinHeads, HeaderU32.FitBinHeads + FIT_BINS);
+    u32.fill(0, HeaderU32.FitBinMap, HeaderU32.FitBinMap + FIT_BINS / 32);
     const damaged: number[] = [];
-    for (let unit = 0; unit < u32[H_TOP_UNIT]; unit++) {
+    for (let unit = 0; unit < u32[HeaderU32.TopUnit]; unit++) {
       const d = descriptorOf(this.arena.dataStart, this.arena.dataStart + unit * UNIT_SIZE);
       // The kept empty page stays off the bins (see newPage).
-      if (u32[d + Desc.State] !== PageState.Fit || d === u32[H_FIT_EMPTY]) continue;
+      if (u32[d + Desc.State] !== PageState.Fit || d === u32[HeaderU32.FitEmpty]) continue;
       const start = u32[d + Desc.PageStart];
       const end = start + FIT_PAGE_BYTES;
       const free: number[] = [];
@@ -310,16 +301,18 @@ export class FitPages {
   private findFree(need: number, scan: number): number {
     const u32 = this.u32;
     const bin = binOf(need);
-    let chunk = u32[H_FIT_BIN_HEADS + bin];
+    let chunk = u32[HeaderU32.FitBinHeads + bin];
     for (let i = 0; chunk !== 0 && i < scan; i++) {
       if ((u32[chunk >>> 2] & ~FREE) >= need) return chunk;
       chunk = u32[(chunk >>> 2) + Chunk.NextFree];
     }
     // Every chunk of a higher bin fits.
     for (let word = (bin + 1) >>> 5; word < FIT_BINS >>> 5; word++) {
-      let bits = u32[H_FIT_BIN_MAP + word];
+      let bits = u32[HeaderU32.FitBinMap + word];
       if (word === (bin + 1) >>> 5) bits &= ~0 << ((bin + 1) & 31);
-      if (bits !== 0) return u32[H_FIT_BIN_HEADS + (word << 5) + 31 - Math.clz32(bits & -bits)];
+      if (bits !== 0) {
+        return u32[HeaderU32.FitBinHeads + (word << 5) + 31 - Math.clz32(bits & -bits)];
+      }
     }
     return 0;
   }
@@ -330,9 +323,9 @@ export class FitPages {
    */
   private newPage(): number {
     const u32 = this.u32;
-    let d = u32[H_FIT_EMPTY];
+    let d = u32[HeaderU32.FitEmpty];
     if (d !== 0) {
-      u32[H_FIT_EMPTY] = 0;
+      u32[HeaderU32.FitEmpty] = 0;
     } else {
       d = this.source.take(true);
       if (d === 0) return 0;
@@ -344,7 +337,7 @@ export class FitPages {
       this.written(d, start + CHUNK_HEADER);
     }
     this.linkFree(u32[d + Desc.PageStart]);
-    pushFront(u32, H_FIT_PAGES, d);
+    pushFront(u32, HeaderU32.FitPages, d);
     return d;
   }
 
@@ -386,12 +379,12 @@ export class FitPages {
   private linkFree(chunk: number): void {
     const u32 = this.u32;
     const bin = binOf(u32[chunk >>> 2] & ~FREE);
-    const head = u32[H_FIT_BIN_HEADS + bin];
+    const head = u32[HeaderU32.FitBinHeads + bin];
     u32[(chunk >>> 2) + Chunk.NextFree] = head;
     u32[(chunk >>> 2) + Chunk.PrevFree] = 0;
     if (head !== 0) u32[(head >>> 2) + Chunk.PrevFree] = chunk;
-    u32[H_FIT_BIN_HEADS + bin] = chunk;
-    u32[H_FIT_BIN_MAP + (bin >>> 5)] |= 1 << (bin & 31);
+    u32[HeaderU32.FitBinHeads + bin] = chunk;
+    u32[HeaderU32.FitBinMap + (bin >>> 5)] |= 1 << (bin & 31);
   }
 
   private unlinkFree(chunk: number): void {
@@ -400,13 +393,15 @@ export class FitPages {
     const next = u32[(chunk >>> 2) + Chunk.NextFree];
     const prev = u32[(chunk >>> 2) + Chunk.PrevFree];
     if (prev !== 0) u32[(prev >>> 2) + Chunk.NextFree] = next;
-    else u32[H_FIT_BIN_HEADS + bin] = next;
+    else u32[HeaderU32.FitBinHeads + bin] = next;
     if (next !== 0) u32[(next >>> 2) + Chunk.PrevFree] = prev;
-    if (u32[H_FIT_BIN_HEADS + bin] === 0) u32[H_FIT_BIN_MAP + (bin >>> 5)] &= ~(1 << (bin & 31));
+    if (u32[HeaderU32.FitBinHeads + bin] === 0) {
+      u32[HeaderU32.FitBinMap + (bin >>> 5)] &= ~(1 << (bin & 31));
+    }
   }
 
   private flipLive(offset: number): void {
-    this.u32[this.u32[H_BITMAP_BIAS] + (offset >>> 9)] ^= 1 << ((offset >>> 4) & 31);
+    this.u32[this.u32[HeaderU32.BitmapBias] + (offset >>> 9)] ^= 1 << ((offset >>> 4) & 31);
   }
 
   /** A live chunk's header must be sane before free trusts it: else the heap is corrupt. */

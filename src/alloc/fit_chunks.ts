@@ -18,14 +18,7 @@
  * that free chunks hold (idle.ts calls it when idle memory is over budget).
  */
 
-import {
-  type Arena,
-  H_FIT_EMPTY,
-  H_FIT_PAGES,
-  MEDIUM_UNITS,
-  S_MADVISE_CALLS,
-  UNIT_SIZE,
-} from "../arena/arena.ts";
+import { type Arena, HeaderU32, MEDIUM_UNITS, StatF64, UNIT_SIZE } from "../arena/arena.ts";
 import { OS_PAGE_SIZE, releasePages } from "../os/libc.ts";
 import { Desc } from "./page_layout.ts";
 import { purgeRange, unpurgeRange } from "./page_memory.ts";
@@ -84,10 +77,10 @@ function roundUpPage(offset: number): number {
 export function purgeFreeChunks(arena: Arena, wanted: number, busy: number): number {
   const u32 = arena.u32;
   let released = 0;
-  for (let d = u32[H_FIT_PAGES]; d !== 0 && released < wanted; d = u32[d + Desc.Next]) {
+  for (let d = u32[HeaderU32.FitPages]; d !== 0 && released < wanted; d = u32[d + Desc.Next]) {
     if (d !== busy) released += purgePage(arena, d, wanted - released);
   }
-  const kept = u32[H_FIT_EMPTY];
+  const kept = u32[HeaderU32.FitEmpty];
   if (kept !== 0 && kept !== busy && released < wanted) {
     released += purgePage(arena, kept, wanted - released);
   }
@@ -112,7 +105,7 @@ function purgePage(arena: Arena, d: number, wanted: number): number {
       if (commitEnd - from >= MIN_TRIM_PAGES * OS_PAGE_SIZE) {
         const purged = unpurgeRange(arena, d, from, commitEnd);
         releasePages(arena.base + from, commitEnd - from);
-        arena.f64[S_MADVISE_CALLS]++;
+        arena.f64[StatF64.MadviseCalls]++;
         const bytes = commitEnd - from - purged * OS_PAGE_SIZE;
         arena.addCommitted(-bytes);
         u32[d + Desc.CommitEnd] = from;

@@ -28,14 +28,10 @@
 
 import {
   type Arena,
-  H_TOP_UNIT,
+  HeaderU32,
   MEDIUM_UNITS,
   roundUp,
-  S_COMMITTED,
-  S_MADVISE_CALLS,
-  S_META_COMMITTED,
-  S_PEAK_COMMITTED,
-  S_RETAINED_BYTES,
+  StatF64,
   UNIT_SIZE,
 } from "../arena/arena.ts";
 import { OS_PAGE_SIZE, populatePages, releasePages } from "../os/libc.ts";
@@ -117,7 +113,9 @@ export class IdleMemory {
     this.arena.addCommitted(newEnd - from);
     this.source.unlock();
     u32[d + Desc.CommitEnd] = newEnd;
-    if (populatePages(this.arena.base + from, newEnd - from)) this.arena.f64[S_MADVISE_CALLS]++;
+    if (populatePages(this.arena.base + from, newEnd - from)) {
+      this.arena.f64[StatF64.MadviseCalls]++;
+    }
   }
 
   /** Called before committed memory grows: gives idle memory back while it is over budget. */
@@ -125,18 +123,18 @@ export class IdleMemory {
     const f64 = this.arena.f64;
     if (this.idleRatio === Infinity) return;
     // Only growth past the peak...
-    let past = f64[S_COMMITTED] + growth - f64[S_PEAK_COMMITTED];
-    while (past > 0 && f64[S_RETAINED_BYTES] > this.idleFloor) {
+    let past = f64[StatF64.Committed] + growth - f64[StatF64.PeakCommitted];
+    while (past > 0 && f64[StatF64.RetainedBytes] > this.idleFloor) {
       const released = this.source.releaseOldestRetained();
       if (released < 0) break;
       past -= released;
     }
     // ...and past where the last look at in-use pages left off.
-    const committed = f64[S_COMMITTED];
-    if (committed + growth <= Math.max(f64[S_PEAK_COMMITTED], this.nextIdleCheck)) return;
+    const committed = f64[StatF64.Committed];
+    if (committed + growth <= Math.max(f64[StatF64.PeakCommitted], this.nextIdleCheck)) return;
     const busy = this.lists.counters().allocated + this.large.tableBytes;
     const budget = Math.max(this.idleFloor, busy * this.idleRatio);
-    const idle = committed - f64[S_META_COMMITTED] - busy - f64[S_RETAINED_BYTES];
+    const idle = committed - f64[StatF64.MetaCommitted] - busy - f64[StatF64.RetainedBytes];
     // One look per step of growth: a heap that churns at its peak trades
     // pages between classes, and a madvise call per such trade would cost
     // more than the memory is worth.
@@ -144,7 +142,7 @@ export class IdleMemory {
     // Enough to offset the growth and the next step, not all of the excess:
     // idle memory at the peak is often what the next allocations reuse.
     if (idle > budget) this.scavenge(Math.min(idle - budget, growth + step));
-    this.nextIdleCheck = f64[S_COMMITTED] + step;
+    this.nextIdleCheck = f64[StatF64.Committed] + step;
   }
 
   /** For trim(): releases every retained page and purges every in-use page; returns the bytes. */
@@ -165,7 +163,7 @@ export class IdleMemory {
     // The free ends of fit pages first: one call each, and nothing to relink.
     let released = purgeFreeChunks(this.arena, wanted, this.busyFitPage);
     const candidates: number[] = [];
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     for (let unit = 0; unit < top;) {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
       const state = u32[d + Desc.State];
@@ -208,7 +206,7 @@ export class IdleMemory {
     const commitEnd = u32[d + Desc.CommitEnd];
     if (commitEnd - bumpEnd >= MIN_PURGE_PAGES * OS_PAGE_SIZE) {
       releasePages(arena.base + bumpEnd, commitEnd - bumpEnd);
-      arena.f64[S_MADVISE_CALLS]++;
+      arena.f64[StatF64.MadviseCalls]++;
       // (Purged OS pages all lie below the bump pointer, which only moves up.)
       released += commitEnd - bumpEnd;
       arena.addCommitted(bumpEnd - commitEnd);

@@ -24,18 +24,11 @@
 
 import {
   type Arena,
-  H_LARGE_CAPACITY,
-  H_LARGE_COUNT,
-  H_RECENT_LARGE_NEXT,
+  HeaderU32,
   RECENT_LARGE_F64,
   RECENT_LARGE_SLOTS,
   roundUp,
-  S_LARGE_BYTES,
-  S_LARGE_TABLE,
-  S_MMAP_CALLS,
-  S_MPROTECT_CALLS,
-  S_MUNMAP_CALLS,
-  S_RESERVED,
+  StatF64,
 } from "../arena/arena.ts";
 import { lockGlobal, unlockGlobal } from "../arena/owners.ts";
 import { HeapError } from "../errors.ts";
@@ -97,9 +90,9 @@ export class LargeBlocks {
 
   /** Remakes the table view when the header names another mapping than the one viewed. */
   private syncView(): void {
-    const address = this.arena.f64[S_LARGE_TABLE];
+    const address = this.arena.f64[StatF64.LargeTable];
     if (address === this.tableAddress) return;
-    const bytes = this.arena.u32[H_LARGE_CAPACITY] * SLOT_WORDS * 8;
+    const bytes = this.arena.u32[HeaderU32.LargeCapacity] * SLOT_WORDS * 8;
     this.table = address === 0 ? new Float64Array(0) : new Float64Array(viewMemory(address, bytes));
     this.tableAddress = address;
   }
@@ -199,16 +192,16 @@ export class LargeBlocks {
     const step = Math.max(alignment, OS_PAGE_SIZE);
     const oversized = length + 2 * guard + step - OS_PAGE_SIZE;
     const raw = mapMemory(oversized, PROT_READ | PROT_WRITE);
-    f64[S_MMAP_CALLS]++;
+    f64[StatF64.MmapCalls]++;
     if (raw === 0) return 0;
     // Trim the alignment slack so that the block and its guards are the whole mapping.
     const address = roundUp(raw + guard, step);
     const head = address - guard - raw;
     const tail = oversized - head - length - 2 * guard;
-    if (head > 0) unmapMemory(raw, head), f64[S_MUNMAP_CALLS]++;
-    if (tail > 0) unmapMemory(address + length + guard, tail), f64[S_MUNMAP_CALLS]++;
+    if (head > 0) unmapMemory(raw, head), f64[StatF64.MunmapCalls]++;
+    if (tail > 0) unmapMemory(address + length + guard, tail), f64[StatF64.MunmapCalls]++;
     if (guard > 0) {
-      f64[S_MPROTECT_CALLS] += 2;
+      f64[StatF64.MprotectCalls] += 2;
       // Each guard splits the mapping: at the OS's map-count limit that fails,
       // and a block without its guards is not handed out.
       if (
@@ -216,7 +209,7 @@ export class LargeBlocks {
         !protectMemory(address + length, guard, PROT_NONE)
       ) {
         unmapMemory(address - guard, length + 2 * guard);
-        f64[S_MUNMAP_CALLS]++;
+        f64[StatF64.MunmapCalls]++;
         return 0;
       }
     }
@@ -242,7 +235,7 @@ export class LargeBlocks {
     const last = this.lastSlot;
     if (last < table.length && table[last + L_ADDRESS] === address && address !== 0) return last;
     if (table.length === 0 || address <= 0 || address % OS_PAGE_SIZE !== 0) return -1;
-    const mask = this.arena.u32[H_LARGE_CAPACITY] - 1;
+    const mask = this.arena.u32[HeaderU32.LargeCapacity] - 1;
     for (let i = hash(address) & mask;; i = (i + 1) & mask) {
       const a = table[i * SLOT_WORDS + L_ADDRESS];
       if (a === address) return this.lastSlot = i * SLOT_WORDS;
@@ -257,7 +250,7 @@ export class LargeBlocks {
     const address = this.table[slot + L_ADDRESS];
     const length = this.table[slot + L_MAP_LENGTH];
     unmapMemory(address - this.guard, length + 2 * this.guard);
-    this.arena.f64[S_MUNMAP_CALLS]++;
+    this.arena.f64[StatF64.MunmapCalls]++;
     this.remove(slot);
     this.account(-length);
     this.rememberFreed(address);
@@ -275,9 +268,9 @@ export class LargeBlocks {
 
   private rememberFreed(address: number): void {
     const u32 = this.arena.u32;
-    const next = u32[H_RECENT_LARGE_NEXT];
+    const next = u32[HeaderU32.RecentLargeNext];
     this.arena.f64[RECENT_LARGE_F64 + next] = address;
-    u32[H_RECENT_LARGE_NEXT] = (next + 1) % RECENT_LARGE_SLOTS;
+    u32[HeaderU32.RecentLargeNext] = (next + 1) % RECENT_LARGE_SLOTS;
   }
 
   private forgetFreed(address: number): void {
@@ -302,7 +295,7 @@ export class LargeBlocks {
     if (length < oldLength) {
       // The guard page (if any) moves down to the new end: unmap the rest.
       if (this.guard > 0) {
-        f64[S_MPROTECT_CALLS]++;
+        f64[StatF64.MprotectCalls]++;
         if (!protectMemory(address + length, this.guard, PROT_NONE)) {
           // Out of map entries: the block keeps its mapping and its guard.
           table[slot + L_REQUESTED] = size;
@@ -310,7 +303,7 @@ export class LargeBlocks {
         }
       }
       unmapMemory(address + length + this.guard, oldLength - length);
-      f64[S_MUNMAP_CALLS]++;
+      f64[StatF64.MunmapCalls]++;
       table[slot + L_MAP_LENGTH] = length;
       table[slot + L_REQUESTED] = size;
       this.account(length - oldLength);
@@ -323,7 +316,7 @@ export class LargeBlocks {
       length = roundUp(size, OS_PAGE_SIZE); // without growthLength's headroom
       if (!this.arena.withinLimit(length - oldLength)) return 0;
     }
-    f64[S_MMAP_CALLS]++;
+    f64[StatF64.MmapCalls]++;
     const moved = remapMemory(address, oldLength, length, true);
     if (moved === 0) return 0;
     if (moved !== address) this.forgetFreed(moved), this.rememberFreed(address);
@@ -361,47 +354,47 @@ export class LargeBlocks {
 
   /** Bytes of the table mapping (counted as metadata), as the header says: the same in every Worker. */
   get tableBytes(): number {
-    return this.arena.u32[H_LARGE_CAPACITY] * SLOT_WORDS * 8;
+    return this.arena.u32[HeaderU32.LargeCapacity] * SLOT_WORDS * 8;
   }
 
   // ---- table ----------------------------------------------------------------
 
   private account(delta: number): void {
     const f64 = this.arena.f64;
-    f64[S_LARGE_BYTES] += delta;
-    f64[S_RESERVED] += delta;
+    f64[StatF64.LargeBytes] += delta;
+    f64[StatF64.Reserved] += delta;
     this.arena.addCommitted(delta);
   }
 
   /** Makes sure one more entry fits at load factor 1/2, growing the table if needed. */
   private ensureRoom(): boolean {
     const u32 = this.arena.u32;
-    const capacity = u32[H_LARGE_CAPACITY];
-    if ((u32[H_LARGE_COUNT] + 1) * 2 <= capacity) return true;
+    const capacity = u32[HeaderU32.LargeCapacity];
+    if ((u32[HeaderU32.LargeCount] + 1) * 2 <= capacity) return true;
     const newCapacity = capacity === 0 ? INITIAL_CAPACITY : capacity * 2;
     const bytes = newCapacity * SLOT_WORDS * 8;
     if (!this.arena.withinLimit(bytes - capacity * SLOT_WORDS * 8)) return false;
     const address = mapMemory(bytes, PROT_READ | PROT_WRITE);
     const f64 = this.arena.f64;
-    f64[S_MMAP_CALLS]++;
+    f64[StatF64.MmapCalls]++;
     if (address === 0) return false;
     const old = this.table;
     const oldAddress = this.tableAddress;
     this.table = new Float64Array(viewMemory(address, bytes));
     this.tableAddress = address;
-    f64[S_LARGE_TABLE] = address; // other Workers remake their view from this
-    u32[H_LARGE_CAPACITY] = newCapacity;
-    u32[H_LARGE_COUNT] = 0;
+    f64[StatF64.LargeTable] = address; // other Workers remake their view from this
+    u32[HeaderU32.LargeCapacity] = newCapacity;
+    u32[HeaderU32.LargeCount] = 0;
     for (let s = 0; s < old.length; s += SLOT_WORDS) {
       if (old[s + L_ADDRESS] !== 0) {
         this.insert(old[s + L_ADDRESS], old[s + L_MAP_LENGTH], old[s + L_REQUESTED]);
       }
     }
     this.arena.addCommitted(bytes - old.length * 8);
-    f64[S_RESERVED] += bytes - old.length * 8;
+    f64[StatF64.Reserved] += bytes - old.length * 8;
     if (oldAddress !== 0) {
       unmapMemory(oldAddress, old.length * 8);
-      f64[S_MUNMAP_CALLS]++;
+      f64[StatF64.MunmapCalls]++;
     }
     return true;
   }
@@ -409,21 +402,21 @@ export class LargeBlocks {
   private insert(address: number, length: number, requested: number): void {
     const table = this.table;
     const u32 = this.arena.u32;
-    const mask = u32[H_LARGE_CAPACITY] - 1;
+    const mask = u32[HeaderU32.LargeCapacity] - 1;
     let i = hash(address) & mask;
     while (table[i * SLOT_WORDS + L_ADDRESS] !== 0) i = (i + 1) & mask;
     const s = i * SLOT_WORDS;
     table[s + L_ADDRESS] = address;
     table[s + L_MAP_LENGTH] = length;
     table[s + L_REQUESTED] = requested;
-    u32[H_LARGE_COUNT]++;
+    u32[HeaderU32.LargeCount]++;
   }
 
   /** Backward-shift deletion keeps every probe chain unbroken. */
   private remove(slot: number): void {
     const table = this.table;
     const u32 = this.arena.u32;
-    const mask = u32[H_LARGE_CAPACITY] - 1;
+    const mask = u32[HeaderU32.LargeCapacity] - 1;
     let hole = slot / SLOT_WORDS;
     for (let i = (hole + 1) & mask;; i = (i + 1) & mask) {
       const a = table[i * SLOT_WORDS + L_ADDRESS];
@@ -437,7 +430,7 @@ export class LargeBlocks {
       }
     }
     table.fill(0, hole * SLOT_WORDS, hole * SLOT_WORDS + SLOT_WORDS);
-    u32[H_LARGE_COUNT]--;
+    u32[HeaderU32.LargeCount]--;
   }
 }
 

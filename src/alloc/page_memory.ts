@@ -8,7 +8,7 @@
  * what to purge, and when, is idle.ts's.
  */
 
-import { type Arena, roundUp, S_MADVISE_CALLS, S_PURGED_BYTES } from "../arena/arena.ts";
+import { type Arena, roundUp, StatF64 } from "../arena/arena.ts";
 import { OS_PAGE_SIZE, populatePages, releasePages } from "../os/libc.ts";
 import { Desc, OsPage, purgedMaskWord } from "./page_layout.ts";
 
@@ -53,9 +53,9 @@ export function purgeRange(arena: Arena, d: number, from: number, to: number): n
   }
   if (fresh === 0) return 0;
   releasePages(arena.base + from, to - from);
-  arena.f64[S_MADVISE_CALLS]++;
+  arena.f64[StatF64.MadviseCalls]++;
   u32[d + Desc.PurgedPages] += fresh;
-  arena.f64[S_PURGED_BYTES] += fresh * OS_PAGE_SIZE;
+  arena.f64[StatF64.PurgedBytes] += fresh * OS_PAGE_SIZE;
   arena.addCommitted(-fresh * OS_PAGE_SIZE);
   return fresh * OS_PAGE_SIZE;
 }
@@ -74,7 +74,7 @@ export function unpurgeRange(arena: Arena, d: number, from: number, to: number):
     if (isPurged(u32, d, p)) markPurged(u32, d, p, false), count++;
   }
   u32[d + Desc.PurgedPages] -= count;
-  arena.f64[S_PURGED_BYTES] -= count * OS_PAGE_SIZE;
+  arena.f64[StatF64.PurgedBytes] -= count * OS_PAGE_SIZE;
   return count;
 }
 
@@ -90,7 +90,7 @@ export function recommit(arena: Arena, d: number, from: number, to: number, coun
   const start = arena.u32[d + Desc.PageStart];
   const first = start + (((from - start) >>> OsPage.Shift) << OsPage.Shift);
   if (populatePages(arena.base + first, roundUp(to, OS_PAGE_SIZE) - first)) {
-    arena.f64[S_MADVISE_CALLS]++;
+    arena.f64[StatF64.MadviseCalls]++;
   }
 }
 
@@ -100,7 +100,7 @@ export function clearPurged(arena: Arena, d: number): void {
   for (let unit = 0; unit < u32[d + Desc.Units]; unit++) {
     u32[d + unit * Desc.Words + Desc.PurgedMask] = 0;
   }
-  arena.f64[S_PURGED_BYTES] -= u32[d + Desc.PurgedPages] * OS_PAGE_SIZE;
+  arena.f64[StatF64.PurgedBytes] -= u32[d + Desc.PurgedPages] * OS_PAGE_SIZE;
   u32[d + Desc.PurgedPages] = 0;
   u32[d + Desc.Unlisted] = 0;
   u32[d + Desc.ScanFrom] = 0;

@@ -21,30 +21,12 @@
  * page; a medium page's fifteen inner guards come and go as it is merged and
  * split).
  *
- * The fit page fit.ts keeps when it empties (H_FIT_EMPTY, on no list) is
+ * The fit page fit.ts keeps when it empties (HeaderU32.FitEmpty, on no list) is
  * the last resort: when no page can be had otherwise, it is retired and
  * taken again.
  */
 
-import {
-  type Arena,
-  H_FIT_EMPTY,
-  H_RELEASED_MEDIUM_HEAD,
-  H_RELEASED_SMALL_HEAD,
-  H_RETAINED_MEDIUM_HEAD,
-  H_RETAINED_MEDIUM_TAIL,
-  H_RETAINED_SMALL_HEAD,
-  H_RETAINED_SMALL_TAIL,
-  H_SECURE_KEY,
-  H_TOP_UNIT,
-  MEDIUM_UNITS,
-  S_IN_USE_PAGE_BYTES,
-  S_MADVISE_CALLS,
-  S_MPROTECT_CALLS,
-  S_RETAIN_LIMIT,
-  S_RETAINED_BYTES,
-  UNIT_SIZE,
-} from "../arena/arena.ts";
+import { type Arena, HeaderU32, MEDIUM_UNITS, StatF64, UNIT_SIZE } from "../arena/arena.ts";
 import { lockGlobal, unlockGlobal } from "../arena/owners.ts";
 import {
   OS_PAGE_SIZE,
@@ -70,7 +52,7 @@ export class PageSource {
     this.arena = arena;
     this.u32 = arena.u32;
     this.owner = owner;
-    this.guarded = arena.u32[H_SECURE_KEY] !== 0;
+    this.guarded = arena.u32[HeaderU32.SecureKey] !== 0;
   }
 
   /** Shared heaps: takes the global lock (re-entrant); nothing for a private heap. */
@@ -94,9 +76,9 @@ export class PageSource {
       let d = this.find(medium);
       if (d === 0) {
         // The empty fit page fit.ts keeps for its next block is all the room left.
-        const kept = this.u32[H_FIT_EMPTY];
+        const kept = this.u32[HeaderU32.FitEmpty];
         if (kept !== 0) {
-          this.u32[H_FIT_EMPTY] = 0;
+          this.u32[HeaderU32.FitEmpty] = 0;
           this.retire(kept);
           d = this.find(medium);
         }
@@ -112,11 +94,13 @@ export class PageSource {
     const bytes = units * UNIT_SIZE;
     if (!this.makeRoomUnderLimit(bytes, units)) return 0;
     let d = this.takeRetained(medium);
-    if (d === 0) d = popStack(this.u32, medium ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD);
+    if (d === 0) {
+      d = popStack(this.u32, medium ? HeaderU32.ReleasedMediumHead : HeaderU32.ReleasedSmallHead);
+    }
     if (d === 0 && !medium) d = this.splitRetainedMedium();
     if (d === 0) d = this.carve(units);
     if (d === 0) d = this.convertReleased(medium);
-    if (d !== 0) this.arena.f64[S_IN_USE_PAGE_BYTES] += bytes;
+    if (d !== 0) this.arena.f64[StatF64.InUsePageBytes] += bytes;
     return d;
   }
 
@@ -149,7 +133,7 @@ export class PageSource {
       this.release(d);
     } else {
       this.pushRetained(d);
-      while (f64[S_RETAINED_BYTES] > f64[S_RETAIN_LIMIT]) this.releaseOldestRetained();
+      while (f64[StatF64.RetainedBytes] > f64[StatF64.RetainLimit]) this.releaseOldestRetained();
     }
     this.unlock();
   }
@@ -165,15 +149,15 @@ export class PageSource {
 
   /** trim(): releases the empty fit page fit.ts keeps, if any; returns the bytes. */
   releaseKeptFitPage(): number {
-    const kept = this.u32[H_FIT_EMPTY];
+    const kept = this.u32[HeaderU32.FitEmpty];
     if (kept === 0) return 0;
-    this.u32[H_FIT_EMPTY] = 0;
+    this.u32[HeaderU32.FitEmpty] = 0;
     return this.releaseEmpty(kept);
   }
 
   /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
   releaseOldestRetained(): number {
-    const oldest = this.u32[H_RETAINED_MEDIUM_TAIL] || this.u32[H_RETAINED_SMALL_TAIL];
+    const oldest = this.u32[HeaderU32.RetainedMediumTail] || this.u32[HeaderU32.RetainedSmallTail];
     if (oldest === 0) return -1;
     this.lock();
     this.unlinkRetained(oldest);
@@ -184,7 +168,7 @@ export class PageSource {
 
   /** Page `d` is no longer in use (see Arena.footprint). */
   private leavesUse(d: number): void {
-    this.arena.f64[S_IN_USE_PAGE_BYTES] -= this.u32[d + Desc.Units] * UNIT_SIZE;
+    this.arena.f64[StatF64.InUsePageBytes] -= this.u32[d + Desc.Units] * UNIT_SIZE;
   }
 
   private pushRetained(d: number): void {
@@ -192,15 +176,15 @@ export class PageSource {
     setState(this.u32, d, PageState.Retained);
     pushFront(
       this.u32,
-      medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD,
+      medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead,
       d,
-      medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL,
+      medium ? HeaderU32.RetainedMediumTail : HeaderU32.RetainedSmallTail,
     );
-    this.arena.f64[S_RETAINED_BYTES] += committedExtent(this.u32, d);
+    this.arena.f64[StatF64.RetainedBytes] += committedExtent(this.u32, d);
   }
 
   private takeRetained(medium: boolean): number {
-    const d = this.u32[medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD];
+    const d = this.u32[medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead];
     if (d !== 0) this.unlinkRetained(d);
     return d;
   }
@@ -209,11 +193,11 @@ export class PageSource {
     const medium = this.u32[d + Desc.Units] === MEDIUM_UNITS;
     unlink(
       this.u32,
-      medium ? H_RETAINED_MEDIUM_HEAD : H_RETAINED_SMALL_HEAD,
+      medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead,
       d,
-      medium ? H_RETAINED_MEDIUM_TAIL : H_RETAINED_SMALL_TAIL,
+      medium ? HeaderU32.RetainedMediumTail : HeaderU32.RetainedSmallTail,
     );
-    this.arena.f64[S_RETAINED_BYTES] -= committedExtent(this.u32, d);
+    this.arena.f64[StatF64.RetainedBytes] -= committedExtent(this.u32, d);
   }
 
   /** Gives an off-list empty page's memory back to the OS; returns the bytes released. */
@@ -225,7 +209,7 @@ export class PageSource {
     if (extent > 0) {
       // Up to COMMIT_END, over any purged OS pages, so that all of it reads zero.
       releasePages(arena.base + start, u32[d + Desc.CommitEnd] - start);
-      arena.f64[S_MADVISE_CALLS]++;
+      arena.f64[StatF64.MadviseCalls]++;
       arena.addCommitted(-extent);
     }
     u32[d + Desc.CommitEnd] = start;
@@ -233,7 +217,9 @@ export class PageSource {
     clearPurged(arena, d);
     pushStack(
       u32,
-      u32[d + Desc.Units] === MEDIUM_UNITS ? H_RELEASED_MEDIUM_HEAD : H_RELEASED_SMALL_HEAD,
+      u32[d + Desc.Units] === MEDIUM_UNITS
+        ? HeaderU32.ReleasedMediumHead
+        : HeaderU32.ReleasedSmallHead,
       d,
     );
     return extent;
@@ -251,22 +237,22 @@ export class PageSource {
       this.release(r);
     }
     if (!medium) {
-      const d = popStack(u32, H_RELEASED_MEDIUM_HEAD);
+      const d = popStack(u32, HeaderU32.ReleasedMediumHead);
       if (d === 0) return 0;
       const first = (d - Tables.DescriptorsU32) / Desc.Words;
       if (this.guarded && !this.setGuards(first, PROT_NONE)) {
         // Out of map entries: the medium page stays whole (secure pages need their guards).
-        pushStack(u32, H_RELEASED_MEDIUM_HEAD, d);
+        pushStack(u32, HeaderU32.ReleasedMediumHead, d);
         return 0;
       }
       for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
         this.formatReleasedUnit(first + i, 1);
-        if (i > 0) pushStack(u32, H_RELEASED_SMALL_HEAD, d + i * Desc.Words);
+        if (i > 0) pushStack(u32, HeaderU32.ReleasedSmallHead, d + i * Desc.Words);
       }
       return d;
     }
     // Find 16 adjacent released small units.
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     let run = 0;
     for (let unit = 0; unit < top; unit++) {
       const c = Tables.DescriptorsU32 + unit * Desc.Words;
@@ -277,13 +263,13 @@ export class PageSource {
       if (this.guarded && !this.setGuards(first, PROT_READ | PROT_WRITE)) return 0;
       // Unlink them from the released small stack (a rare path: rebuild the stack).
       let kept = 0;
-      for (let p = u32[H_RELEASED_SMALL_HEAD]; p !== 0;) {
+      for (let p = u32[HeaderU32.ReleasedSmallHead]; p !== 0;) {
         const next = u32[p + Desc.Next];
         const u = (p - Tables.DescriptorsU32) / Desc.Words;
         if (u < first || u > unit) u32[p + Desc.Next] = kept, kept = p;
         p = next;
       }
-      u32[H_RELEASED_SMALL_HEAD] = kept;
+      u32[HeaderU32.ReleasedSmallHead] = kept;
       this.formatReleasedUnit(first, MEDIUM_UNITS);
       return Tables.DescriptorsU32 + first * Desc.Words;
     }
@@ -312,7 +298,7 @@ export class PageSource {
       u32[c + Desc.CommitEnd] = end;
       if (i === 0) continue;
       if (end > unitStart) this.pushRetained(c);
-      else pushStack(u32, H_RELEASED_SMALL_HEAD, c);
+      else pushStack(u32, HeaderU32.ReleasedSmallHead, c);
     }
     return d;
   }
@@ -341,7 +327,7 @@ export class PageSource {
   private setGuard(first: number, units: number, prot: number): boolean {
     const arena = this.arena;
     const guard = arena.base + arena.dataStart + (first + units) * UNIT_SIZE - OS_PAGE_SIZE;
-    arena.f64[S_MPROTECT_CALLS]++;
+    arena.f64[StatF64.MprotectCalls]++;
     return protectMemory(guard, OS_PAGE_SIZE, prot);
   }
 

@@ -68,85 +68,101 @@ const COMMIT_STEP = 8 * 1024 * 1024;
 export const MAX_ARENA_BYTES = 2 ** 32;
 export const MIN_ARENA_BYTES = 16 * 1024 * 1024;
 
-// ---- header words (u32 index) ---------------------------------------------
-export const H_MAGIC = 0;
-export const H_VERSION = 1;
-export const H_UNIT_COUNT = 2;
-export const H_DATA_START = 3; // offset of unit 0
-export const H_TOP_UNIT = 4; // units below this have been carved
-export const H_COMMIT_TOP = 5; // data below this offset is read-write
-/** Retained (empty, still committed) pages, most recent first; doubly linked. */
-export const H_RETAINED_SMALL_HEAD = 6;
-export const H_RETAINED_SMALL_TAIL = 7;
-export const H_RETAINED_MEDIUM_HEAD = 8;
-export const H_RETAINED_MEDIUM_TAIL = 9;
-/** Released (returned to the OS) pages; singly linked. */
-export const H_RELEASED_SMALL_HEAD = 10;
-export const H_RELEASED_MEDIUM_HEAD = 11;
-export const H_LARGE_CAPACITY = 12; // slots in the large-block table
-export const H_LARGE_COUNT = 13; // live large blocks
-export const H_RECENT_LARGE_NEXT = 15; // next slot of the recently-freed ring
-/** Secure mode's free-list key (0 = secure mode off). */
-export const H_SECURE_KEY = 16;
-/** Shared heaps: the global lock (an i32: 0 free, else the holder's owner id). */
-export const H_GLOBAL_LOCK = 17;
-/** 1 for a heap made with `shared: true`. */
-export const H_SHARED = 18;
-/**
- * bitmapU32 - dataStart / 512: a small page's live bit for the block at arena
- * offset o is bit (o >>> 4) & 31 of word H_BITMAP_BIAS's value + (o >>> 9).
- * Each 64 KiB unit has 128 bitmap words, in unit order, and dataStart is a
- * multiple of the OS page (so of 512), so one formula covers every small
- * page and the fast paths skip the descriptor's BITMAP.
- */
-export const H_BITMAP_BIAS = 19;
-/** Shared heaps: taken by check() before it stops the world (one checker at a time). */
-export const H_CHECK_LOCK = 20;
-
-/**
- * Fit pages (see fit.ts), in u32 words 384..451 (bytes 1536..1807): the
- * heads of the 64 bins of free chunks, a bit per non-empty bin, the list of
- * fit pages (linked through their descriptors' NEXT and PREV), and the
- * empty fit page kept.
- */
-export const H_FIT_BIN_HEADS = 384;
-export const H_FIT_BIN_MAP = 448;
-export const H_FIT_PAGES = 450;
-/** The one fit page kept though all its blocks are free (0 = none): see fit.ts. */
-export const H_FIT_EMPTY = 451;
+/** The header's words (u32 indexes into the arena; bytes 0..511, and the fit pages' 1536..1807). */
+export const enum HeaderU32 {
+  Magic = 0,
+  Version = 1,
+  UnitCount = 2,
+  /** Offset of unit 0. */
+  DataStart = 3,
+  /** Units below this have been carved. */
+  TopUnit = 4,
+  /** Data below this offset is read-write. */
+  CommitTop = 5,
+  /** Retained (empty, still committed) pages, most recent first; doubly linked (page_source.ts). */
+  RetainedSmallHead = 6,
+  RetainedSmallTail = 7,
+  RetainedMediumHead = 8,
+  RetainedMediumTail = 9,
+  /** Released (returned to the OS) pages; stacks linked through NEXT. */
+  ReleasedSmallHead = 10,
+  ReleasedMediumHead = 11,
+  /** Slots in the large-block table. */
+  LargeCapacity = 12,
+  /** Live large blocks. */
+  LargeCount = 13,
+  /** Next slot of the ring of recently freed large blocks. */
+  RecentLargeNext = 15,
+  /** Secure mode's free-list key (0 = secure mode off). */
+  SecureKey = 16,
+  /** Shared heaps: the global lock (an i32: 0 free, else the holder's owner id). */
+  GlobalLock = 17,
+  /** 1 for a heap made with `shared: true`. */
+  Shared = 18,
+  /**
+   * bitmapU32 - dataStart / 512: a small page's live bit for the block at
+   * arena offset o is bit (o >>> 4) & 31 of word BitmapBias's value + (o >>> 9).
+   * Each 64 KiB unit has 128 bitmap words, in unit order, and dataStart is a
+   * multiple of the OS page (so of 512), so one formula covers every small
+   * page and the fast paths skip the descriptor's BITMAP.
+   */
+  BitmapBias = 19,
+  /** Shared heaps: taken by check() before it stops the world (one checker at a time). */
+  CheckLock = 20,
+  /** Fit pages (fit.ts): the heads of the 64 bins of free chunks. */
+  FitBinHeads = 384,
+  /** A bit per non-empty bin. */
+  FitBinMap = 448,
+  /** The list of fit pages (linked through their descriptors' NEXT and PREV). */
+  FitPages = 450,
+  /** The one fit page kept though all its blocks are free, on no list (0 = none). */
+  FitEmpty = 451,
+}
 
 /** Ring of the last 64 freed large-block addresses (f64, bytes 1024..1535), for double-free reports. */
 export const RECENT_LARGE_F64 = 128;
 export const RECENT_LARGE_SLOTS = 64;
 
-// ---- statistics (f64 index; byte offset 512) -------------------------------
-const S = 64;
 /**
- * Published copies of the counters that every malloc and free bumps. Those
- * live in JS fields of the Heap object while it runs (a typed-array slot on
- * the fast path cost more than the rest of malloc); stats() copies them here.
+ * The statistics (f64 indexes into the arena; bytes 512..1023): what
+ * stats() reads, kept by the slow paths and published into by the Heap
+ * (allocation counters, derived when they are asked for: see "Counting" in
+ * alloc/page_layout.ts).
  */
-export const S_ALLOCATED = S + 0; // usable bytes of live blocks
-export const S_REQUESTED = S + 1; // bytes asked for, cumulative
-export const S_COMMITTED = S + 2; // bytes that may be resident
-export const S_PEAK_ALLOCATED = S + 3;
-export const S_PEAK_COMMITTED = S + 4;
-export const S_ALLOC_COUNT = S + 5;
-export const S_FREE_COUNT = S + 6;
-export const S_MMAP_CALLS = S + 7;
-export const S_MUNMAP_CALLS = S + 8;
-export const S_MADVISE_CALLS = S + 9;
-export const S_MPROTECT_CALLS = S + 10;
-export const S_LARGE_BYTES = S + 11; // mapped bytes of live large blocks
-export const S_RETAINED_BYTES = S + 12; // committed bytes of retained empty pages
-export const S_META_COMMITTED = S + 13; // part of S_COMMITTED that is metadata
-export const S_LARGE_TABLE = S + 14; // address of the large-block table mapping
-export const S_RETAIN_LIMIT = S + 15;
-export const S_RESERVED = S + 16; // arena + large mappings + table
-export const S_PURGED_BYTES = S + 17; // OS pages of in-use pages given back (not in S_COMMITTED)
-/** Full size of every page in use (taken from the arena and not retired): see footprint(). */
-export const S_IN_USE_PAGE_BYTES = S + 18;
-export const S_LIMIT = S + 19; // HeapOptions.limitBytes (Infinity: no cap)
+export const enum StatF64 {
+  /** Usable bytes of live blocks (published). */
+  Allocated = 64,
+  /** Bytes that may be resident. */
+  Committed = 66,
+  /** Published. */
+  PeakAllocated = 67,
+  PeakCommitted = 68,
+  /** Published. */
+  AllocCount = 69,
+  /** Published. */
+  FreeCount = 70,
+  MmapCalls = 71,
+  MunmapCalls = 72,
+  MadviseCalls = 73,
+  MprotectCalls = 74,
+  /** Mapped bytes of live large blocks. */
+  LargeBytes = 75,
+  /** Committed bytes of retained empty pages. */
+  RetainedBytes = 76,
+  /** The part of Committed that is metadata. */
+  MetaCommitted = 77,
+  /** Address of the large-block table mapping. */
+  LargeTable = 78,
+  RetainLimit = 79,
+  /** The arena, large mappings and the table. */
+  Reserved = 80,
+  /** OS pages of in-use pages given back (not in Committed). */
+  PurgedBytes = 81,
+  /** Full size of every page in use (taken from the arena and not retired): see footprint(). */
+  InUsePageBytes = 82,
+  /** HeapOptions.limitBytes (Infinity: no cap). */
+  Limit = 83,
+}
 
 // The class table (byte 2048), size lookup (byte 3584) and page descriptors
 // (byte 4096) are laid out and filled by class_pages.ts (see Tables in page_layout.ts).
@@ -250,26 +266,27 @@ export class Arena {
   static attach(base: number, size: number): Arena | null {
     const arena = new Arena(base, size);
     const u32 = arena.u32;
-    const ok = u32[H_MAGIC] === MAGIC && u32[H_VERSION] === LAYOUT_VERSION &&
-      u32[H_UNIT_COUNT] === arena.unitCount && u32[H_DATA_START] === arena.dataStart &&
-      u32[H_SHARED] === 1;
+    const ok = u32[HeaderU32.Magic] === MAGIC && u32[HeaderU32.Version] === LAYOUT_VERSION &&
+      u32[HeaderU32.UnitCount] === arena.unitCount &&
+      u32[HeaderU32.DataStart] === arena.dataStart &&
+      u32[HeaderU32.Shared] === 1;
     return ok ? arena : null;
   }
 
   private format(layout: ArenaLayout): void {
     const { u32, f64 } = this;
-    u32[H_SHARED] = layout.shared ? 1 : 0;
-    u32[H_MAGIC] = MAGIC;
-    u32[H_VERSION] = LAYOUT_VERSION;
-    u32[H_UNIT_COUNT] = this.unitCount;
-    u32[H_DATA_START] = this.dataStart;
-    u32[H_BITMAP_BIAS] = this.bitmapU32 - this.dataStart / 512;
-    u32[H_COMMIT_TOP] = this.dataStart;
-    f64[S_MMAP_CALLS] = 1;
-    f64[S_MPROTECT_CALLS] = 1;
-    f64[S_RETAIN_LIMIT] = layout.retainBytes;
-    f64[S_RESERVED] = this.size;
-    f64[S_LIMIT] = layout.limitBytes;
+    u32[HeaderU32.Shared] = layout.shared ? 1 : 0;
+    u32[HeaderU32.Magic] = MAGIC;
+    u32[HeaderU32.Version] = LAYOUT_VERSION;
+    u32[HeaderU32.UnitCount] = this.unitCount;
+    u32[HeaderU32.DataStart] = this.dataStart;
+    u32[HeaderU32.BitmapBias] = this.bitmapU32 - this.dataStart / 512;
+    u32[HeaderU32.CommitTop] = this.dataStart;
+    f64[StatF64.MmapCalls] = 1;
+    f64[StatF64.MprotectCalls] = 1;
+    f64[StatF64.RetainLimit] = layout.retainBytes;
+    f64[StatF64.Reserved] = this.size;
+    f64[StatF64.Limit] = layout.limitBytes;
     this.setMetaCommitted(0);
   }
 
@@ -280,20 +297,20 @@ export class Arena {
    */
   carveUnits(units: number): number {
     const u32 = this.u32;
-    const first = u32[H_TOP_UNIT];
+    const first = u32[HeaderU32.TopUnit];
     const top = first + units;
     if (top > this.unitCount) return -1;
     const end = this.dataStart + top * UNIT_SIZE;
-    const commitTop = u32[H_COMMIT_TOP];
+    const commitTop = u32[HeaderU32.CommitTop];
     if (end > commitTop) {
       const newTop = Math.min(this.dataEnd, roundUp(end, COMMIT_STEP));
-      this.f64[S_MPROTECT_CALLS]++;
+      this.f64[StatF64.MprotectCalls]++;
       if (!protectMemory(this.base + commitTop, newTop - commitTop, PROT_READ | PROT_WRITE)) {
         return -1;
       }
-      u32[H_COMMIT_TOP] = newTop;
+      u32[HeaderU32.CommitTop] = newTop;
     }
-    u32[H_TOP_UNIT] = top;
+    u32[HeaderU32.TopUnit] = top;
     this.setMetaCommitted(top);
     return first;
   }
@@ -301,16 +318,16 @@ export class Arena {
   /** Metadata pages touched so far: header, and descriptors and bitmaps of carved units. */
   private setMetaCommitted(topUnit: number): void {
     const meta = this.metaBytes(topUnit);
-    this.addCommitted(meta - this.f64[S_META_COMMITTED]);
-    this.f64[S_META_COMMITTED] = meta;
+    this.addCommitted(meta - this.f64[StatF64.MetaCommitted]);
+    this.f64[StatF64.MetaCommitted] = meta;
   }
 
   /** Committed metadata with `topUnit` units carved (at 0: what a new heap starts with). */
   metaBytes(topUnit: number): number {
-    const bitmaps = this.u32[H_SHARED] === 1 ? 2 : 1;
+    const bitmaps = this.u32[HeaderU32.Shared] === 1 ? 2 : 1;
     return DESCRIPTORS_BYTE + roundUp(topUnit * DESC_BYTES, OS_PAGE_SIZE) +
       bitmaps * roundUp(topUnit * BITMAP_BYTES, OS_PAGE_SIZE) +
-      (this.u32[H_SHARED] === 1 ? OWNERS_BYTES : 0);
+      (this.u32[HeaderU32.Shared] === 1 ? OWNERS_BYTES : 0);
   }
 
   /**
@@ -323,8 +340,8 @@ export class Arena {
    */
   footprint(): number {
     const f64 = this.f64;
-    return f64[S_IN_USE_PAGE_BYTES] + f64[S_RETAINED_BYTES] + f64[S_META_COMMITTED] +
-      f64[S_RESERVED] - this.size;
+    return f64[StatF64.InUsePageBytes] + f64[StatF64.RetainedBytes] + f64[StatF64.MetaCommitted] +
+      f64[StatF64.Reserved] - this.size;
   }
 
   /**
@@ -333,18 +350,18 @@ export class Arena {
    */
   withinLimit(growth: number, units = 0): boolean {
     const f64 = this.f64;
-    if (f64[S_LIMIT] === Infinity) return true;
-    const top = this.u32[H_TOP_UNIT];
+    if (f64[StatF64.Limit] === Infinity) return true;
+    const top = this.u32[HeaderU32.TopUnit];
     const meta = units === 0 ? 0 : this.metaBytes(top + units) - this.metaBytes(top);
-    return this.footprint() + growth + meta <= f64[S_LIMIT];
+    return this.footprint() + growth + meta <= f64[StatF64.Limit];
   }
 
   /** Adjusts committedBytes (and its peak) by `delta`. */
   addCommitted(delta: number): void {
     const f64 = this.f64;
-    const committed = f64[S_COMMITTED] + delta;
-    f64[S_COMMITTED] = committed;
-    if (committed > f64[S_PEAK_COMMITTED]) f64[S_PEAK_COMMITTED] = committed;
+    const committed = f64[StatF64.Committed] + delta;
+    f64[StatF64.Committed] = committed;
+    if (committed > f64[StatF64.PeakCommitted]) f64[StatF64.PeakCommitted] = committed;
   }
 
   /** Unmaps the whole reservation; every view over it is dead afterwards. */

@@ -41,7 +41,7 @@
  * that waits long for a lock whose holder's thread has exited takes it over.
  */
 
-import { type Arena, H_CHECK_LOCK, H_GLOBAL_LOCK, MAX_OWNERS, OWNER_WORDS } from "./arena.ts";
+import { type Arena, HeaderU32, MAX_OWNERS, OWNER_WORDS } from "./arena.ts";
 import { currentThreadId, threadAlive, yieldThread } from "../os/libc.ts";
 
 export const enum Slot {
@@ -97,7 +97,7 @@ export function slotOf(arena: Arena, owner: number): number {
 export function registerOwner(arena: Arena): number {
   const i32 = arena.i32;
   // Not while check() stops the world: it must stop every owner there is.
-  lock(arena, H_CHECK_LOCK, REGISTERING);
+  lock(arena, HeaderU32.CheckLock, REGISTERING);
   try {
     for (const from of [OwnerState.Free, OwnerState.Detached]) {
       for (let owner = 1; owner < MAX_OWNERS; owner++) {
@@ -111,7 +111,7 @@ export function registerOwner(arena: Arena): number {
     }
     return 0;
   } finally {
-    unlock(arena, H_CHECK_LOCK);
+    unlock(arena, HeaderU32.CheckLock);
   }
 }
 
@@ -143,11 +143,11 @@ function unlock(arena: Arena, index: number): void {
 
 /** Takes the global lock; re-entrant within one Worker (calls nest, e.g. check() in it). */
 export function lockGlobal(arena: Arena, owner: number): void {
-  if (arena.globalLockDepth++ === 0) lock(arena, H_GLOBAL_LOCK, owner);
+  if (arena.globalLockDepth++ === 0) lock(arena, HeaderU32.GlobalLock, owner);
 }
 
 export function unlockGlobal(arena: Arena): void {
-  if (--arena.globalLockDepth === 0) unlock(arena, H_GLOBAL_LOCK);
+  if (--arena.globalLockDepth === 0) unlock(arena, HeaderU32.GlobalLock);
 }
 
 /** i32 index of owner `owner`'s lock word. */
@@ -181,7 +181,7 @@ export function detachOwner(arena: Arena, owner: number): void {
  * global lock, so this order cannot deadlock with them.
  */
 export function stopTheWorld(arena: Arena, owner: number, body: () => void): void {
-  lock(arena, H_CHECK_LOCK, owner);
+  lock(arena, HeaderU32.CheckLock, owner);
   const held: number[] = [];
   try {
     for (let other = 1; other < MAX_OWNERS; other++) {
@@ -198,7 +198,7 @@ export function stopTheWorld(arena: Arena, owner: number, body: () => void): voi
     }
   } finally {
     for (const index of held) unlock(arena, index);
-    unlock(arena, H_CHECK_LOCK);
+    unlock(arena, HeaderU32.CheckLock);
   }
 }
 
@@ -234,8 +234,8 @@ export function claimOrphans(arena: Arena, adopter: number): number[] {
 
 /**
  * The allocation counters, derived from the pages' tally (see Tally in
- * alloc/page_layout.ts) and published into the arena header (S_ALLOCATED ...
- * S_FREE_COUNT) whenever stats() or check() runs.
+ * alloc/page_layout.ts) and published into the arena header (StatF64.Allocated ...
+ * StatF64.FreeCount) whenever stats() or check() runs.
  */
 export interface HotCounters {
   allocated: number;

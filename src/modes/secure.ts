@@ -12,7 +12,7 @@
  * large.ts's; its per-block views, user_buffers.ts's.)
  */
 
-import { type Arena, H_SECURE_KEY } from "../arena/arena.ts";
+import { type Arena, HeaderU32 } from "../arena/arena.ts";
 import type { IdleMemory } from "../alloc/idle.ts";
 import { Desc, isLive } from "../alloc/page_layout.ts";
 import type { FreeListCodec } from "../alloc/policies.ts";
@@ -38,7 +38,7 @@ export class KeyedCodec implements FreeListCodec {
   constructor(arena: Arena, idle: IdleMemory) {
     this.u32 = arena.u32;
     this.idle = idle;
-    this.key = arena.u32[H_SECURE_KEY];
+    this.key = arena.u32[HeaderU32.SecureKey];
     this.shuffleState = this.key | 1;
   }
 

@@ -16,7 +16,7 @@
  * needs a page.
  */
 
-import { type Arena, H_TOP_UNIT } from "../arena/arena.ts";
+import { type Arena, HeaderU32 } from "../arena/arena.ts";
 import {
   claimOrphans,
   OwnerState,
@@ -197,7 +197,7 @@ export class SharedOwnership implements PageOwnership {
   /** Collects every page of this owner flagged REMOTE_FREED (trim, adoption). */
   private collectStranded(pages: PageTransitions): void {
     const u32 = this.u32;
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     for (let unit = 0; unit < top; unit++) {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
       const state = u32[d + Desc.State];
@@ -285,7 +285,7 @@ export class SharedOwnership implements PageOwnership {
       u32.fill(0, slot + Slot.Heads, slot + Slot.Heads + CLASS_COUNT);
     }
     this.source.lock();
-    const top = u32[H_TOP_UNIT];
+    const top = u32[HeaderU32.TopUnit];
     const adopted: number[] = [];
     for (let unit = 0; unit < top; unit++) {
       const d = Tables.DescriptorsU32 + unit * Desc.Words;
