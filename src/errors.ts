@@ -118,3 +118,6 @@ export function plural(count: number, noun: string): string {
 function indent(stack: string): string {
   return stack.split("\n").map((line) => "    " + line.trim()).join("\n");
 }
+
+/** How check()'s validators report the first inconsistency they find (by throwing "corrupt"). */
+export type Fail = (address: number, what: string) => never;

@@ -773,7 +773,7 @@ export class Heap {
       checkHeap(this.#arena, this.#pages, this.#lists, this.#large, this.#fit);
     } catch (error) {
       if (error instanceof HeapError && error.code === "corrupt") {
-        containDamage(this.#arena, this.#pages, this.#fit);
+        containDamage(this.#pages, this.#fit);
       }
       throw error;
     }

@@ -6,11 +6,12 @@
  * handed out, from which stats() derives its counters (see "Counting").
  */
 
-import { type Arena, HeaderU32 } from "../arena/arena.ts";
-import { type HotCounters, readOwnerCounters, Slot, slotOf } from "../arena/owners.ts";
-import { HeapError } from "../errors.ts";
-import { ClassEntry, Desc, PageState, Tables, Tally } from "./page_layout.ts";
+import { type Arena, HeaderU32, MAX_OWNERS } from "../arena/arena.ts";
+import { type HotCounters, OwnerState, readOwnerCounters, Slot, slotOf } from "../arena/owners.ts";
+import { type Fail, HeapError } from "../errors.ts";
+import { ClassEntry, Desc, isDescriptor, isLive, PageState, Tables, Tally } from "./page_layout.ts";
 import { CLASS_COUNT, classOfSize, LOOKUP_MAX_SIZE } from "./size_classes.ts";
+import { touchesPurged } from "./page_memory.ts";
 
 /** Small classes with allocation lists: those of the size lookup (blocks up to 1 KiB). */
 export const SPLIT_CLASSES = classOfSize(LOOKUP_MAX_SIZE) + 1;
@@ -224,5 +225,99 @@ export class ClassLists {
       unit += u32[d + Desc.Units];
     }
     return { blocks, bytes };
+  }
+
+  /**
+   * check(): validates the allocation lists: each holds blocks of its
+   * class's head page, below the bump pointer, on block boundaries, not live,
+   * touching no purged OS page, at most a page's capacity of them. Every link
+   * is range-checked before it is followed. Returns them by page descriptor.
+   */
+  validateAllocLists(fail: Fail): Map<number, Set<number>> {
+    const u32 = this.u32;
+    const arena = this.arena;
+    const byPage = new Map<number, Set<number>>();
+    this.allocLists.forEach((first, c) => {
+      if (first === 0) return;
+      const d = u32[Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.AvailHead];
+      if (!this.splitLists || d === 0 || u32[d + Desc.Class] !== c) {
+        fail(arena.base + first, `class ${c}: an allocation list without a head page`);
+      }
+      const start = u32[d + Desc.PageStart];
+      const blockSize = u32[d + Desc.BlockSize];
+      const blocks = new Set<number>();
+      for (let b = first; b !== 0; b = u32[b >>> 2]) {
+        if (
+          b < start || b >= u32[d + Desc.Bump] || (b - start) % blockSize !== 0 ||
+          blocks.has(b) || blocks.size >= u32[d + Desc.Capacity]
+        ) {
+          fail(arena.base + b, `class ${c}: allocation list link outside its page's free blocks`);
+        }
+        if (isLive(u32, d, b)) {
+          fail(arena.base + b, `class ${c}: a live block is on the allocation list`);
+        }
+        if (touchesPurged(u32, d, b, u32[d + Desc.BlockSize])) {
+          fail(arena.base + b, `class ${c}: a block on the allocation list touches a purged page`);
+        }
+        blocks.add(b);
+      }
+      byPage.set(d, blocks);
+    });
+    return byPage;
+  }
+}
+
+/**
+ * check(): validates every owner's class lists (a heap that is not shared
+ * has one set, owner 0): each holds in-use pages of its class, with room
+ * (only the head may be full, or empty), owned by the owner, linked both
+ * ways, without a cycle; each page of `inUseWithRoom` is found once (and
+ * deleted from it).
+ */
+export function validateClassLists(arena: Arena, inUseWithRoom: Set<number>, fail: Fail): void {
+  const u32 = arena.u32;
+  const top = u32[HeaderU32.TopUnit];
+  const owners = [0];
+  for (let owner = 1; owner < MAX_OWNERS; owner++) {
+    if (u32[slotOf(arena, owner) + Slot.State] !== OwnerState.Free) owners.push(owner);
+  }
+  for (const owner of owners) {
+    for (let c = 0; c < CLASS_COUNT; c++) {
+      const headSlot = owner === 0
+        ? Tables.ClassU32 + c * ClassEntry.Words + ClassEntry.AvailHead
+        : slotOf(arena, owner) + Slot.Heads + c;
+      let prev = 0;
+      let steps = 0;
+      for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+        if (!isDescriptor(d, top)) fail(arena.base, `class ${c}: list link ${d} is not a page`);
+        const where = arena.base + (u32[d + Desc.PageStart]);
+        if (++steps > top) fail(where, `class ${c}: available list has a cycle`);
+        const fullHead = prev === 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity] &&
+          (u32[d + Desc.State] === PageState.Small || u32[d + Desc.State] === PageState.Medium);
+        if (!fullHead && !inUseWithRoom.delete(d)) {
+          fail(where, `class ${c}: listed page is not an in-use page with room (or a full head)`);
+        }
+        if (u32[d + Desc.Class] !== c) {
+          fail(where, `class ${c}: listed page belongs to class ${u32[d + Desc.Class]}`);
+        }
+        if (u32[d + Desc.Prev] !== prev) fail(where, `class ${c}: broken back link`);
+        if (u32[d + Desc.Owner] !== owner) {
+          fail(
+            where,
+            `class ${c}: a page of owner ${u32[d + Desc.Owner]} is on owner ${owner}'s list`,
+          );
+        }
+        if (u32[d + Desc.Used] === 0 && prev !== 0) {
+          fail(where, `class ${c}: empty page not at the head`);
+        }
+        if (u32[d + Desc.State] === PageState.Small && u32[d + Desc.FastFree] !== 1) {
+          fail(where, `class ${c}: a listed small page is marked off its list`);
+        }
+      }
+    }
+  }
+  if (inUseWithRoom.size > 0) {
+    const d = inUseWithRoom.values().next().value!;
+    fail(arena.base + (u32[d + Desc.PageStart]), "page with room is missing from its class list");
   }
 }

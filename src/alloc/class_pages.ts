@@ -21,7 +21,7 @@ import {
   MAX_SMALL_PAGE_BLOCK,
 } from "./size_classes.ts";
 import { OS_PAGE_SIZE } from "../os/libc.ts";
-import { HeapError } from "../errors.ts";
+import { type Fail, HeapError } from "../errors.ts";
 import { type ClassLists, SPLIT_CLASSES } from "./class_lists.ts";
 import type { IdleMemory } from "./idle.ts";
 import {
@@ -39,7 +39,7 @@ import {
   Tally,
 } from "./page_layout.ts";
 import { insertAfter, pushFront, unlink } from "./page_list.ts";
-import { committedExtent, recommit, unpurgeRange } from "./page_memory.ts";
+import { committedExtent, isPurged, recommit, touchesPurged, unpurgeRange } from "./page_memory.ts";
 import type { PageSource } from "./page_source.ts";
 import type { FreeListCodec, PageOwnership, PageTransitions } from "./policies.ts";
 
@@ -514,5 +514,175 @@ export class ClassPages implements PageTransitions {
     }
     pushFront(u32, slot, d);
     if (u32[d + Desc.State] === PageState.Small) u32[d + Desc.FastFree] = 1;
+  }
+
+  // ---- validation (check()) -------------------------------------------------
+
+  /**
+   * After check() found damage: every page whose free list is damaged (a link
+   * out of the page, onto a live block, or a cycle: a write into a freed
+   * block) gets a new list from its live bitmap. Pages whose descriptor is
+   * damaged are left alone: nothing safe to rebuild from.
+   */
+  repairFreeLists(): void {
+    const u32 = this.u32;
+    const arena = this.arena;
+    const top = Math.min(u32[HeaderU32.TopUnit], arena.unitCount);
+    for (let unit = 0; unit < top; unit++) {
+      const d = Tables.DescriptorsU32 + unit * Desc.Words;
+      const state = u32[d + Desc.State];
+      if (state !== PageState.Small && state !== PageState.Medium) continue;
+      const start = arena.dataStart + unit * UNIT_SIZE;
+      const blockSize = u32[d + Desc.BlockSize];
+      const bump = u32[d + Desc.Bump];
+      const pageEnd = start + u32[d + Desc.Units] * UNIT_SIZE;
+      if (
+        u32[d + Desc.PageStart] !== start || blockSize === 0 || bump < start || bump > pageEnd ||
+        u32[d + Desc.Bitmap] !== arena.bitmapU32 + unit * BitmapWords.Small
+      ) {
+        continue; // the page itself is damaged: nothing safe to rebuild from
+      }
+      let steps = 0;
+      let intact = true;
+      for (let f = u32[d + Desc.Free]; f !== 0; f = this.nextFree(d, f, false)) {
+        if (
+          ++steps > u32[d + Desc.Capacity] || f < start || f >= bump ||
+          (f - start) % blockSize !== 0 || isLive(u32, d, f)
+        ) {
+          intact = false;
+          break;
+        }
+      }
+      if (!intact) this.rebuildFreeList(d);
+    }
+  }
+
+  /**
+   * check(): validates in-use page `d`, whose `remotelyFreed` blocks (on its allocation
+   * list, or freed by other Workers and waiting for their owner) are counted in
+   * USED, neither live nor on the free list; returns its live block count.
+   */
+  validatePage(
+    d: number,
+    start: number,
+    remotelyFreed: Set<number>,
+    fail: Fail,
+  ): number {
+    const u32 = this.u32;
+    const arena = this.arena;
+    const where = arena.base + start;
+    const cls = u32[d + Desc.Class];
+    if (cls >= CLASS_COUNT) fail(where, `page has class ${cls}`);
+    const ce = Tables.ClassU32 + cls * ClassEntry.Words;
+    const blockSize = u32[d + Desc.BlockSize];
+    const capacity = u32[d + Desc.Capacity];
+    const medium = u32[d + Desc.State] === PageState.Medium;
+    if (
+      blockSize !== u32[ce + ClassEntry.BlockSize] || capacity !== u32[ce + ClassEntry.Capacity] ||
+      u32[d + Desc.Units] !== u32[ce + ClassEntry.Units] ||
+      medium !== (u32[d + Desc.Units] === MEDIUM_UNITS) ||
+      u32[d + Desc.Shift] !== (medium ? Granule.MediumShift : Granule.SmallShift)
+    ) {
+      fail(where, "page geometry does not match its size class");
+    }
+    if (
+      u32[d + Desc.LocalPageStart] !== start ||
+      u32[d + Desc.LocalCapacity] !== capacity || u32[d + Desc.LocalBlockSize] !== blockSize
+    ) {
+      fail(where, "the fast paths' copies of the page geometry differ from it");
+    }
+    const bump = u32[d + Desc.Bump];
+    const bumpEnd = u32[d + Desc.BumpEnd];
+    if (
+      bumpEnd !== start + capacity * blockSize || bumpEnd > start + u32[d + Desc.Units] * UNIT_SIZE
+    ) {
+      fail(where, "page bump end is wrong");
+    }
+    if (bump < start || bump > bumpEnd || (bump - start) % blockSize !== 0) {
+      fail(where, "page bump pointer is wrong");
+    }
+    if (u32[d + Desc.CommitEnd] < bump) {
+      fail(where, "page hands out memory it has not counted as committed");
+    }
+    if (u32[d + Desc.ZeroFrom] < start) fail(where, "page zero mark is below the page");
+    // Free list: inside the used area, on block boundaries, not live, no cycle.
+    let free = 0;
+    if (!this.codec.intact(d)) {
+      fail(where, "page metadata fails its checksum");
+    }
+    for (let f = u32[d + Desc.Free]; f !== 0; f = this.nextFree(d, f, false)) {
+      if (++free > capacity) fail(where, "page free list has a cycle or too many entries");
+      if (f < start || f >= bump || (f - start) % blockSize !== 0) {
+        fail(arena.base + f, "free list link points outside the page's blocks");
+      }
+      if (isLive(u32, d, f)) fail(arena.base + f, "a live block is on the free list");
+      if (remotelyFreed.has(f)) {
+        fail(
+          arena.base + f,
+          "a block counted as handed out (on an allocation list, or freed by another Worker) is on the free list",
+        );
+      }
+      if (touchesPurged(u32, d, f, u32[d + Desc.BlockSize])) {
+        fail(arena.base + f, "a listed free block touches a purged page");
+      }
+    }
+    // Purged OS pages: counted, below the bump pointer, free of live blocks.
+    let purged = 0;
+    let unlisted = 0;
+    for (let p = 0; p < (u32[d + Desc.Units] * UNIT_SIZE) / OS_PAGE_SIZE; p++) {
+      if (!isPurged(u32, d, p)) continue;
+      purged++;
+      if (start + (p + 1) * OS_PAGE_SIZE > bump) {
+        fail(where + p * OS_PAGE_SIZE, "a purged OS page above the bump pointer");
+      }
+    }
+    if (purged !== u32[d + Desc.PurgedPages]) {
+      fail(where, `page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
+    }
+    for (let block = start; block < bump; block += blockSize) {
+      if (!touchesPurged(u32, d, block, u32[d + Desc.BlockSize])) continue;
+      if (isLive(u32, d, block)) fail(arena.base + block, "a live block touches a purged OS page");
+      unlisted++;
+    }
+    if (unlisted > u32[d + Desc.Unlisted]) {
+      fail(
+        where,
+        `page has ${unlisted} free blocks on purged OS pages but counts ${
+          u32[d + Desc.Unlisted]
+        } unlisted`,
+      );
+    }
+    // Live bitmap: set bits mark block starts below the bump pointer.
+    let used = 0;
+    const shift = u32[d + Desc.Shift];
+    const words = medium ? BitmapWords.Medium : BitmapWords.Small;
+    for (let w = 0; w < words; w++) {
+      let bits = u32[u32[d + Desc.Bitmap] + w];
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits);
+        bits &= ~(1 << b);
+        const offset = blockAtGranule(u32, d, w * 32 + b);
+        if (offset < 0 || offset >= bump) {
+          fail(
+            arena.base + start + ((w * 32 + b) << shift),
+            "live bit set where no block was handed out",
+          );
+        }
+        used++;
+      }
+    }
+    if (used + remotelyFreed.size !== u32[d + Desc.Used]) {
+      fail(
+        where,
+        `page counts ${u32[d + Desc.Used]} used blocks but its bitmap has ${used} live ` +
+          `and ${remotelyFreed.size} on its allocation list or freed by other Workers`,
+      );
+    }
+    if (
+      u32[d + Desc.Used] + free + u32[d + Desc.Unlisted] + (bumpEnd - bump) / blockSize !== capacity
+    ) {
+      fail(where, "live + free + never-used blocks do not add up to the page's capacity");
+    }
+    return used;
   }
 }

@@ -20,8 +20,9 @@
 
 import { type Arena, HeaderU32, MEDIUM_UNITS, StatF64, UNIT_SIZE } from "../arena/arena.ts";
 import { OS_PAGE_SIZE, releasePages } from "../os/libc.ts";
-import { Desc } from "./page_layout.ts";
-import { purgeRange, unpurgeRange } from "./page_memory.ts";
+import { BitmapWords, Desc, Granule, isDescriptor, isLive, PageState } from "./page_layout.ts";
+import { isPurged, purgeRange, unpurgeRange } from "./page_memory.ts";
+import type { Fail } from "../errors.ts";
 
 /** Requests above this many bytes (and up to MAX_CLASS_SIZE) go to fit pages. */
 export const FIT_MIN_REQUEST = 1024;
@@ -119,4 +120,144 @@ function purgePage(arena: Arena, d: number, wanted: number): number {
     chunk += size;
   }
   return released;
+}
+
+// ---- validation (check()) -------------------------------------------------
+
+/**
+ * check(): validates fit page `d`: its chunks tile it, each header agrees
+ * with its neighbours, no two free chunks touch, live bits are set exactly
+ * at live blocks, and USED and COMMIT_END cover them. Returns its counts.
+ */
+export function validateFitPage(
+  arena: Arena,
+  d: number,
+  start: number,
+  freeChunks: Set<number>,
+  fail: Fail,
+): { allocated: number; live: number } {
+  const u32 = arena.u32;
+  const where = arena.base + start;
+  if (u32[d + Desc.Units] !== MEDIUM_UNITS || u32[d + Desc.Shift] !== Granule.SmallShift) {
+    fail(where, "fit page: bad unit count or bitmap granule");
+  }
+  const end = start + FIT_PAGE_BYTES;
+  const commitEnd = u32[d + Desc.CommitEnd];
+  let allocated = 0;
+  let live = 0;
+  let prevSize = 0;
+  let prevFree = false;
+  // OS pages that may be purged: whole pages of free chunks past their headers.
+  const purgeable = new Uint8Array(FIT_PAGE_BYTES / OS_PAGE_SIZE);
+  for (let chunk = start; chunk < end;) {
+    const at = arena.base + chunk;
+    if (chunk + CHUNK_HEADER > commitEnd) fail(at, "fit page: a chunk header is not committed");
+    const word = u32[chunk >>> 2];
+    const size = word & ~CHUNK_FREE;
+    const isFree = (word & CHUNK_FREE) !== 0;
+    if (size < 32 || size % 16 !== 0 || chunk + size > end) {
+      fail(at, `fit page: chunk of ${size} bytes does not fit the page`);
+    }
+    if (u32[(chunk >>> 2) + Chunk.PrevSize] !== prevSize) {
+      fail(at, "fit page: PREV_SIZE disagrees");
+    }
+    if (isFree && prevFree) fail(at, "fit page: two free chunks side by side");
+    if (isFree === isLive(u32, d, chunk + CHUNK_HEADER)) {
+      fail(at + CHUNK_HEADER, `fit page: a ${isFree ? "free" : "live"} chunk's live bit is wrong`);
+    }
+    if (isFree) {
+      freeChunks.add(chunk);
+      const first = Math.ceil((chunk + CHUNK_HEADER - start) / OS_PAGE_SIZE);
+      for (let p = first; (p + 1) * OS_PAGE_SIZE <= chunk + size - start; p++) purgeable[p] = 1;
+    } else {
+      if (chunk + size > commitEnd) fail(at, "fit page: a live block is not committed");
+      allocated += size - CHUNK_HEADER;
+      live++;
+    }
+    prevSize = size;
+    prevFree = isFree;
+    chunk += size;
+  }
+  // No live bit anywhere else: as many set bits as live blocks.
+  let bits = 0;
+  // (The 16 units' bitmaps are consecutive: one run of words covers the page.)
+  const first = u32[d + Desc.Bitmap];
+  for (let w = first; w < first + MEDIUM_UNITS * BitmapWords.Small; w++) {
+    for (let b = u32[w]; b !== 0; b &= b - 1) bits++;
+  }
+  if (bits !== live) fail(where, `fit page: ${bits} live bits for ${live} live blocks`);
+  let purged = 0;
+  for (let p = 0; p < purgeable.length; p++) {
+    if (!isPurged(u32, d, p)) continue;
+    purged++;
+    if (!purgeable[p] || start + (p + 1) * OS_PAGE_SIZE > commitEnd) {
+      fail(where + p * OS_PAGE_SIZE, "fit page: a purged OS page holds a header or a live block");
+    }
+  }
+  if (purged !== u32[d + Desc.PurgedPages]) {
+    fail(where, `fit page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
+  }
+  if (u32[d + Desc.Used] !== live) {
+    fail(where, `fit page: USED ${u32[d + Desc.Used]}, ${live} live`);
+  }
+  return { allocated, live };
+}
+
+/** check(): validates the fit bins (every free chunk on the bin of its size, once) and the fit page list. */
+export function validateFitLists(
+  arena: Arena,
+  fitPages: Set<number>,
+  freeChunks: Set<number>,
+  fail: Fail,
+): void {
+  const u32 = arena.u32;
+  let listed = 0;
+  for (let bin = 0; bin < FIT_BINS; bin++) {
+    const head = u32[HeaderU32.FitBinHeads + bin];
+    if ((head !== 0) !== ((u32[HeaderU32.FitBinMap + (bin >>> 5)] & (1 << (bin & 31))) !== 0)) {
+      fail(arena.base, `fit bin ${bin}: its bit in the bin map is wrong`);
+    }
+    let prev = 0;
+    for (let chunk = head; chunk !== 0; prev = chunk, chunk = u32[(chunk >>> 2) + Chunk.NextFree]) {
+      const at = arena.base + chunk;
+      // A link is followed only to a free chunk the page walk found (a damaged
+      // link may name memory that is not even mapped).
+      if (!freeChunks.has(chunk)) fail(at, `fit bin ${bin}: links to what is not a free chunk`);
+      if (++listed > freeChunks.size) {
+        fail(at, "fit bins hold more chunks than the pages (or a cycle)");
+      }
+      const word = u32[chunk >>> 2];
+      if ((word & CHUNK_FREE) === 0) fail(at, `fit bin ${bin}: holds a live chunk`);
+      const size = word & ~CHUNK_FREE;
+      if (binOf(size) !== bin) fail(at, `fit bin ${bin}: chunk of ${size} bytes`);
+      if (u32[(chunk >>> 2) + Chunk.PrevFree] !== prev) {
+        fail(at, `fit bin ${bin}: broken back link`);
+      }
+    }
+  }
+  if (listed !== freeChunks.size) {
+    fail(arena.base, `fit pages have ${freeChunks.size} free chunks, the bins ${listed}`);
+  }
+  let count = 0;
+  let prev = 0;
+  for (let d = u32[HeaderU32.FitPages]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+    if (!fitPages.has(d)) fail(arena.base, `fit page list: link ${d} is not a fit page`);
+    const at = arena.base + u32[d + Desc.PageStart];
+    if (++count > fitPages.size) fail(at, "fit page list: a cycle");
+    if (u32[d + Desc.Prev] !== prev) fail(at, "fit page list: broken back link");
+  }
+  // A fit page that empties is kept (on no list) or retired: every listed one is in use.
+  for (const d of fitPages) {
+    if (u32[d + Desc.Used] === 0) {
+      fail(arena.base + u32[d + Desc.PageStart], "fit page: empty but listed");
+    }
+  }
+  const kept = u32[HeaderU32.FitEmpty];
+  if (
+    kept !== 0 &&
+    (!isDescriptor(kept, u32[HeaderU32.TopUnit]) || u32[kept + Desc.State] !== PageState.Fit)
+  ) {
+    fail(arena.base, "the kept empty fit page is not a fit page");
+  }
+  if (count !== fitPages.size) fail(arena.base, `${fitPages.size} fit pages, ${count} listed`);
 }

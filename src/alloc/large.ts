@@ -31,7 +31,7 @@ import {
   StatF64,
 } from "../arena/arena.ts";
 import { lockGlobal, unlockGlobal } from "../arena/owners.ts";
-import { HeapError } from "../errors.ts";
+import { type Fail, HeapError } from "../errors.ts";
 import {
   canRemap,
   mapMemory,
@@ -431,6 +431,34 @@ export class LargeBlocks {
     }
     table.fill(0, hole * SLOT_WORDS, hole * SLOT_WORDS + SLOT_WORDS);
     u32[HeaderU32.LargeCount]--;
+  }
+
+  /** check(): validates the table's entries and counts; returns the live large blocks and their bytes. */
+  validate(fail: Fail): { count: number; bytes: number } {
+    const arena = this.arena;
+    const u32 = arena.u32;
+    const f64 = arena.f64;
+    let largeCount = 0;
+    let largeBytes = 0;
+    this.forEach((address, length, requested) => {
+      largeCount++;
+      largeBytes += length;
+      if (address % OS_PAGE_SIZE !== 0 || length % OS_PAGE_SIZE !== 0 || requested > length) {
+        fail(
+          address,
+          `large block entry is inconsistent (length ${length}, requested ${requested})`,
+        );
+      }
+      if (!this.has(address)) fail(address, "large block cannot be found by its address");
+    });
+    if (largeCount !== u32[HeaderU32.LargeCount]) {
+      fail(
+        arena.base,
+        `large table counts ${u32[HeaderU32.LargeCount]} blocks but holds ${largeCount}`,
+      );
+    }
+    if (largeBytes !== f64[StatF64.LargeBytes]) fail(arena.base, "large block bytes do not add up");
+    return { count: largeCount, bytes: largeBytes };
   }
 }
 

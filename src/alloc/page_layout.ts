@@ -400,3 +400,9 @@ export function freeBlockFast(
   u32[d + Desc.Used] = used;
   return true;
 }
+
+/** Whether `d` is the descriptor index of one of the first `units` units: checked before a link is followed. */
+export function isDescriptor(d: number, units: number): boolean {
+  return d >= Tables.DescriptorsU32 && d < Tables.DescriptorsU32 + units * Desc.Words &&
+    (d - Tables.DescriptorsU32) % Desc.Words === 0;
+}

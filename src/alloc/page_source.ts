@@ -36,9 +36,10 @@ import {
   protectMemory,
   releasePages,
 } from "../os/libc.ts";
-import { BitmapWords, Desc, PageState, setState, Tables } from "./page_layout.ts";
+import { BitmapWords, Desc, isDescriptor, PageState, setState, Tables } from "./page_layout.ts";
 import { popStack, pushFront, pushStack, unlink } from "./page_list.ts";
 import { clearPurged, committedExtent } from "./page_memory.ts";
+import type { Fail } from "../errors.ts";
 
 export class PageSource {
   readonly arena: Arena;
@@ -355,4 +356,79 @@ export class PageSource {
     if (this.guarded && !this.setGuard(first, units, PROT_NONE)) return 0;
     return Tables.DescriptorsU32 + first * Desc.Words;
   }
+}
+
+/** check(): an empty page (retained or released) has no live or handed-out bit. */
+export function validateEmptyPage(
+  arena: Arena,
+  d: number,
+  where: number,
+  fail: Fail,
+): void {
+  const bitmap = arena.u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const shared = arena.u32[HeaderU32.Shared] === 1;
+  for (let w = 0; w < BitmapWords.Small; w++) {
+    if (arena.u32[bitmap + w] !== 0) fail(where, "an empty page has live bits");
+    if (shared && arena.u32[handedOut + w] !== 0) {
+      fail(where, "an empty page has blocks handed out");
+    }
+  }
+}
+
+/**
+ * check(): validates the retained lists (each page of `retained` once, on
+ * its kind's list, linked both ways, the tails right, their committed bytes
+ * as counted) and the released stacks (each page of `released` once).
+ */
+export function validateEmptyPageLists(
+  arena: Arena,
+  retained: Set<number>,
+  released: Set<number>,
+  fail: Fail,
+): void {
+  const u32 = arena.u32;
+  const f64 = arena.f64;
+  const top = u32[HeaderU32.TopUnit];
+  let retainedBytes = 0;
+  for (
+    const [headSlot, tailSlot] of [[HeaderU32.RetainedSmallHead, HeaderU32.RetainedSmallTail], [
+      HeaderU32.RetainedMediumHead,
+      HeaderU32.RetainedMediumTail,
+    ]]
+  ) {
+    let prev = 0;
+    for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
+      if (!isDescriptor(d, top)) fail(arena.base, `retained list: link ${d} is not a page`);
+      const where = arena.base + u32[d + Desc.PageStart];
+      if (!retained.delete(d)) {
+        fail(where, "retained list holds a page that is not retained (or a cycle)");
+      }
+      if (u32[d + Desc.Prev] !== prev) fail(where, "retained list: broken back link");
+      if ((u32[d + Desc.Units] === MEDIUM_UNITS) !== (headSlot === HeaderU32.RetainedMediumHead)) {
+        fail(where, "retained page on the wrong kind's list");
+      }
+      retainedBytes += u32[d + Desc.CommitEnd] - u32[d + Desc.PageStart];
+    }
+    if (u32[tailSlot] !== prev) fail(arena.base, "retained list tail is wrong");
+  }
+  if (retained.size > 0) fail(arena.base, `${retained.size} retained pages are on no list`);
+  if (retainedBytes !== f64[StatF64.RetainedBytes]) {
+    fail(
+      arena.base,
+      `retained bytes ${f64[StatF64.RetainedBytes]} but the lists hold ${retainedBytes}`,
+    );
+  }
+  for (const slot of [HeaderU32.ReleasedSmallHead, HeaderU32.ReleasedMediumHead]) {
+    for (let d = u32[slot]; d !== 0; d = u32[d + Desc.Next]) {
+      if (!isDescriptor(d, top)) fail(arena.base, `released list: link ${d} is not a page`);
+      if (!released.delete(d)) {
+        fail(
+          arena.base + u32[d + Desc.PageStart],
+          "released list holds a page that is not released (or a cycle)",
+        );
+      }
+    }
+  }
+  if (released.size > 0) fail(arena.base, `${released.size} released pages are on no list`);
 }

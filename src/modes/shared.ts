@@ -26,11 +26,18 @@ import {
   TOTAL_STORE_ORDER,
 } from "../arena/owners.ts";
 import type { ClassLists } from "../alloc/class_lists.ts";
-import { blockAtGranule, Desc, Granule, PageState, Tables } from "../alloc/page_layout.ts";
+import {
+  BitmapWords,
+  blockAtGranule,
+  Desc,
+  Granule,
+  PageState,
+  Tables,
+} from "../alloc/page_layout.ts";
 import type { PageSource } from "../alloc/page_source.ts";
 import type { FreeListCodec, PageOwnership, PageTransitions } from "../alloc/policies.ts";
 import { CLASS_COUNT } from "../alloc/size_classes.ts";
-import { HeapError } from "../errors.ts";
+import { type Fail, HeapError } from "../errors.ts";
 
 export class SharedOwnership implements PageOwnership {
   private readonly arena: Arena;
@@ -318,4 +325,41 @@ export class SharedOwnership implements PageOwnership {
     }
     this.collectStranded(pages);
   }
+}
+
+/**
+ * check(): validates page `d`'s handed-out bitmap against its live bitmap
+ * (every live block was handed out; a block handed out and no longer live,
+ * freed by another Worker, is on a flagged page) and returns the blocks
+ * other Workers freed that the owner has not taken back. Empty for a heap
+ * that is not shared.
+ */
+export function validateHandedOut(
+  arena: Arena,
+  d: number,
+  fail: Fail,
+): Set<number> {
+  const u32 = arena.u32;
+  const freed = new Set<number>();
+  if (u32[HeaderU32.Shared] !== 1) return freed;
+  const bitmap = u32[d + Desc.Bitmap];
+  const handedOut = bitmap + (arena.handedOutU32 - arena.bitmapU32);
+  const words = u32[d + Desc.State] === PageState.Medium ? BitmapWords.Medium : BitmapWords.Small;
+  for (let w = 0; w < words; w++) {
+    const live = u32[bitmap + w];
+    const handed = u32[handedOut + w];
+    if ((live & ~handed) !== 0) {
+      fail(arena.base + u32[d + Desc.PageStart], "a live block was not handed out by its owner");
+    }
+    for (let bits = handed & ~live; bits !== 0; bits &= bits - 1) {
+      freed.add(blockAtGranule(u32, d, w * 32 + 31 - Math.clz32(bits & -bits)));
+    }
+  }
+  if (freed.size > 0 && u32[d + Desc.RemoteFreed] === 0) {
+    fail(
+      arena.base + u32[d + Desc.PageStart],
+      "blocks other Workers freed wait on an unflagged page",
+    );
+  }
+  return freed;
 }
