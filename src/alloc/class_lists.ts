@@ -9,7 +9,16 @@
 import { type Arena, HeaderU32, MAX_OWNERS } from "../arena/arena.ts";
 import { type HotCounters, OwnerState, readOwnerCounters, Slot, slotOf } from "../arena/owners.ts";
 import { type Fail, HeapError } from "../errors.ts";
-import { ClassEntry, Desc, isDescriptor, isLive, PageState, Tables, Tally } from "./page_layout.ts";
+import {
+  ClassEntry,
+  classPagesIn,
+  Desc,
+  isDescriptor,
+  isLive,
+  PageState,
+  Tables,
+  Tally,
+} from "./page_layout.ts";
 import { CLASS_COUNT, classOfSize, LOOKUP_MAX_SIZE } from "./size_classes.ts";
 import { touchesPurged } from "./page_memory.ts";
 
@@ -214,15 +223,9 @@ export class ClassLists {
     const u32 = this.u32;
     let blocks = 0;
     let bytes = 0;
-    const top = u32[HeaderU32.TopUnit];
-    for (let unit = 0; unit < top;) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (state === PageState.Small || state === PageState.Medium) {
-        blocks += u32[d + Desc.Used];
-        bytes += u32[d + Desc.Used] * u32[d + Desc.BlockSize];
-      }
-      unit += u32[d + Desc.Units];
+    for (const d of classPagesIn(u32, u32[HeaderU32.TopUnit])) {
+      blocks += u32[d + Desc.Used];
+      bytes += u32[d + Desc.Used] * u32[d + Desc.BlockSize];
     }
     return { blocks, bytes };
   }

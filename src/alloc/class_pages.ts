@@ -28,6 +28,7 @@ import {
   BitmapWords,
   blockAtGranule,
   ClassEntry,
+  classPagesIn,
   Desc,
   formatPage,
   Granule,
@@ -307,12 +308,10 @@ export class ClassPages implements PageTransitions {
   /** Calls `visit(offset, blockSize)` for every live block in a size-class page. */
   forEachLiveBlock(visit: (offset: number, blockSize: number) => void): void {
     const u32 = this.u32;
-    const top = u32[HeaderU32.TopUnit];
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (state !== PageState.Small && state !== PageState.Medium) continue;
-      const words = state === PageState.Small ? BitmapWords.Small : BitmapWords.Medium;
+    for (const d of classPagesIn(u32, u32[HeaderU32.TopUnit])) {
+      const words = u32[d + Desc.State] === PageState.Small
+        ? BitmapWords.Small
+        : BitmapWords.Medium;
       for (let w = 0; w < words; w++) {
         let bits = u32[u32[d + Desc.Bitmap] + w];
         while (bits !== 0) {
@@ -527,11 +526,8 @@ export class ClassPages implements PageTransitions {
   repairFreeLists(): void {
     const u32 = this.u32;
     const arena = this.arena;
-    const top = Math.min(u32[HeaderU32.TopUnit], arena.unitCount);
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (state !== PageState.Small && state !== PageState.Medium) continue;
+    for (const d of classPagesIn(u32, Math.min(u32[HeaderU32.TopUnit], arena.unitCount))) {
+      const unit = (d - Tables.DescriptorsU32) / Desc.Words;
       const start = arena.dataStart + unit * UNIT_SIZE;
       const blockSize = u32[d + Desc.BlockSize];
       const bump = u32[d + Desc.Bump];

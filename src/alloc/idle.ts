@@ -38,7 +38,7 @@ import { OS_PAGE_SIZE, populatePages, releasePages } from "../os/libc.ts";
 import type { ClassLists } from "./class_lists.ts";
 import { purgeFreeChunks } from "./fit_chunks.ts";
 import type { LargeBlocks } from "./large.ts";
-import { Desc, isLive, OsPage, PageState, Tables } from "./page_layout.ts";
+import { classPagesIn, Desc, isLive, OsPage } from "./page_layout.ts";
 import { committedExtent, isPurged, purgeRange, touchesPurged } from "./page_memory.ts";
 import type { PageSource } from "./page_source.ts";
 
@@ -162,19 +162,9 @@ export class IdleMemory {
     this.lists.flushAll(); // the pages' free lists then hold every free block
     // The free ends of fit pages first: one call each, and nothing to relink.
     let released = purgeFreeChunks(this.arena, wanted, this.busyFitPage);
-    const candidates: number[] = [];
-    const top = u32[HeaderU32.TopUnit];
-    for (let unit = 0; unit < top;) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (
-        (state === PageState.Small || state === PageState.Medium) &&
-        committedExtent(u32, d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize] >= OS_PAGE_SIZE
-      ) {
-        candidates.push(d);
-      }
-      unit += u32[d + Desc.Units];
-    }
+    const candidates = classPagesIn(u32, u32[HeaderU32.TopUnit]).filter((d) =>
+      committedExtent(u32, d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize] >= OS_PAGE_SIZE
+    );
     // Pages being allocated from (their class's head) last: what is purged there comes back first.
     const idleOf = (d: number) =>
       committedExtent(u32, d) - u32[d + Desc.Used] * u32[d + Desc.BlockSize] -

@@ -233,10 +233,20 @@ export function pageDescriptorOf(u32: Uint32Array, dataStart: number, offset: nu
     : d;
 }
 
+/** The u32 index of the live-bitmap word that holds the bit of the block at `offset` of in-use page `d`. */
+export function liveWord(u32: Uint32Array, d: number, offset: number): number {
+  return u32[d + Desc.Bitmap] +
+    (((offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift]) >>> 5);
+}
+
+/** That block's bit in its live-bitmap word (see liveWord). */
+export function liveBit(u32: Uint32Array, d: number, offset: number): number {
+  return 1 << (((offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift]) & 31);
+}
+
 /** True if the block at `offset` of in-use page `d` is live. */
 export function isLive(u32: Uint32Array, d: number, offset: number): boolean {
-  const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-  return (u32[u32[d + Desc.Bitmap] + (granule >>> 5)] & (1 << (granule & 31))) !== 0;
+  return (u32[liveWord(u32, d, offset)] & liveBit(u32, d, offset)) !== 0;
 }
 
 /**
@@ -405,4 +415,14 @@ export function freeBlockFast(
 export function isDescriptor(d: number, units: number): boolean {
   return d >= Tables.DescriptorsU32 && d < Tables.DescriptorsU32 + units * Desc.Words &&
     (d - Tables.DescriptorsU32) % Desc.Words === 0;
+}
+
+/** The descriptors of the in-use class pages (SMALL or MEDIUM) among the first `units` units, lowest first. */
+export function classPagesIn(u32: Uint32Array, units: number): number[] {
+  const pages: number[] = [];
+  for (let d = Tables.DescriptorsU32, end = d + units * Desc.Words; d < end; d += Desc.Words) {
+    const state = u32[d + Desc.State];
+    if (state === PageState.Small || state === PageState.Medium) pages.push(d);
+  }
+  return pages;
 }

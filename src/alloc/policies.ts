@@ -11,7 +11,7 @@
  * their allocation lists empty and send every free to the slow path.
  */
 
-import { Desc } from "./page_layout.ts";
+import { liveBit, liveWord } from "./page_layout.ts";
 
 export interface FreeListCodec {
   /** Whether pages are committed and linked whole when formatted (their empty heads then stay). */
@@ -110,7 +110,6 @@ export class PrivateOwnership implements PageOwnership {
 
   private flipLiveBit(d: number, offset: number): void {
     const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    u32[u32[d + Desc.Bitmap] + (granule >>> 5)] ^= 1 << (granule & 31);
+    u32[liveWord(u32, d, offset)] ^= liveBit(u32, d, offset);
   }
 }

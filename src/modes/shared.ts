@@ -29,10 +29,12 @@ import type { ClassLists } from "../alloc/class_lists.ts";
 import {
   BitmapWords,
   blockAtGranule,
+  classPagesIn,
   Desc,
   Granule,
+  liveBit,
+  liveWord,
   PageState,
-  Tables,
 } from "../alloc/page_layout.ts";
 import type { PageSource } from "../alloc/page_source.ts";
 import type { FreeListCodec, PageOwnership, PageTransitions } from "../alloc/policies.ts";
@@ -82,9 +84,8 @@ export class SharedOwnership implements PageOwnership {
    */
   handOut(d: number, offset: number): void {
     const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
-    const bit = 1 << (granule & 31);
+    const word = liveWord(u32, d, offset);
+    const bit = liveBit(u32, d, offset);
     Atomics.or(u32, word, bit);
     u32[word + this.handedOutDelta] |= bit;
   }
@@ -92,9 +93,8 @@ export class SharedOwnership implements PageOwnership {
   /** The owner frees a block of its own page (live and handed-out bits). */
   takeBack(d: number, offset: number): void {
     const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = u32[d + Desc.Bitmap] + (granule >>> 5);
-    const bit = 1 << (granule & 31);
+    const word = liveWord(u32, d, offset);
+    const bit = liveBit(u32, d, offset);
     this.clearLiveBit(word, bit, offset);
     u32[word + this.handedOutDelta] &= ~bit;
   }
@@ -116,9 +116,7 @@ export class SharedOwnership implements PageOwnership {
 
   awaitsCollection(d: number, offset: number): boolean {
     const u32 = this.u32;
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    const word = u32[d + Desc.Bitmap] + this.handedOutDelta + (granule >>> 5);
-    return (u32[word] & (1 << (granule & 31))) !== 0;
+    return (u32[liveWord(u32, d, offset) + this.handedOutDelta] & liveBit(u32, d, offset)) !== 0;
   }
 
   replenish(pages: PageTransitions, slot: number): void {
@@ -144,8 +142,7 @@ export class SharedOwnership implements PageOwnership {
     const u32 = this.u32;
     // Read now: once the bit is clear, the owner may take the block back and retire the page.
     const blockSize = u32[d + Desc.BlockSize];
-    const granule = (offset - u32[d + Desc.PageStart]) >>> u32[d + Desc.Shift];
-    this.clearLiveBit(u32[d + Desc.Bitmap] + (granule >>> 5), 1 << (granule & 31), offset);
+    this.clearLiveBit(liveWord(u32, d, offset), liveBit(u32, d, offset), offset);
     // A page already flagged is already on its owner's stack: a load, no write
     // (a plain one with total store order: the atomic and above orders it).
     const flagged = this.totalStoreOrder
@@ -204,12 +201,8 @@ export class SharedOwnership implements PageOwnership {
   /** Collects every page of this owner flagged REMOTE_FREED (trim, adoption). */
   private collectStranded(pages: PageTransitions): void {
     const u32 = this.u32;
-    const top = u32[HeaderU32.TopUnit];
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
+    for (const d of classPagesIn(u32, u32[HeaderU32.TopUnit])) {
       if (
-        (state === PageState.Small || state === PageState.Medium) &&
         Atomics.load(u32, d + Desc.Owner) === this.owner &&
         Atomics.load(u32, d + Desc.RemoteFreed) !== 0
       ) {
@@ -292,19 +285,10 @@ export class SharedOwnership implements PageOwnership {
       u32.fill(0, slot + Slot.Heads, slot + Slot.Heads + CLASS_COUNT);
     }
     this.source.lock();
-    const top = u32[HeaderU32.TopUnit];
-    const adopted: number[] = [];
-    for (let unit = 0; unit < top; unit++) {
-      const d = Tables.DescriptorsU32 + unit * Desc.Words;
-      const state = u32[d + Desc.State];
-      if (
-        (state === PageState.Small || state === PageState.Medium) &&
-        orphans.includes(u32[d + Desc.Owner])
-      ) {
-        Atomics.store(u32, d + Desc.Owner, this.owner);
-        adopted.push(d);
-      }
-    }
+    const adopted = classPagesIn(u32, u32[HeaderU32.TopUnit]).filter((d) =>
+      orphans.includes(u32[d + Desc.Owner])
+    );
+    for (const d of adopted) Atomics.store(u32, d + Desc.Owner, this.owner);
     this.source.unlock();
     for (const d of adopted) {
       u32[d + Desc.Next] = 0;
