@@ -4,8 +4,8 @@
  *   void *lua_Alloc(void *ud, void *ptr, size_t osize, size_t nsize);
  *
  * Lua funnels every allocation, resize and free through this one function,
- * so its cost is the C-to-JS callback's: about 57 ns plus 10 to 20 ns per
- * argument, more for an argument Deno must box. The declaration is as
+ * so its cost is the C-to-JS callback's, which grows with each argument, and
+ * more for an argument Deno must box (docs/native.md). The declaration is as
  * narrow as the C types allow:
  * - `ud` as `u8`: this allocator needs no user data (pass NULL);
  * - `ptr` as `u32` when the heap's arena lies below 2^32 (see blocks.ts for

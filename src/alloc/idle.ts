@@ -44,8 +44,8 @@ import type { PageSource } from "./page_source.ts";
 
 /**
  * Purging in-use pages gives back runs of at least this many free OS pages:
- * one madvise call costs 15 to 400 us on this project's VM, so a lone free
- * OS page is not worth one.
+ * one madvise call costs as much as thousands of mallocs (docs/performance.md),
+ * so a lone free OS page is not worth one.
  */
 const MIN_PURGE_PAGES = 4;
 
@@ -94,7 +94,8 @@ export class IdleMemory {
    * Counts page `d` as committed up to the OS page that holds `end`, and some
    * way past it as the page proves used (as much again as it has committed,
    * up to POPULATE_AHEAD, never past BUMP_END), faulting all of that in with
-   * one call: a page fault costs about 12 us here, a populated page about 1 us.
+   * one call: a page faulted in by its first touch costs about ten times one
+   * populated with the rest (docs/performance.md).
    * (COMMIT_END is read again after giveBackIdle, which may trim this page.)
    */
   extendCommit(d: number, end: number): void {

@@ -183,8 +183,8 @@ export interface ArenaLayout {
  * Where an arena asks to start when HeapOptions.lowAddresses is on (the
  * default). Below 2^31 an address is a small integer (a Smi) to V8: it
  * crosses a call that V8 did not inline without being boxed as a heap
- * number, and the fast paths do integer arithmetic on it. Measured on this
- * project's VM: a malloc+free pair 18 -> 14 ns, trace replays 7-16% faster.
+ * number, and the fast paths do integer arithmetic on it (what that saves:
+ * docs/performance.md, "Costs behind design choices").
  * Pages are carved from the bottom, so a 4 GiB arena here gives small-integer
  * addresses to its first 1.75 GiB. 256 MiB leaves the lowest addresses to
  * whatever conventionally lives there; one arena at a time gets this place,

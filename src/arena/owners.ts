@@ -74,9 +74,9 @@ export const enum Counter {
  * True where the CPU keeps total store order (x86-64): stores become visible
  * in program order and no load moves before an earlier locked instruction.
  * There a plain store releases a lock, and a plain load after an atomic
- * read-modify-write sees what a seq-cst load would. Each Atomics call costs
- * 6 to 10 ns in V8 (a builtin call, not inlined), so the shared hot paths use
- * plain accesses where this holds; elsewhere they keep the Atomics call.
+ * read-modify-write sees what a seq-cst load would. Each Atomics call is a
+ * builtin call in V8, not inlined, so the shared hot paths use plain
+ * accesses where this holds; elsewhere they keep the Atomics call.
  */
 export const TOTAL_STORE_ORDER = Deno.build.arch === "x86_64";
 

@@ -3,8 +3,8 @@
  *
  * Everything the allocator needs from the kernel goes through the handful of
  * functions below. Addresses cross this boundary as bigints because a 64-bit
- * parameter given a bigint stays on Deno's fast FFI path (about 14 ns) while a
- * JS number drops off it (about 140 ns); inside the allocator they are plain
+ * parameter given a bigint stays on Deno's fast FFI path while a JS number
+ * drops off it (ten times slower); inside the allocator they are plain
  * numbers. None of these functions is on the malloc/free fast path.
  *
  * Linux only (x86_64 and aarch64; tested on x86_64): the allocator relies on
@@ -30,9 +30,8 @@ export const MAP_FIXED_NOREPLACE = 0x100000;
 /** The pages read as zero afterwards (private anonymous memory). */
 export const MADV_DONTNEED = 4;
 /**
- * Linux 5.14+: fault the pages in now, writable, in one call. On this
- * test machine that costs about 1 us a page against about 12 us for each
- * page's first touch.
+ * Linux 5.14+: fault the pages in now, writable, in one call: about a tenth
+ * of what each page's first touch costs (docs/performance.md).
  */
 export const MADV_POPULATE_WRITE = 23;
 export const MREMAP_MAYMOVE = 1;
