@@ -15,7 +15,8 @@
 
 import { Heap } from "./src/heap.ts";
 
-export { type AttachOptions, Heap, type HeapOptions, type SharedHeapHandle } from "./src/heap.ts";
+export { Heap } from "./src/heap.ts";
+export type { AttachOptions, HeapOptions, SharedHeapHandle } from "./src/options.ts";
 export { HeapError, type HeapErrorCode } from "./src/errors.ts";
 export type { HeapStats } from "./src/stats.ts";
 export type { DebugOptions, LeakedBlock } from "./src/modes/debug.ts";
