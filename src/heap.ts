@@ -23,11 +23,11 @@ import {
   UNIT_SIZE,
 } from "./arena/arena.ts";
 import { ClassPages } from "./alloc/class_pages.ts";
-import { ClassLists } from "./alloc/class_lists.ts";
+import { ClassLists, formatClassTable } from "./alloc/class_lists.ts";
 import { IdleMemory } from "./alloc/idle.ts";
 import { PageSource } from "./alloc/page_source.ts";
 import { type FreeListCodec, PlainCodec, PrivateOwnership } from "./alloc/policies.ts";
-import { KeyedCodec } from "./modes/secure.ts";
+import { KeyedCodec, writeSecureKey } from "./modes/secure.ts";
 import { SharedOwnership } from "./modes/shared.ts";
 import {
   Desc,
@@ -172,7 +172,9 @@ export class Heap {
       if (arena === null) {
         throw new RangeError(`the OS refused to reserve ${arenaBytes} bytes of address space`);
       }
-      ClassPages.formatTables(arena, secure);
+      // Secure mode keeps the last OS page of every page inaccessible.
+      formatClassTable(arena, secure ? OS_PAGE_SIZE : 0);
+      if (secure) writeSecureKey(arena);
     }
     if (shared) {
       this.#owner = registerOwner(arena);

@@ -6,7 +6,14 @@
  * handed out, from which stats() derives its counters (see "Counting").
  */
 
-import { type Arena, HeaderU32, MAX_OWNERS } from "../arena/arena.ts";
+import {
+  type Arena,
+  DESCRIPTORS_BYTE,
+  HeaderU32,
+  MAX_OWNERS,
+  MEDIUM_UNITS,
+  UNIT_SIZE,
+} from "../arena/arena.ts";
 import { type HotCounters, OwnerState, readOwnerCounters, Slot, slotOf } from "../arena/owners.ts";
 import { type Fail, HeapError } from "../errors.ts";
 import {
@@ -15,15 +22,46 @@ import {
   Desc,
   isDescriptor,
   isLive,
+  OsPage,
   PageState,
   Tables,
   Tally,
 } from "./page_layout.ts";
-import { CLASS_COUNT, classOfSize, LOOKUP_MAX_SIZE } from "./size_classes.ts";
+import {
+  CLASS_COUNT,
+  classBlockSize,
+  classOfSize,
+  LOOKUP_ENTRIES,
+  LOOKUP_MAX_SIZE,
+  MAX_SMALL_PAGE_BLOCK,
+} from "./size_classes.ts";
 import { touchesPurged } from "./page_memory.ts";
+import { OS_PAGE_SIZE } from "../os/libc.ts";
 
 /** Small classes with allocation lists: those of the size lookup (blocks up to 1 KiB). */
 export const SPLIT_CLASSES = classOfSize(LOOKUP_MAX_SIZE) + 1;
+
+/**
+ * Fills the class table and size lookup of a freshly created arena. Pages
+ * end in `guardBytes` that hold no block (secure mode's guard page).
+ */
+export function formatClassTable(arena: Arena, guardBytes: number): void {
+  const { u32, u8 } = arena;
+  if (Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE || 1 << OsPage.Shift !== OS_PAGE_SIZE) {
+    throw new Error("arena layout mismatch");
+  }
+  for (let c = 0; c < CLASS_COUNT; c++) {
+    const e = Tables.ClassU32 + c * ClassEntry.Words;
+    const blockSize = classBlockSize(c);
+    const units = blockSize <= MAX_SMALL_PAGE_BLOCK && blockSize <= UNIT_SIZE - guardBytes
+      ? 1
+      : MEDIUM_UNITS;
+    u32[e + ClassEntry.BlockSize] = blockSize;
+    u32[e + ClassEntry.Units] = units;
+    u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE - guardBytes) / blockSize);
+  }
+  for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[Tables.LookupU8 + i] = classOfSize(i << 4);
+}
 
 export class ClassLists {
   private readonly arena: Arena;

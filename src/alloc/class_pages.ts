@@ -6,20 +6,8 @@
  * their committed memory grows through idle.ts.
  */
 
-import {
-  type Arena,
-  DESCRIPTORS_BYTE,
-  HeaderU32,
-  MEDIUM_UNITS,
-  UNIT_SIZE,
-} from "../arena/arena.ts";
-import {
-  CLASS_COUNT,
-  classBlockSize,
-  classOfSize,
-  LOOKUP_ENTRIES,
-  MAX_SMALL_PAGE_BLOCK,
-} from "./size_classes.ts";
+import { type Arena, HeaderU32, MEDIUM_UNITS, UNIT_SIZE } from "../arena/arena.ts";
+import { CLASS_COUNT } from "./size_classes.ts";
 import { OS_PAGE_SIZE } from "../os/libc.ts";
 import { type Fail, HeapError } from "../errors.ts";
 import { type ClassLists, SPLIT_CLASSES } from "./class_lists.ts";
@@ -33,7 +21,6 @@ import {
   formatPage,
   Granule,
   isLive,
-  OsPage,
   PageState,
   Tables,
   takeBlockFast,
@@ -119,34 +106,6 @@ export class ClassPages implements PageTransitions {
   }
 
   // ---- block slow paths ------------------------------------------------------
-
-  /** Fills the class table and size lookup of a freshly created arena. */
-  static formatTables(arena: Arena, secure: boolean): void {
-    const { u32, u8 } = arena;
-    if (secure) {
-      const key = new Uint32Array(1);
-      while (key[0] === 0) crypto.getRandomValues(key);
-      u32[HeaderU32.SecureKey] = key[0];
-    }
-    // Secure mode keeps the last OS page of every page inaccessible.
-    const guard = secure ? OS_PAGE_SIZE : 0;
-    if (
-      Tables.DescriptorsU32 * 4 !== DESCRIPTORS_BYTE || 1 << OsPage.Shift !== OS_PAGE_SIZE
-    ) {
-      throw new Error("arena layout mismatch");
-    }
-    for (let c = 0; c < CLASS_COUNT; c++) {
-      const e = Tables.ClassU32 + c * ClassEntry.Words;
-      const blockSize = classBlockSize(c);
-      const units = blockSize <= MAX_SMALL_PAGE_BLOCK && blockSize <= UNIT_SIZE - guard
-        ? 1
-        : MEDIUM_UNITS;
-      u32[e + ClassEntry.BlockSize] = blockSize;
-      u32[e + ClassEntry.Units] = units;
-      u32[e + ClassEntry.Capacity] = Math.floor((units * UNIT_SIZE - guard) / blockSize);
-    }
-    for (let i = 0; i < LOOKUP_ENTRIES; i++) u8[Tables.LookupU8 + i] = classOfSize(i << 4);
-  }
 
   /**
    * Takes a block of class `cls` whatever it takes: a new page, a page that

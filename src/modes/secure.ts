@@ -27,6 +27,13 @@ const CHECKED_WORDS = [
   Desc.Shift,
 ];
 
+/** Gives a freshly created arena its random key (never 0: 0 means secure mode is off). */
+export function writeSecureKey(arena: Arena): void {
+  const key = new Uint32Array(1);
+  while (key[0] === 0) crypto.getRandomValues(key);
+  arena.u32[HeaderU32.SecureKey] = key[0];
+}
+
 export class KeyedCodec implements FreeListCodec {
   readonly formatsWholePages = true;
   private readonly u32: Uint32Array;
