@@ -246,9 +246,9 @@ export class PageSource {
         pushStack(u32, HeaderU32.ReleasedMediumHead, d);
         return 0;
       }
-      for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
-        this.formatReleasedUnit(first + i, 1);
-        if (i > 0) pushStack(u32, HeaderU32.ReleasedSmallHead, d + i * Desc.Words);
+      this.splitMedium(d);
+      for (let i = MEDIUM_UNITS - 1; i > 0; i--) {
+        pushStack(u32, HeaderU32.ReleasedSmallHead, d + i * Desc.Words);
       }
       return d;
     }
@@ -288,11 +288,10 @@ export class PageSource {
     const d = this.takeRetained(true);
     if (d === 0) return 0;
     const u32 = this.u32;
-    const first = (d - Tables.DescriptorsU32) / Desc.Words;
     const start = u32[d + Desc.PageStart];
     const committedEnd = u32[d + Desc.CommitEnd];
+    this.splitMedium(d);
     for (let i = MEDIUM_UNITS - 1; i >= 0; i--) {
-      this.formatReleasedUnit(first + i, 1);
       const c = d + i * Desc.Words;
       const unitStart = start + i * UNIT_SIZE;
       const end = Math.min(Math.max(committedEnd, unitStart), unitStart + UNIT_SIZE);
@@ -302,6 +301,12 @@ export class PageSource {
       else pushStack(u32, HeaderU32.ReleasedSmallHead, c);
     }
     return d;
+  }
+
+  /** Lays out the sixteen units of medium page `d` as small released pages (descriptors only). */
+  private splitMedium(d: number): void {
+    const first = (d - Tables.DescriptorsU32) / Desc.Words;
+    for (let i = MEDIUM_UNITS - 1; i >= 0; i--) this.formatReleasedUnit(first + i, 1);
   }
 
   /** Lays out released (empty, uncommitted) descriptors for a page of `units` units at `first`. */
