@@ -100,19 +100,13 @@
  *  - An in-use page with USED = 0 may only be the head of its class list:
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
- *    pages; any other page that empties is retired at once (staysWhenEmpty).
+ *    pages; any other page that empties is retired at once (ClassPages.emptied).
  *    With a shared heap, each owner (Worker) has its own class lists.
- *  - RETAINED: empty and still committed, on its kind's retained list (most
- *    recent first). Reused first; a retained medium page is split into
- *    small ones when a small page is wanted. When retained bytes exceed the
- *    heap's `retainBytes`, the oldest are released. A page with OS pages
- *    purged while in use (see "idle memory" below) is released, never retained.
  *  - FIT: a 1 MiB page of fit.ts (blocks above 1 KiB of a private heap), on
- *    the list of fit pages in the arena header, never on a class list; made
- *    from a retained or released medium page like one, and retired like one.
- *  - RELEASED: returned to the OS with madvise(MADV_DONTNEED), on its kind's
- *    released list; reads zero when reused. Once the arena is carved to the
- *    top, released pages of one kind are split or merged into the other.
+ *    the list of fit pages in the arena header, never on a class list (the
+ *    one kept empty is on none); taken and retired like a medium page.
+ *  - RETAINED or RELEASED: empty, on the page source's lists (see
+ *    page_source.ts).
  */
 
 /** Descriptor words (u32 offsets from a descriptor index); see the table above. */
