@@ -32,15 +32,10 @@
  * bit per 8 KiB, which still separates their blocks, all larger). Free checks
  * the bit, which makes double-free and interior-pointer detection exact.
  *
- * Shared heaps: a page belongs to one Worker, its owner (see owners.ts), and
- * each unit has a second bitmap, the handed-out bitmap, that only the owner
- * writes: the blocks it handed out and has not seen freed. Another Worker
- * frees a block of the page by clearing its live bit alone (an atomic and:
- * of two Workers freeing the same block at once, one finds the bit clear),
- * and flags the page REMOTE_FREED, pushing it on its owner's stack of such
- * pages if the flag was clear. The owner, in its slow path, clears the flag
- * and takes back every block handed out but no longer live. The freer never
- * touches the block itself nor the page's free list.
+ * Shared heaps: each unit has a second bitmap, the handed-out bitmap, that
+ * only the page's owner writes: the blocks it handed out and has not seen
+ * freed. Other Workers free its blocks by clearing live bits alone (see
+ * modes/shared.ts).
  *
  * Descriptor, 32 u32 words on two cache lines. The first holds what the
  * page's owner writes as it allocates and frees; the second what stays fixed
