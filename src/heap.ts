@@ -27,6 +27,7 @@ import { Pages } from "./alloc/pages.ts";
 import {
   Desc,
   freeBlockFast,
+  liveSmallPage,
   PageState,
   Tables,
   takeBlockFast,
@@ -205,11 +206,12 @@ export class Heap {
   declare private readonly dataStart: number;
   declare private readonly dataEnd: number;
   /**
-   * [0]: offsets from the data start below this may take free's fast path:
-   * the data size for a private heap in no special mode, 0 otherwise and
-   * once closed.
+   * [0]: 64 KiB units from the data start whose blocks may take free's fast
+   * path: all of them for a private heap in no special mode, 0 otherwise
+   * and once closed. A unit count is an int32, where a byte offset of a
+   * 4 GiB arena is not: V8 would compare it as a double.
    */
-  declare private readonly fastFreeEnd: Uint32Array;
+  declare private readonly fastFreeUnits: Int32Array;
   /** The buffers behind the views bytes() hands out (never the arena's own). */
   #buffers: UserBuffers;
   #closed = false;
@@ -311,7 +313,9 @@ export class Heap {
     this.base = arena.base;
     this.dataStart = arena.dataStart;
     this.dataEnd = arena.dataEnd;
-    this.fastFreeEnd = new Uint32Array([split ? arena.dataEnd - arena.dataStart : 0]);
+    this.fastFreeUnits = new Int32Array([
+      split ? (arena.dataEnd - arena.dataStart) / UNIT_SIZE : 0,
+    ]);
     if (options.debug) {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
@@ -567,14 +571,14 @@ export class Heap {
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
     // typeof first: a BigInt or Symbol would throw in the subtraction. Then
-    // an integer offset from the data start, a multiple of 16, below the
-    // fast-free range (0 in special modes and once closed): in int32
-    // arithmetic, without a division.
+    // an integer offset from the data start, a multiple of 16, in a 64 KiB
+    // unit of the fast-free range (none in special modes and once closed):
+    // in int32 arithmetic, without a division.
     if (typeof address === "number") {
       const offset = address - this.base;
       const unitOffset = offset - this.dataStart;
       if (
-        (unitOffset >>> 0) === unitOffset && unitOffset < this.fastFreeEnd[0] &&
+        (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < this.fastFreeUnits[0] &&
         (unitOffset & 15) === 0 &&
         freeBlockFast(this.u32, this.bitmapBias, offset, unitOffset)
       ) {
@@ -591,6 +595,19 @@ export class Heap {
       return this.#freeSpecial(address);
     }
     if (address === 0) return;
+    // A live block of a small page that fills back up or empties: already
+    // located (free's checks above hold: the fast path failed on the page).
+    if (typeof address === "number") {
+      const offset = address - this.base;
+      const unitOffset = offset - this.dataStart;
+      if (
+        (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < this.fastFreeUnits[0] &&
+        (unitOffset & 15) === 0
+      ) {
+        const d = liveSmallPage(this.u32, this.bitmapBias, offset, unitOffset);
+        if (d !== 0) return void this.#pages.freeLive(d, offset); // no block buffers (not secure)
+      }
+    }
     this.#freeLocated(address, this.#locate(address, "free"));
   }
 
@@ -797,7 +814,7 @@ export class Heap {
     this.#closed = true;
     this.#special = true;
     this.allocLists.fill(0);
-    this.fastFreeEnd[0] = 0;
+    this.fastFreeUnits[0] = 0;
     this.#buffers.releaseAll();
     if (!this.#creator) return;
     this.#large.unmapAll();

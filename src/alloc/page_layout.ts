@@ -101,6 +101,9 @@
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
  *    pages; any other page that empties is retired at once (staysWhenEmpty).
+ *    With allocation lists, such a page's free blocks go onto its class's
+ *    allocation list as it empties (USED counts them again), so that the
+ *    class's next malloc stays on its fast path.
  *    With a shared heap, each owner (Worker) has its own class lists.
  *  - RETAINED: empty and still committed, on its kind's retained list (most
  *    recent first). Reused first; a retained medium page is split into
@@ -253,7 +256,8 @@ export const enum Unit {
 // page's FAST_FREE flag and the new USED tell, with two compares, that
 // nothing else must happen (the page neither emptied nor was full and off
 // its list). Everything else, including refilling an empty allocation list,
-// is Pages.take and Pages.freeLive. Both functions use literals only (the
+// is Pages.take and Pages.freeLive (a live block of a small page goes
+// straight there: liveSmallPage). Both functions use literals only (the
 // const enums of this module) so that V8 inlines them into Heap.malloc/free
 // and those into the caller's loop. Neither counts anything: a counter
 // updated on every call is a chain of loads and stores from one call to the
@@ -333,4 +337,20 @@ export function freeBlockFast(
   u32[d + Desc.Free] = offset;
   u32[d + Desc.Used] = used;
   return true;
+}
+
+/**
+ * The descriptor of the small page that holds a live block at arena offset
+ * `offset` (`unitOffset` as for freeBlockFast), or 0: free's slow path
+ * hands such a block straight to Pages.freeLive, without locating it again.
+ */
+export function liveSmallPage(
+  u32: Uint32Array,
+  bitmapBias: number,
+  offset: number,
+  unitOffset: number,
+): number {
+  const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
+  const live = (u32[bitmapBias + (offset >>> 9)] & (1 << ((offset >>> 4) & 31))) !== 0;
+  return live && u32[d + Desc.State] === PageState.Small ? d : 0;
 }
