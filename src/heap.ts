@@ -173,6 +173,15 @@ export interface AttachOptions {
 /** Constructor input of Heap.attach (not part of HeapOptions' public surface). */
 const attachKey = Symbol("attach");
 
+/**
+ * LOOKUP_MAX_SIZE as a literal for malloc's fast path: V8 reads an imported
+ * constant from its module cell (a load and a hole check) on every call.
+ */
+const enum Lookup {
+  MaxSize = 1024,
+}
+if (LOOKUP_MAX_SIZE !== Lookup.MaxSize) throw new Error("size-class lookup mismatch");
+
 const DEFAULT_ARENA_BYTES = 2 ** 32;
 const DEFAULT_RETAIN_BYTES = 16 * 1024 * 1024;
 const DEFAULT_IDLE_RATIO = 0.25;
@@ -373,7 +382,7 @@ export class Heap {
     // typeof first: anything but a number (a BigInt, a Symbol, on a closed
     // heap too) goes to #mallocSlow, which says what is wrong, before `>>>`
     // could throw a TypeError of V8's own.
-    if (typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+    if (typeof size === "number" && (size >>> 0) === size && size <= Lookup.MaxSize) {
       const block = takeBlockFast(
         this.u32,
         this.allocLists,
