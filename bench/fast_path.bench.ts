@@ -23,8 +23,8 @@
  *  6. + class lookup: the list head is chosen by a size-to-class table (u8)
  *     instead of being the 64-byte class's;
  *  7. + addresses: malloc returns base + offset; free subtracts the base and
- *     the data start and checks the result is in the fast-free range (a
- *     Uint32Array word) and a multiple of 16;
+ *     the data start and checks that the result is in the fast-free range
+ *     (64 KiB units, an Int32Array word) and a multiple of 16;
  *  8. + fields: the same code reading its arrays and numbers from an object
  *     held in a variable (V8 then loads them), not from closure constants;
  *  9. heap: Heap.malloc/free, the heap held in a constant, as a program would;
@@ -383,7 +383,7 @@ function addressModel(): PairAllocator {
   const u32 = arenaMemory();
   const lists = new Uint32Array(Arena.Classes);
   const sizeToClass = sizeClasses();
-  const fastFreeEnd = new Uint32Array([Arena.Bytes - Arena.DataStart]);
+  const fastFreeUnits = new Int32Array([PAGES]);
   const { mallocSlow, freeSlow } = arenaSlowPaths(u32, lists);
   return {
     malloc: (size) => {
@@ -403,7 +403,7 @@ function addressModel(): PairAllocator {
         const offset = address - Arena.Base;
         const unitOffset = offset - Arena.DataStart;
         if (
-          (unitOffset >>> 0) === unitOffset && unitOffset < fastFreeEnd[0] &&
+          (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < fastFreeUnits[0] &&
           (unitOffset & 15) === 0
         ) {
           const d = Arena.Descriptors + (unitOffset >>> 16) * Arena.DescWords;
@@ -430,7 +430,7 @@ interface HotFields {
   u32: Uint32Array;
   lists: Uint32Array;
   sizeToClass: Uint8Array;
-  fastFreeEnd: Uint32Array;
+  fastFreeUnits: Int32Array;
   bitmapBias: number;
   base: number;
   dataStart: number;
@@ -445,7 +445,7 @@ function fieldsModel(): PairAllocator {
     u32,
     lists,
     sizeToClass: sizeClasses(),
-    fastFreeEnd: new Uint32Array([Arena.Bytes - Arena.DataStart]),
+    fastFreeUnits: new Int32Array([PAGES]),
     bitmapBias: Arena.BitmapBias,
     base: Arena.Base,
     dataStart: Arena.DataStart,
@@ -470,7 +470,7 @@ function fieldsModel(): PairAllocator {
         const offset = address - h.base;
         const unitOffset = offset - h.dataStart;
         if (
-          (unitOffset >>> 0) === unitOffset && unitOffset < h.fastFreeEnd[0] &&
+          (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < h.fastFreeUnits[0] &&
           (unitOffset & 15) === 0
         ) {
           const u32 = h.u32;
