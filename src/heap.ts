@@ -4,13 +4,13 @@
  *
  * malloc of up to 1 KiB is a class lookup and takeBlockFast (a pop from the
  * class's allocation list); free is a range check and freeBlockFast (a push
- * onto the page's free list and two counters). Neither tests a mode: a
- * secure, shared, debug or closed heap has empty allocation lists and a
- * fast-free range of 0, so its calls take the slow paths, where the modes
- * are. Both stay small enough for V8 to inline them, with what they call,
- * into the caller's loop: a call costs as much as the allocation, and an
- * address above 2^31 (see lowAddresses) that crosses one is boxed as a heap
- * number. Everything else leaves through a call.
+ * onto the page's free list, USED lowered). Neither tests a mode: a secure,
+ * shared, debug or closed heap has empty allocation lists and a fast-free
+ * range of 0, so its calls take the slow paths, where the modes are. Both
+ * stay small enough for V8 to inline them, with what they call, into the
+ * caller's loop: a call costs as much as the allocation, and an address
+ * above 2^31 (see lowAddresses) that crosses one is boxed as a heap number.
+ * Everything else leaves through a call.
  */
 
 import {
@@ -604,8 +604,8 @@ export class Heap {
       return this.#freeSpecial(address);
     }
     if (address === 0) return;
-    // A live block of a small page that fills back up or empties: already
-    // located (free's checks above hold: the fast path failed on the page).
+    // A live block of a small page whose page fills back up or empties (the
+    // fast path declined it): freed without locating it again.
     if (typeof address === "number") {
       const offset = address - this.base;
       const unitOffset = offset - this.dataStart;

@@ -101,9 +101,6 @@
  *    a small page that has committed at most 16 KiB (or any small page in
  *    secure mode) stays there so that a malloc/free pair does not churn
  *    pages; any other page that empties is retired at once (staysWhenEmpty).
- *    With allocation lists, such a page's free blocks go onto its class's
- *    allocation list as it empties (USED counts them again), so that the
- *    class's next malloc stays on its fast path.
  *    With a shared heap, each owner (Worker) has its own class lists.
  *  - RETAINED: empty and still committed, on its kind's retained list (most
  *    recent first). Reused first; a retained medium page is split into

@@ -706,14 +706,6 @@ export class Pages {
     if (used === 0) {
       if (unlisted) this.retire(d); // a page of one block: full, then empty
       else if (!this.staysWhenEmpty(d)) this.retireEmptied(d);
-      else if (this.splitLists && u32[d + Desc.Class] < SPLIT_CLASSES) {
-        // The page stays as its class's head, and its allocation list is
-        // empty (it holds only the head's blocks): the page's free blocks go
-        // there now rather than on the class's next malloc, which then stays
-        // on its fast path (a malloc+free pair would otherwise leave both).
-        const cls = u32[d + Desc.Class];
-        if (this.allocLists[cls] === 0) this.refill(cls);
-      }
     } else if (unlisted) {
       this.readmit(d);
     }
