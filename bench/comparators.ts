@@ -258,10 +258,10 @@ const U32_MAX = 0xffff_ffff;
 /**
  * tsmalloc's Heap; blocks are written through one view of the arena's data
  * (the buffer behind any arena block's bytes() view, which spans the data
- * made read-write so far), remade when a block lies beyond it.
+ * made read-write so far), remade when a block lies beyond it. `heap`: an
+ * existing heap to wrap instead of a new one.
  */
-export function createHeap(options?: HeapOptions): Allocator {
-  const heap = new Heap(options);
+export function createHeap(options?: HeapOptions, heap: Heap = new Heap(options)): Allocator {
   const probe = heap.malloc(16);
   const view = heap.bytes(probe, 1);
   /** Address of the data buffer's first byte. */

@@ -4,13 +4,13 @@
  *
  * malloc of up to 1 KiB is a class lookup and takeBlockFast (a pop from the
  * class's allocation list); free is a range check and freeBlockFast (a push
- * onto the page's free list and two counters). Neither tests a mode: a
- * secure, shared, debug or closed heap has empty allocation lists and a
- * fast-free range of 0, so its calls take the slow paths, where the modes
- * are. Both stay small enough for V8 to inline them, with what they call,
- * into the caller's loop: a call costs as much as the allocation, and an
- * address above 2^31 (see lowAddresses) that crosses one is boxed as a heap
- * number. Everything else leaves through a call.
+ * onto the page's free list, USED lowered). Neither tests a mode: a secure,
+ * shared, debug or closed heap has empty allocation lists and a fast-free
+ * range of 0, so its calls take the slow paths, where the modes are. Both
+ * stay small enough for V8 to inline them, with what they call, into the
+ * caller's loop: a call costs as much as the allocation, and an address
+ * above 2^31 (see lowAddresses) that crosses one is boxed as a heap number.
+ * Everything else leaves through a call.
  */
 
 import {
@@ -34,6 +34,7 @@ import {
   descriptorOf,
   freeBlockFast,
   isLive,
+  liveSmallPage,
   pageDescriptorOf,
   PageState,
   Tables,
@@ -89,6 +90,15 @@ import {
 const attachKey = Symbol("attach");
 
 /**
+ * LOOKUP_MAX_SIZE as a literal for malloc's fast path: V8 reads an imported
+ * constant from its module cell (a load and a hole check) on every call.
+ */
+const enum Lookup {
+  MaxSize = 1024,
+}
+if (LOOKUP_MAX_SIZE !== Lookup.MaxSize) throw new Error("size-class lookup mismatch");
+
+/**
  * A heap of native memory. Addresses are plain numbers holding the real
  * virtual address, 16-byte aligned, usable by native code through
  * `heap.pointer(address)`.
@@ -120,11 +130,12 @@ export class Heap {
   declare private readonly dataStart: number;
   declare private readonly dataEnd: number;
   /**
-   * [0]: offsets from the data start below this may take free's fast path:
-   * the data size for a private heap in no special mode, 0 otherwise and
-   * once closed.
+   * [0]: 64 KiB units from the data start whose blocks may take free's fast
+   * path: all of them for a private heap in no special mode, 0 otherwise
+   * and once closed. A unit count is an int32, where a byte offset of a
+   * 4 GiB arena is not: V8 would compare it as a double.
    */
-  declare private readonly fastFreeEnd: Uint32Array;
+  declare private readonly fastFreeUnits: Int32Array;
   /** The buffers behind the views bytes() hands out (never the arena's own). */
   #buffers: UserBuffers;
   #closed = false;
@@ -217,7 +228,9 @@ export class Heap {
     this.base = arena.base;
     this.dataStart = arena.dataStart;
     this.dataEnd = arena.dataEnd;
-    this.fastFreeEnd = new Uint32Array([split ? arena.dataEnd - arena.dataStart : 0]);
+    this.fastFreeUnits = new Int32Array([
+      split ? (arena.dataEnd - arena.dataStart) / UNIT_SIZE : 0,
+    ]);
     if (options.debug) {
       this.#debug = new DebugLayer(this.#coreAccess(), options.debug === true ? {} : options.debug);
     }
@@ -275,7 +288,7 @@ export class Heap {
     // typeof first: anything but a number (a BigInt, a Symbol, on a closed
     // heap too) goes to #mallocSlow, which says what is wrong, before `>>>`
     // could throw a TypeError of V8's own.
-    if (typeof size === "number" && (size >>> 0) === size && size <= LOOKUP_MAX_SIZE) {
+    if (typeof size === "number" && (size >>> 0) === size && size <= Lookup.MaxSize) {
       const block = takeBlockFast(
         this.u32,
         this.allocLists,
@@ -473,14 +486,14 @@ export class Heap {
   /** Frees a block; `free(0)` does nothing. Throws HeapError on an address that is not a live block. */
   free(address: number): void {
     // typeof first: a BigInt or Symbol would throw in the subtraction. Then
-    // an integer offset from the data start, a multiple of 16, below the
-    // fast-free range (0 in special modes and once closed): in int32
-    // arithmetic, without a division.
+    // an integer offset from the data start, a multiple of 16, in a 64 KiB
+    // unit of the fast-free range (none in special modes and once closed):
+    // in int32 arithmetic, without a division.
     if (typeof address === "number") {
       const offset = address - this.base;
       const unitOffset = offset - this.dataStart;
       if (
-        (unitOffset >>> 0) === unitOffset && unitOffset < this.fastFreeEnd[0] &&
+        (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < this.fastFreeUnits[0] &&
         (unitOffset & 15) === 0 &&
         freeBlockFast(this.u32, this.bitmapBias, offset, unitOffset)
       ) {
@@ -497,6 +510,19 @@ export class Heap {
       return this.#freeSpecial(address);
     }
     if (address === 0) return;
+    // A live block of a small page whose page fills back up or empties (the
+    // fast path declined it): freed without locating it again.
+    if (typeof address === "number") {
+      const offset = address - this.base;
+      const unitOffset = offset - this.dataStart;
+      if (
+        (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < this.fastFreeUnits[0] &&
+        (unitOffset & 15) === 0
+      ) {
+        const d = liveSmallPage(this.u32, this.bitmapBias, offset, unitOffset);
+        if (d !== 0) return void this.#pages.freeLive(d, offset); // no block buffers (not secure)
+      }
+    }
     this.#freeLocated(address, this.#locate(address, "free"));
   }
 
@@ -700,7 +726,7 @@ export class Heap {
     this.#closed = true;
     this.#special = true;
     this.allocLists.fill(0);
-    this.fastFreeEnd[0] = 0;
+    this.fastFreeUnits[0] = 0;
     this.#buffers.releaseAll();
     if (!this.#creator) return;
     this.#large.unmapAll();

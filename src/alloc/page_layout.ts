@@ -318,7 +318,8 @@ export const enum Unit {
 // page's FAST_FREE flag and the new USED tell, with two compares, that
 // nothing else must happen (the page neither emptied nor was full and off
 // its list). Everything else, including refilling an empty allocation list,
-// is ClassPages.take and ClassPages.freeLive. Both functions use literals only (the
+// is ClassPages.take and ClassPages.freeLive (a live block of a small page
+// goes straight there: liveSmallPage). Both functions use literals only (the
 // const enums of this module) so that V8 inlines them into Heap.malloc/free
 // and those into the caller's loop. Neither counts anything: a counter
 // updated on every call is a chain of loads and stores from one call to the
@@ -398,6 +399,22 @@ export function freeBlockFast(
   u32[d + Desc.Free] = offset;
   u32[d + Desc.Used] = used;
   return true;
+}
+
+/**
+ * The descriptor of the small page that holds a live block at arena offset
+ * `offset` (`unitOffset` as for freeBlockFast), or 0: free's slow path
+ * hands such a block straight to ClassPages.freeLive, without locating it again.
+ */
+export function liveSmallPage(
+  u32: Uint32Array,
+  bitmapBias: number,
+  offset: number,
+  unitOffset: number,
+): number {
+  const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
+  const live = (u32[bitmapBias + (offset >>> 9)] & (1 << ((offset >>> 4) & 31))) !== 0;
+  return live && u32[d + Desc.State] === PageState.Small ? d : 0;
 }
 
 /** Whether `d` is the descriptor index of one of the first `units` units: checked before a link is followed. */
