@@ -73,6 +73,18 @@ describe("limitBytes: a cap on the heap's footprint", () => {
     assertStillWorks(heap);
   });
 
+  it("the empty fit page kept for the next fit block gives way to a large block at the cap", () => {
+    for (const retainBytes of [16 * MiB, 0]) {
+      using heap = new Heap({ limitBytes: 4 * MiB, retainBytes });
+      heap.free(heap.malloc(5000)); // the only fit page empties and is kept: 1 MiB of footprint
+      const big = heap.malloc(3 * MiB + 512 * KiB); // fits only without that page
+      assert.notEqual(big, 0, `retainBytes ${retainBytes}: a large block the cap allows`);
+      assert.ok(checked(heap).committedBytes <= 4 * MiB);
+      heap.free(big);
+      assertStillWorks(heap);
+    }
+  });
+
   it("mixed sizes under a cap: never past it, check() clean throughout", () => {
     const limit = 24 * MiB;
     using heap = new Heap({ limitBytes: limit });

@@ -22,8 +22,9 @@
  * split).
  *
  * The fit page fit.ts keeps when it empties (HeaderU32.FitEmpty, on no list) is
- * the last resort: when no page can be had otherwise, it is retired and
- * taken again.
+ * the last resort: when no page can be had otherwise, or limitBytes leaves
+ * no room for a page or a large block, it is retired (and may be taken
+ * again at once).
  */
 
 import { type Arena, HeaderU32, MEDIUM_UNITS, StatF64, UNIT_SIZE } from "../arena/arena.ts";
@@ -75,15 +76,7 @@ export class PageSource {
     this.lock();
     try {
       let d = this.find(medium);
-      if (d === 0) {
-        // The empty fit page fit.ts keeps for its next block is all the room left.
-        const kept = this.u32[HeaderU32.FitEmpty];
-        if (kept !== 0) {
-          this.u32[HeaderU32.FitEmpty] = 0;
-          this.retire(kept);
-          d = this.find(medium);
-        }
-      }
+      if (d === 0 && this.retireKeptFitPage()) d = this.find(medium);
       return d;
     } finally {
       this.unlock();
@@ -108,14 +101,15 @@ export class PageSource {
   /**
    * Whether the footprint may grow by `bytes` (and the metadata of `units`
    * carved units) under limitBytes, once retained pages, oldest first, have
-   * gone back to the OS as far as that takes.
+   * gone back to the OS as far as that takes, and then the empty fit page
+   * fit.ts keeps (retired, it counts only what it has committed).
    */
   makeRoomUnderLimit(bytes: number, units = 0): boolean {
     if (this.arena.withinLimit(bytes, units)) return true;
     this.lock();
     try {
       while (!this.arena.withinLimit(bytes, units)) {
-        if (this.releaseOldestRetained() < 0) return false;
+        if (this.releaseOldestRetained() < 0 && !this.retireKeptFitPage()) return false;
       }
       return true;
     } finally {
@@ -148,6 +142,18 @@ export class PageSource {
     return bytes;
   }
 
+  /**
+   * No page to be had otherwise: the empty fit page fit.ts keeps for its
+   * next block, if any, retires (and may be taken at once); false if none.
+   */
+  private retireKeptFitPage(): boolean {
+    const kept = this.u32[HeaderU32.FitEmpty];
+    if (kept === 0) return false;
+    this.u32[HeaderU32.FitEmpty] = 0;
+    this.retire(kept);
+    return true;
+  }
+
   /** trim(): releases the empty fit page fit.ts keeps, if any; returns the bytes. */
   releaseKeptFitPage(): number {
     const kept = this.u32[HeaderU32.FitEmpty];
@@ -158,11 +164,13 @@ export class PageSource {
 
   /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
   releaseOldestRetained(): number {
+    this.lock(); // before the lists are read: another Worker may be taking that page
     const oldest = this.u32[HeaderU32.RetainedMediumTail] || this.u32[HeaderU32.RetainedSmallTail];
-    if (oldest === 0) return -1;
-    this.lock();
-    this.unlinkRetained(oldest);
-    const bytes = this.release(oldest);
+    let bytes = -1;
+    if (oldest !== 0) {
+      this.unlinkRetained(oldest);
+      bytes = this.release(oldest);
+    }
     this.unlock();
     return bytes;
   }
