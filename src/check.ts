@@ -21,13 +21,10 @@ import {
 } from "./arena/arena.ts";
 import type { ClassPages } from "./alloc/class_pages.ts";
 import { type ClassLists, validateClassLists } from "./alloc/class_lists.ts";
-
 import { BitmapWords, Desc, PageState, Tables } from "./alloc/page_layout.ts";
-
 import type { LargeBlocks } from "./alloc/large.ts";
 import type { FitPages } from "./alloc/fit.ts";
 import { validateFitLists, validateFitPage } from "./alloc/fit_chunks.ts";
-
 import { HeapError } from "./errors.ts";
 import { OS_PAGE_SIZE } from "./os/libc.ts";
 import { validateEmptyPage, validateEmptyPageLists } from "./alloc/page_source.ts";

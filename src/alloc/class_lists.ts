@@ -217,7 +217,7 @@ export class ClassLists {
     tally[Tally.PeakBytes] += taken.peakAllocated;
   }
 
-  /** With allocation lists: subtracts the frees of page `d` not counted yet (see "Counting"). */
+  /** With allocation lists: subtracts page `d`'s frees not counted yet ("Counting", page_layout.ts). */
   syncPage(d: number): void {
     const u32 = this.u32;
     const used = u32[d + Desc.Used];

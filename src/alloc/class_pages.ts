@@ -122,7 +122,7 @@ export class ClassPages implements PageTransitions {
     const slot = this.lists.headSlot(cls);
     let d = u32[slot];
     if (d !== 0 && u32[d + Desc.Used] === u32[d + Desc.Capacity]) {
-      this.dropFullHead(d); // full: see the list rules above
+      this.dropFullHead(d); // full: see "Which list a page is on" in page_layout.ts
       d = u32[slot];
     }
     if (d === 0) {

@@ -6,10 +6,12 @@
  * the heap's idle memory (committedBytes less allocatedBytes, metadata, the
  * large-block table and retained empty pages, which retainBytes governs).
  * Every growth of a page's committed memory goes through extendCommit here,
- * and every other growth (a large block mapped, purged memory written
- * again) calls giveBackIdle first. When the heap is about to commit memory
- * past its peak and its idle memory exceeds the idle budget, it first
- * purges (madvise DONTNEED), starting with the pages that hold the most,
+ * and every other growth (a large block mapped, a fit page's purged memory
+ * written again) calls giveBackIdle first; a class page's unlisted block
+ * counts its purged OS pages again without it (a scavenge of that page,
+ * mid-hand-out, would see the block as free). When the heap is about to
+ * commit memory past its peak and its idle memory exceeds the idle budget,
+ * it first purges (madvise DONTNEED), starting with the pages that hold the most,
  * the OS pages of in-use pages that hold no live byte: the free ends and
  * free chunks of fit pages (fit_chunks.ts), then those of class pages. In a
  * class page, the free blocks that touch a purged OS page leave the free

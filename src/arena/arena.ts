@@ -165,7 +165,8 @@ export const enum StatF64 {
 }
 
 // The class table (byte 2048), size lookup (byte 3584) and page descriptors
-// (byte 4096) are laid out and filled by class_pages.ts (see Tables in page_layout.ts).
+// (byte 4096) are laid out in page_layout.ts (Tables); class_lists.ts fills
+// the first two (formatClassTable), the page source the descriptors.
 export const DESCRIPTORS_BYTE = 4096;
 
 /** Options that shape an arena. */
