@@ -36,7 +36,7 @@ const KEPT_EMPTY_PAGE_BYTES = 16 * 1024;
 
 /** Pages of size classes: taking and freeing blocks off the fast paths, and the page transitions. */
 export class ClassPages implements PageTransitions {
-  readonly arena: Arena;
+  private readonly arena: Arena;
   private readonly u32: Uint32Array;
   private readonly source: PageSource;
   private readonly lists: ClassLists;

@@ -43,7 +43,7 @@ import { clearPurged, committedExtent } from "./page_memory.ts";
 import type { Fail } from "../errors.ts";
 
 export class PageSource {
-  readonly arena: Arena;
+  private readonly arena: Arena;
   private readonly u32: Uint32Array;
   /** Owner slot of the Worker this source serves (0: a heap that is not shared: no lock). */
   private readonly owner: number;
