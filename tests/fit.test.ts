@@ -135,6 +135,24 @@ describe("fit pages: blocks above 1 KiB of a private heap", () => {
     checked(heap);
   });
 
+  it("the empty fit page kept for the next fit block gives its memory back too before the heap grows past its peak", () => {
+    using heap = new Heap({ idleRatio: 0, idleFloorBytes: 0 });
+    const blocks = Array.from({ length: 15 }, () => heap.malloc(60 * KiB)); // nearly a page
+    for (const p of blocks) heap.free(p); // the page empties and is kept, 900 KiB committed
+    const before = checked(heap);
+    assert.ok(dataCommitted(heap) >= 900 * KiB, `${dataCommitted(heap)} committed`);
+    const small = Array.from({ length: 4096 }, () => heap.malloc(64));
+    const after = checked(heap);
+    assert.ok(
+      after.peakCommittedBytes <= before.peakCommittedBytes + 64 * KiB,
+      `peak ${before.peakCommittedBytes} -> ${after.peakCommittedBytes}`,
+    );
+    // And the kept page still serves the next fit block.
+    assert.equal(heap.malloc(60 * KiB), blocks[0]);
+    for (const p of small) heap.free(p);
+    checked(heap);
+  });
+
   it("trim() purges the whole OS pages of a free chunk inside a page; a block cut from it later counts them again", () => {
     using heap = new Heap();
     const low = heap.malloc(2000);
