@@ -420,18 +420,20 @@ export class ClassPages implements PageTransitions {
     this.ownership.collectAll(this);
     this.lists.flushAll();
     this.source.lock();
-    let released = this.source.releaseKeptFitPage();
-    for (let c = 0; c < CLASS_COUNT; c++) {
-      const slot = this.lists.headSlot(c);
-      const head = u32[slot];
-      if (head !== 0 && u32[head + Desc.Used] === 0) {
-        unlink(u32, slot, head);
-        released += this.source.releaseEmpty(head);
+    try {
+      let released = this.source.releaseKeptFitPage();
+      for (let c = 0; c < CLASS_COUNT; c++) {
+        const slot = this.lists.headSlot(c);
+        const head = u32[slot];
+        if (head !== 0 && u32[head + Desc.Used] === 0) {
+          unlink(u32, slot, head);
+          released += this.source.releaseEmpty(head);
+        }
       }
+      return released + this.idle.releaseAll();
+    } finally {
+      this.source.unlock();
     }
-    released += this.idle.releaseAll();
-    this.source.unlock();
-    return released;
   }
 
   /**

@@ -105,7 +105,6 @@ export class FitPages {
       d = pageDescriptorOf(u32, this.arena.dataStart, chunk);
     }
     this.unlinkFree(chunk);
-    this.idle.busyFitPage = d;
     const have = u32[chunk >>> 2] & ~FREE;
     // Split when the rest makes a free chunk of its own above this one.
     const split = have - need >= MIN_FREE_CHUNK;
@@ -115,8 +114,7 @@ export class FitPages {
     // Memory above ZERO_FROM has not been written since it came from the OS
     // (read before the split's header, above the block, moves ZERO_FROM past it).
     this.lastWasZero = chunk + CHUNK_HEADER >= u32[d + Desc.ZeroFrom];
-    this.commit(d, touched);
-    this.recommitRange(d, chunk, touched);
+    this.makeWritable(d, chunk, touched);
     if (split) {
       this.writeFree(end, have - need, need);
       this.written(d, end + CHUNK_HEADER);
@@ -127,7 +125,6 @@ export class FitPages {
     this.written(d, end);
     u32[d + Desc.Used]++;
     this.flipLive(chunk + CHUNK_HEADER);
-    this.idle.busyFitPage = 0;
     return chunk + CHUNK_HEADER;
   }
 
@@ -184,12 +181,10 @@ export class FitPages {
     const total = have + (u32[next >>> 2] & ~FREE);
     if (total < need) return 0;
     this.unlinkFree(next);
-    this.idle.busyFitPage = d;
     const split = total - need >= MIN_FREE_CHUNK;
     const taken = split ? need : total;
     const touched = split ? chunk + taken + CHUNK_HEADER : chunk + taken;
-    this.commit(d, touched);
-    this.recommitRange(d, next, touched);
+    this.makeWritable(d, next, touched);
     if (split) {
       const rest = chunk + need;
       this.writeFree(rest, total - need, need);
@@ -201,7 +196,6 @@ export class FitPages {
     }
     this.written(d, chunk + taken);
     u32[chunk >>> 2] = taken;
-    this.idle.busyFitPage = 0;
     return taken - CHUNK_HEADER;
   }
 
@@ -339,6 +333,22 @@ export class FitPages {
     this.linkFree(u32[d + Desc.PageStart]);
     pushFront(u32, HeaderU32.FitPages, d);
     return d;
+  }
+
+  /**
+   * `[from, to)` of page `d` is about to be written: committed that far, its
+   * purged OS pages counted in again. Giving idle memory back on the way
+   * leaves this page alone (its chunk is off the bins, its headers not yet
+   * written).
+   */
+  private makeWritable(d: number, from: number, to: number): void {
+    this.idle.busyFitPage = d;
+    try {
+      this.commit(d, to);
+      this.recommitRange(d, from, to);
+    } finally {
+      this.idle.busyFitPage = 0;
+    }
   }
 
   /** Page `d` is about to be written up to `end`: counted as committed that far. */

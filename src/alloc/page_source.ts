@@ -42,6 +42,13 @@ import { popStack, pushFront, pushStack, unlink } from "./page_list.ts";
 import { clearPurged, committedExtent } from "./page_memory.ts";
 import type { Fail } from "../errors.ts";
 
+/** The header words of the retained list of medium or small pages: its head and its tail. */
+function retainedList(medium: boolean): [number, number] {
+  return medium
+    ? [HeaderU32.RetainedMediumHead, HeaderU32.RetainedMediumTail]
+    : [HeaderU32.RetainedSmallHead, HeaderU32.RetainedSmallTail];
+}
+
 export class PageSource {
   private readonly arena: Arena;
   private readonly u32: Uint32Array;
@@ -122,24 +129,29 @@ export class PageSource {
     const u32 = this.u32;
     const f64 = this.arena.f64;
     this.lock();
-    this.leavesUse(d);
-    if (u32[d + Desc.PurgedPages] !== 0) {
-      // Partly given back already: reused, its holes would fault in uncounted.
-      this.release(d);
-    } else {
-      this.pushRetained(d);
-      while (f64[StatF64.RetainedBytes] > f64[StatF64.RetainLimit]) this.releaseOldestRetained();
+    try {
+      this.leavesUse(d);
+      if (u32[d + Desc.PurgedPages] !== 0) {
+        // Partly given back already: reused, its holes would fault in uncounted.
+        this.release(d);
+      } else {
+        this.pushRetained(d);
+        while (f64[StatF64.RetainedBytes] > f64[StatF64.RetainLimit]) this.releaseOldestRetained();
+      }
+    } finally {
+      this.unlock();
     }
-    this.unlock();
   }
 
   /** trim(): an in-use page emptied, off every list, goes back to the OS at once; returns the bytes. */
   releaseEmpty(d: number): number {
     this.lock();
-    this.leavesUse(d);
-    const bytes = this.release(d);
-    this.unlock();
-    return bytes;
+    try {
+      this.leavesUse(d);
+      return this.release(d);
+    } finally {
+      this.unlock();
+    }
   }
 
   /**
@@ -165,14 +177,15 @@ export class PageSource {
   /** Releases the oldest retained page, medium before small as they hold more; -1 if none. */
   releaseOldestRetained(): number {
     this.lock(); // before the lists are read: another Worker may be taking that page
-    const oldest = this.u32[HeaderU32.RetainedMediumTail] || this.u32[HeaderU32.RetainedSmallTail];
-    let bytes = -1;
-    if (oldest !== 0) {
+    try {
+      const oldest = this.u32[HeaderU32.RetainedMediumTail] ||
+        this.u32[HeaderU32.RetainedSmallTail];
+      if (oldest === 0) return -1;
       this.unlinkRetained(oldest);
-      bytes = this.release(oldest);
+      return this.release(oldest);
+    } finally {
+      this.unlock();
     }
-    this.unlock();
-    return bytes;
   }
 
   /** Page `d` is no longer in use (see Arena.footprint). */
@@ -181,31 +194,21 @@ export class PageSource {
   }
 
   private pushRetained(d: number): void {
-    const medium = this.u32[d + Desc.Units] === MEDIUM_UNITS;
+    const [head, tail] = retainedList(this.u32[d + Desc.Units] === MEDIUM_UNITS);
     setState(this.u32, d, PageState.Retained);
-    pushFront(
-      this.u32,
-      medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead,
-      d,
-      medium ? HeaderU32.RetainedMediumTail : HeaderU32.RetainedSmallTail,
-    );
+    pushFront(this.u32, head, d, tail);
     this.arena.f64[StatF64.RetainedBytes] += committedExtent(this.u32, d);
   }
 
   private takeRetained(medium: boolean): number {
-    const d = this.u32[medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead];
+    const d = this.u32[retainedList(medium)[0]];
     if (d !== 0) this.unlinkRetained(d);
     return d;
   }
 
   private unlinkRetained(d: number): void {
-    const medium = this.u32[d + Desc.Units] === MEDIUM_UNITS;
-    unlink(
-      this.u32,
-      medium ? HeaderU32.RetainedMediumHead : HeaderU32.RetainedSmallHead,
-      d,
-      medium ? HeaderU32.RetainedMediumTail : HeaderU32.RetainedSmallTail,
-    );
+    const [head, tail] = retainedList(this.u32[d + Desc.Units] === MEDIUM_UNITS);
+    unlink(this.u32, head, d, tail);
     this.arena.f64[StatF64.RetainedBytes] -= committedExtent(this.u32, d);
   }
 
@@ -405,10 +408,7 @@ export function validateEmptyPageLists(
   const top = u32[HeaderU32.TopUnit];
   let retainedBytes = 0;
   for (
-    const [headSlot, tailSlot] of [[HeaderU32.RetainedSmallHead, HeaderU32.RetainedSmallTail], [
-      HeaderU32.RetainedMediumHead,
-      HeaderU32.RetainedMediumTail,
-    ]]
+    const [headSlot, tailSlot] of [retainedList(false), retainedList(true)]
   ) {
     let prev = 0;
     for (let d = u32[headSlot]; d !== 0; prev = d, d = u32[d + Desc.Next]) {
