@@ -443,6 +443,7 @@ export class Heap {
       }
       const moved = this.#allocAny(size);
       if (moved === 0) return 0;
+      if (size > MAX_CLASS_SIZE) this.#large.populate(moved, size); // a buffer grows into a mapping
       this.#copy(moved, address, usable);
       try {
         this.#freeLocated(address, where);

@@ -37,6 +37,7 @@ import {
   mapMemory,
   moveMemory,
   OS_PAGE_SIZE,
+  populatePages,
   PROT_NONE,
   PROT_READ,
   PROT_WRITE,
@@ -324,7 +325,19 @@ export class LargeBlocks {
     this.insert(moved, length, size);
     this.account(length - oldLength);
     this.lengthAfter = length;
+    this.populate(moved + oldLength, roundUp(size, OS_PAGE_SIZE) - oldLength);
     return moved;
+  }
+
+  /**
+   * Faults in `[address, address + length)` of a block that realloc grew,
+   * up to the size asked for (not the growth headroom): a program grows a
+   * buffer to write it, and the OS pages of a fresh mapping faulted in one
+   * call cost a fraction of their first touches one by one
+   * (docs/performance.md).
+   */
+  populate(address: number, length: number): void {
+    if (length > 0 && populatePages(address, length)) this.arena.f64[StatF64.MadviseCalls]++;
   }
 
   /** Calls `visit` for every live block; `mapLength` is the usable length (guards excluded). */
