@@ -520,7 +520,7 @@ export class Heap {
         (unitOffset >>> 0) === unitOffset && (unitOffset >>> 16) < this.fastFreeUnits[0] &&
         (unitOffset & 15) === 0
       ) {
-        const d = liveSmallPage(this.u32, this.bitmapBias, offset, unitOffset);
+        const d = liveSmallPage(this.u32, offset, unitOffset);
         if (d !== 0) return void this.#pages.freeLive(d, offset); // no block buffers (not secure)
       }
     }

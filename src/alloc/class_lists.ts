@@ -297,7 +297,7 @@ export class ClassLists {
         if (isLive(u32, d, b)) {
           fail(arena.base + b, `class ${c}: a live block is on the allocation list`);
         }
-        if (touchesPurged(u32, d, b, u32[d + Desc.BlockSize])) {
+        if (touchesPurged(u32, d, b)) {
           fail(arena.base + b, `class ${c}: a block on the allocation list touches a purged page`);
         }
         blocks.add(b);

@@ -579,7 +579,7 @@ export class ClassPages implements PageTransitions {
           "a block counted as handed out (on an allocation list, or freed by another Worker) is on the free list",
         );
       }
-      if (touchesPurged(u32, d, f, u32[d + Desc.BlockSize])) {
+      if (touchesPurged(u32, d, f)) {
         fail(arena.base + f, "a listed free block touches a purged page");
       }
     }
@@ -597,7 +597,7 @@ export class ClassPages implements PageTransitions {
       fail(where, `page counts ${u32[d + Desc.PurgedPages]} purged OS pages but marks ${purged}`);
     }
     for (let block = start; block < bump; block += blockSize) {
-      if (!touchesPurged(u32, d, block, u32[d + Desc.BlockSize])) continue;
+      if (!touchesPurged(u32, d, block)) continue;
       if (isLive(u32, d, block)) fail(arena.base + block, "a live block touches a purged OS page");
       unlisted++;
     }

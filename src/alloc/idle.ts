@@ -242,7 +242,7 @@ export class IdleMemory {
     let listed = 0;
     for (let i = blocks - 1; i >= 0; i--) {
       const block = start + i * blockSize;
-      if (isLive(u32, d, block) || touchesPurged(u32, d, block, blockSize)) continue;
+      if (isLive(u32, d, block) || touchesPurged(u32, d, block)) continue;
       u32[block >>> 2] = next;
       next = block;
       listed++;

@@ -406,15 +406,9 @@ export function freeBlockFast(
  * `offset` (`unitOffset` as for freeBlockFast), or 0: free's slow path
  * hands such a block straight to ClassPages.freeLive, without locating it again.
  */
-export function liveSmallPage(
-  u32: Uint32Array,
-  bitmapBias: number,
-  offset: number,
-  unitOffset: number,
-): number {
+export function liveSmallPage(u32: Uint32Array, offset: number, unitOffset: number): number {
   const d = Tables.DescriptorsU32 + (unitOffset >>> Unit.Shift) * Desc.Words;
-  const live = (u32[bitmapBias + (offset >>> 9)] & (1 << ((offset >>> 4) & 31))) !== 0;
-  return live && u32[d + Desc.State] === PageState.Small ? d : 0;
+  return u32[d + Desc.State] === PageState.Small && isLive(u32, d, offset) ? d : 0;
 }
 
 /** Whether `d` is the descriptor index of one of the first `units` units: checked before a link is followed. */

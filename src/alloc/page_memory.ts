@@ -23,10 +23,10 @@ function markPurged(u32: Uint32Array, d: number, p: number, purged: boolean): vo
   else u32[word] &= ~(1 << (p & 15));
 }
 
-/** Whether the `size` bytes at `block` of page `d` touch a purged OS page. */
-export function touchesPurged(u32: Uint32Array, d: number, block: number, size: number): boolean {
+/** Whether the block at `block` of class page `d` touches a purged OS page. */
+export function touchesPurged(u32: Uint32Array, d: number, block: number): boolean {
   const relative = block - u32[d + Desc.PageStart];
-  const last = (relative + size - 1) >>> OsPage.Shift;
+  const last = (relative + u32[d + Desc.BlockSize] - 1) >>> OsPage.Shift;
   for (let p = relative >>> OsPage.Shift; p <= last; p++) {
     if (isPurged(u32, d, p)) return true;
   }
